@@ -1,0 +1,56 @@
+"""The ``metacpo`` command line: one subcommand per module in :mod:`metacpo.commands`.
+
+Each command module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
+Bad input (``ValueError`` from config validation, unknown ids, malformed ranges, ...) becomes
+a one-line ``error: ...`` message and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Order shown in --help.
+COMMANDS: tuple[str, ...] = ("envs", "train", "evaluate", "adapt", "demo")
+
+
+class CLIError(ValueError):
+    """A user-facing error; printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metacpo",
+        description="Safe meta-RL: Meta-CPO and baselines on stochastic Safety-Gymnasium tasks.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        try:
+            mod = importlib.import_module(f"metacpo.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"metacpo.commands.{name}":
+                continue  # command not built yet
+            raise
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``metacpo`` CLI (see :mod:`metacpo.cli`)."""

@@ -1,0 +1,66 @@
+"""Typed rollout batches returned by every sampler backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Batch:
+    """``N`` environment steps, possibly spanning several episodes, in time order.
+
+    Episode boundaries: step ``t`` ends an episode when ``terminated[t] or truncated[t]``.
+    ``truncated`` is set both for time limits and for the cut at the end of the batch; in both
+    cases the value of ``next_obs[t]`` is bootstrapped (truncation is not termination).
+    Observations are *raw* (un-normalised); ``log_probs`` were computed by the behaviour policy
+    with the normaliser statistics it was given.
+    """
+
+    obs: np.ndarray  # [N, obs_dim] float64
+    actions: np.ndarray  # [N, act_dim] float64 (the sampled, unclipped actions)
+    rewards: np.ndarray  # [N]
+    costs: np.ndarray  # [N]
+    terminated: np.ndarray  # [N] bool
+    truncated: np.ndarray  # [N] bool
+    next_obs: np.ndarray  # [N, obs_dim]: observation after step t (the final one at episode ends)
+    log_probs: np.ndarray  # [N] behaviour log pi(a_t|s_t)
+    episode_returns: np.ndarray  # [E] undiscounted returns of the *completed* episodes
+    episode_costs: np.ndarray  # [E] undiscounted costs of the completed episodes
+    episode_lengths: np.ndarray  # [E]
+    task: Any = None  # the task these steps were collected on (None: a plain env)
+    info: dict[str, Any] = field(default_factory=dict)  # e.g. worker ids, sampling seconds
+
+    def __post_init__(self) -> None:
+        n = len(self.obs)
+        for name in ("actions", "rewards", "costs", "terminated", "truncated", "next_obs", "log_probs"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"Batch.{name} has {len(getattr(self, name))} rows; obs has {n}")
+
+    def __len__(self) -> int:
+        return len(self.obs)
+
+    @property
+    def dones(self) -> np.ndarray:
+        """Episode ends (termination or truncation), [N] bool."""
+        return np.logical_or(self.terminated, self.truncated)
+
+    @staticmethod
+    def concat(batches: list["Batch"]) -> "Batch":
+        """Join batches in order (each must end on an episode boundary, which samplers guarantee)."""
+        if not batches:
+            raise ValueError("cannot concatenate an empty list of batches")
+        tasks = {id(b.task) for b in batches}
+        return Batch(
+            **{
+                k: np.concatenate([getattr(b, k) for b in batches])
+                for k in (
+                    "obs", "actions", "rewards", "costs", "terminated", "truncated", "next_obs",
+                    "log_probs", "episode_returns", "episode_costs", "episode_lengths",
+                )
+            },
+            task=batches[0].task if len(tasks) == 1 else None,
+            info={"parts": [b.info for b in batches]},
+        )

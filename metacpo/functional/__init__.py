@@ -1,0 +1,23 @@
+"""Functional (dict-of-tensors) parameter handling for the meta-gradient path."""
+
+from metacpo.functional.params import (
+    Params,
+    add_flat,
+    assert_finite,
+    flat_grad,
+    flatten,
+    num_params,
+    params_of,
+    unflatten,
+)
+
+__all__ = [
+    "Params",
+    "add_flat",
+    "assert_finite",
+    "flat_grad",
+    "flatten",
+    "num_params",
+    "params_of",
+    "unflatten",
+]

@@ -1,0 +1,72 @@
+import dataclasses
+import subprocess
+import sys
+
+import numpy as np
+
+
+def test_hook_converts_ndarray_defaults_and_is_removed():
+    from metacpo.compat import ndarray_defaults_as_factories
+
+    original = dataclasses._get_field
+    with ndarray_defaults_as_factories():
+        assert dataclasses._get_field is not original
+
+        @dataclasses.dataclass
+        class Geom:
+            color: np.ndarray = np.array([1.0, 0.0, 0.0])
+            size: np.ndarray = dataclasses.field(default=np.array([0.5]))
+
+    assert dataclasses._get_field is original
+    a, b = Geom(), Geom()
+    np.testing.assert_array_equal(a.color, [1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(a.size, [0.5])
+    a.color[0] = 7.0
+    assert b.color[0] == 1.0  # each instance owns its array
+
+    # Outside the hook the stock Python 3.11 behaviour is back.
+    try:
+
+        @dataclasses.dataclass
+        class Bad:
+            color: np.ndarray = np.array([1.0])
+
+    except ValueError as exc:
+        assert "mutable default" in str(exc)
+    else:  # pragma: no cover
+        raise AssertionError("hook outlived the with-block")
+
+
+def test_hook_removed_even_on_error():
+    from metacpo.compat import ndarray_defaults_as_factories
+
+    original = dataclasses._get_field
+    try:
+        with ndarray_defaults_as_factories():
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    assert dataclasses._get_field is original
+
+
+def test_import_safety_gymnasium_in_fresh_interpreter():
+    code = (
+        "import dataclasses, numpy as np\n"
+        "orig = dataclasses._get_field\n"
+        "from metacpo.compat import import_safety_gymnasium\n"
+        "sg = import_safety_gymnasium()\n"
+        "assert dataclasses._get_field is orig\n"
+        "try:\n"
+        "    dataclasses.make_dataclass('X', [('c', np.ndarray, dataclasses.field(default=np.zeros(1)))])\n"
+        "    raise SystemExit('patch outlived the import')\n"
+        "except ValueError:\n"
+        "    pass\n"
+        "assert import_safety_gymnasium() is sg\n"
+        "env = sg.make('SafetyPointCircle1-v0')\n"
+        "obs, info = env.reset(seed=0)\n"
+        "assert len(env.step(env.action_space.sample())) == 6\n"
+        "print('OK')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("OK")
