@@ -1,0 +1,436 @@
+"""Pieces shared by every policy-gradient algorithm here (TRPO, CPO, Meta-TRPO, Meta-CPO).
+
+Everything is functional: policies are evaluated at an explicit parameter dict ``params``
+(``torch.func.functional_call``), so the same code serves the single-task update (detached
+parameters) and the meta-gradient path (adapted parameters with autograd history).
+
+Paper symbols (Achiam et al. 2017, CPO):
+
+* ``g`` -- gradient of the reward-surrogate **loss** ``loss_r = -mean(ratio * A_r)``.
+* ``a`` -- gradient of the cost surrogate ``loss_c = cost_scale * mean(ratio * A_c)``.
+* ``b = J_C - d`` -- the batch's episode-cost estimate minus the cost limit.
+
+``cost_scale`` makes ``b + a^T x`` a first-order estimate of ``J_C(new) - d``: by the
+performance-difference lemma ``J_C(new) - J_C(old) ~= sum_{t<T} cost_gamma^t E[ratio A_c]``, so
+``cost_scale = sum_{t<T} cost_gamma^t`` with ``T`` the mean episode length (``= T`` for the
+default undiscounted episode cost, ``cost_gamma = 1``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from metacpo.data.batch import Batch
+from metacpo.data.gae import cost_estimate, gae
+from metacpo.data.normalizer import NormalizerState
+from metacpo.functional.params import Params, add_flat, flat_grad
+from metacpo.models.policy import GaussianMLPPolicy
+
+
+# --------------------------------------------------------------------------------------------
+# Batch processing
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RolloutStats:
+    """Episode statistics of one batch (completed episodes only)."""
+
+    num_steps: int
+    num_episodes: int
+    ep_return_mean: float
+    ep_return_std: float
+    ep_cost_mean: float
+    ep_cost_std: float
+    ep_len_mean: float
+    j_c: float
+
+    @staticmethod
+    def merge(stats: Sequence["RolloutStats"], batches: Sequence[Batch]) -> "RolloutStats":
+        """Pooled statistics over several batches (e.g. the tasks of a meta-iteration)."""
+        rets = np.concatenate([b.episode_returns for b in batches])
+        costs = np.concatenate([b.episode_costs for b in batches])
+        lens = np.concatenate([b.episode_lengths for b in batches])
+        return RolloutStats(
+            num_steps=sum(s.num_steps for s in stats),
+            num_episodes=len(rets),
+            ep_return_mean=_mean(rets),
+            ep_return_std=_std(rets),
+            ep_cost_mean=_mean(costs),
+            ep_cost_std=_std(costs),
+            ep_len_mean=_mean(lens),
+            j_c=float(np.mean([s.j_c for s in stats])),
+        )
+
+
+def _mean(x: np.ndarray) -> float:
+    return float(np.mean(x)) if len(x) else float("nan")
+
+
+def _std(x: np.ndarray) -> float:
+    return float(np.std(x)) if len(x) else float("nan")
+
+
+@dataclass(frozen=True)
+class ProcessedBatch:
+    """A batch turned into tensors for the surrogate losses (all on the policy's dtype).
+
+    ``old_*`` are the behaviour policy's outputs at ``obs`` (detached): the importance ratio is
+    ``exp(log pi_params(a|s) - old_log_probs)`` and is exactly 1 at the behaviour parameters.
+    """
+
+    obs: Tensor  # [N, obs_dim] normalised with the iteration's frozen statistics
+    actions: Tensor  # [N, act_dim]
+    old_log_probs: Tensor  # [N]
+    old_mean: Tensor  # [N, act_dim]
+    old_log_std: Tensor  # [N, act_dim]
+    adv_r: Tensor  # [N] reward advantages (normalised if requested)
+    adv_c: Tensor  # [N] cost advantages (centred if requested)
+    target_r: Tensor  # [N] reward-critic targets (TD(lambda) returns)
+    target_c: Tensor  # [N] cost-critic targets
+    j_c: float  # J_C of the batch (see metacpo.data.gae.cost_estimate)
+    cost_scale: float  # sum_{t<T} cost_gamma^t, T = mean episode length
+    behaviour_logp_gap: float  # max |recomputed - sampled| log-prob (normaliser consistency)
+    rollout: RolloutStats
+
+
+def _values(critic: nn.Module, obs: Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return critic(obs).double().numpy()
+
+
+def process_batch(
+    batch: Batch,
+    *,
+    policy: GaussianMLPPolicy,
+    params: Mapping[str, Tensor],
+    critic_r: nn.Module,
+    critic_c: nn.Module,
+    obs_norm: NormalizerState,
+    gamma: float,
+    lam: float,
+    cost_gamma: float = 1.0,
+    normalize_adv_r: bool = True,
+    center_adv_c: bool = True,
+) -> ProcessedBatch:
+    """Normalise observations, compute reward/cost GAE, J_C and the behaviour distribution.
+
+    Both advantages use GAE(``gamma``, ``lam``) with truncation bootstrapping
+    (:func:`metacpo.data.gae.gae`). ``normalize_adv_r`` rescales reward advantages to zero mean
+    and unit std; ``center_adv_c`` only subtracts the mean of the cost advantages (their scale
+    carries the constraint's units and must be kept).
+    """
+    if len(batch) == 0:
+        raise ValueError("cannot process an empty batch")
+    dtype = policy.log_std.dtype
+    obs = torch.as_tensor(obs_norm.normalize(batch.obs), dtype=dtype)
+    next_obs = torch.as_tensor(obs_norm.normalize(batch.next_obs), dtype=dtype)
+    actions = torch.as_tensor(batch.actions, dtype=dtype)
+    adv = {}
+    tgt = {}
+    for key, critic, signal in (("r", critic_r, batch.rewards), ("c", critic_c, batch.costs)):
+        adv[key], tgt[key] = gae(
+            rewards=signal,
+            values=_values(critic, obs),
+            next_values=_values(critic, next_obs),
+            terminated=batch.terminated,
+            truncated=batch.truncated,
+            gamma=gamma,
+            lam=lam,
+        )
+    adv_r, adv_c = adv["r"], adv["c"]
+    if normalize_adv_r:
+        adv_r = (adv_r - adv_r.mean()) / (adv_r.std() + 1e-8)
+    if center_adv_c:
+        adv_c = adv_c - adv_c.mean()
+    with torch.no_grad():
+        dist = policy.distribution(obs, params)
+        old_lp = dist.log_prob(actions).sum(-1)
+        old_mean, old_log_std = dist.mean, dist.stddev.log()
+    n_complete = len(batch.episode_lengths)
+    ep_len = float(np.mean(batch.episode_lengths)) if n_complete else float(len(batch))
+    j_c = cost_estimate(
+        costs=batch.costs,
+        terminated=batch.terminated,
+        truncated=batch.truncated,
+        num_complete=n_complete,
+        cost_gamma=cost_gamma,
+    )
+    cost_scale = ep_len if cost_gamma == 1.0 else (1.0 - cost_gamma**ep_len) / (1.0 - cost_gamma)
+    rollout_stats = RolloutStats(
+        num_steps=len(batch),
+        num_episodes=n_complete,
+        ep_return_mean=_mean(batch.episode_returns),
+        ep_return_std=_std(batch.episode_returns),
+        ep_cost_mean=_mean(batch.episode_costs),
+        ep_cost_std=_std(batch.episode_costs),
+        ep_len_mean=ep_len,
+        j_c=j_c,
+    )
+    gap = float(np.max(np.abs(old_lp.double().numpy() - batch.log_probs)))
+    return ProcessedBatch(
+        obs=obs,
+        actions=actions,
+        old_log_probs=old_lp,
+        old_mean=old_mean,
+        old_log_std=old_log_std,
+        adv_r=torch.as_tensor(adv_r, dtype=dtype),
+        adv_c=torch.as_tensor(adv_c, dtype=dtype),
+        target_r=torch.as_tensor(tgt["r"], dtype=dtype),
+        target_c=torch.as_tensor(tgt["c"], dtype=dtype),
+        j_c=j_c,
+        cost_scale=float(cost_scale),
+        behaviour_logp_gap=gap,
+        rollout=rollout_stats,
+    )
+
+
+def advantages_finite(processed: ProcessedBatch) -> bool:
+    """True when advantages, targets and J_C are all finite."""
+    return bool(
+        torch.isfinite(processed.adv_r).all()
+        and torch.isfinite(processed.adv_c).all()
+        and torch.isfinite(processed.target_r).all()
+        and torch.isfinite(processed.target_c).all()
+        and math.isfinite(processed.j_c)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Surrogates and trust region
+# --------------------------------------------------------------------------------------------
+def surrogate_losses(
+    policy: GaussianMLPPolicy, params: Mapping[str, Tensor], processed: ProcessedBatch
+) -> tuple[Tensor, Tensor]:
+    """``(loss_r, loss_c)`` at ``params`` (differentiable w.r.t. ``params``).
+
+    ``loss_r = -mean(ratio * A_r)`` (minimised); ``loss_c = cost_scale * mean(ratio * A_c)``, so
+    ``J_C + loss_c(params) - loss_c(old)`` estimates the new policy's episode cost.
+    """
+    logp = policy.log_prob(processed.obs, processed.actions, params)
+    ratio = torch.exp(logp - processed.old_log_probs)
+    loss_r = -(ratio * processed.adv_r).mean()
+    loss_c = processed.cost_scale * (ratio * processed.adv_c).mean()
+    return loss_r, loss_c
+
+
+def mean_kl(policy: GaussianMLPPolicy, params: Mapping[str, Tensor], processed: ProcessedBatch) -> Tensor:
+    """Mean over states of KL(pi_old(.|s) || pi_params(.|s)) (differentiable w.r.t. ``params``)."""
+    dist = policy.distribution(processed.obs, params)
+    mu0, ls0 = processed.old_mean, processed.old_log_std
+    mu1, ls1 = dist.mean, dist.stddev.log()
+    kl = ls1 - ls0 + (torch.exp(2 * ls0) + (mu0 - mu1) ** 2) / (2 * torch.exp(2 * ls1)) - 0.5
+    return kl.sum(-1).mean()
+
+
+def fisher_vector_product(
+    policy: GaussianMLPPolicy, params: Mapping[str, Tensor], processed: ProcessedBatch
+) -> Callable[[Tensor], Tensor]:
+    """``v -> F v`` with ``F`` the Hessian of :func:`mean_kl` at ``params`` (no damping added).
+
+    ``params`` should equal the behaviour parameters (where the KL's gradient vanishes and its
+    Hessian is the Fisher information). The first derivative is built once and reused.
+    """
+    leaf = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+    grad_kl = flat_grad(mean_kl(policy, leaf, processed), leaf, create_graph=True)
+
+    def hvp(v: Tensor) -> Tensor:
+        return flat_grad(grad_kl @ v.detach().to(grad_kl.dtype), leaf, retain_graph=True).detach()
+
+    return hvp
+
+
+# --------------------------------------------------------------------------------------------
+# Line search
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LineSearchResult:
+    """Outcome of :func:`backtracking_line_search`.
+
+    ``fraction`` is the accepted multiple of the full step (0 when no step was accepted);
+    ``trust_region`` is the tested trust-region quantity at that fraction; ``loss_r``/``loss_c``
+    the surrogate losses there; ``reason`` why the last rejected candidate failed ('' if the
+    full step was accepted).
+    """
+
+    accepted: bool
+    fraction: float
+    backtracks: int
+    loss_r: float
+    loss_c: float
+    kl: float
+    trust_region: float
+    actual_improvement: float
+    expected_improvement: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Surrogates and trust-region quantities at a candidate step (plain floats)."""
+
+    loss_r: float
+    loss_c: float
+    kl: float
+    trust_region: float
+
+
+def backtracking_line_search(
+    *,
+    evaluate: Callable[[float], Evaluation],
+    loss_r0: float,
+    loss_c0: float,
+    expected_improvement: float,
+    delta: float,
+    b: float | None,
+    recovery: bool = False,
+    backtrack_coef: float = 0.8,
+    max_backtracks: int = 15,
+    accept_ratio: float = 0.1,
+) -> LineSearchResult:
+    """Try fractions ``1, c, c^2, ...`` of the step; accept the first that passes every test.
+
+    ``evaluate(frac)`` returns the *unnormalised* surrogates at ``params + frac * step`` and the
+    trust-region quantity that the solver constrained (``1/2 x^T H x``: the actual mean KL for the
+    Fisher metric, ``1/2 |x|^2`` for the identity metric). Tests, with ``dr = loss_r0 - loss_r``
+    and ``dc = loss_c - loss_c0``:
+
+    * trust region: ``trust_region <= delta``;
+    * reward (skipped in recovery, and when the full step is not expected to improve, i.e.
+      ``expected_improvement <= 0``, which happens when the constraint forces a reward loss):
+      ``dr > 0`` and ``dr >= accept_ratio * frac * expected_improvement`` (``expected_improvement
+      = -g^T x``, the first-order prediction on the same loss);
+    * cost (only when ``b`` is given, i.e. CPO): ``dc <= max(-b, 0)``: stay within the
+      linearised constraint when feasible (``b + dc <= 0``), and do not increase the cost
+      surrogate when already infeasible (recovery and active-at-infeasible steps).
+    """
+    if not 0.0 < backtrack_coef < 1.0:
+        raise ValueError(f"backtrack_coef must lie in (0, 1), got {backtrack_coef}")
+    reason = "no candidate tried"
+    frac = 1.0
+    ev = None
+    for k in range(max_backtracks + 1):
+        ev = evaluate(frac)
+        dr = loss_r0 - ev.loss_r
+        dc = ev.loss_c - loss_c0
+        values = (ev.loss_r, ev.loss_c, ev.kl, ev.trust_region)
+        if not all(math.isfinite(v) for v in values):
+            reason = "non-finite surrogate"
+        elif ev.trust_region > delta:
+            reason = f"trust region {ev.trust_region:.3g} > delta {delta:.3g}"
+        elif (not recovery and expected_improvement > 0) and (
+            dr <= 0 or dr < accept_ratio * frac * expected_improvement
+        ):
+            reason = f"reward improvement {dr:.3g} < {accept_ratio} x expected {frac * expected_improvement:.3g}"
+        elif b is not None and dc > max(-b, 0.0):
+            reason = f"cost surrogate change {dc:.3g} > allowed {max(-b, 0.0):.3g}"
+        else:
+            return LineSearchResult(
+                accepted=True, fraction=frac, backtracks=k, loss_r=ev.loss_r, loss_c=ev.loss_c,
+                kl=ev.kl, trust_region=ev.trust_region, actual_improvement=dr,
+                expected_improvement=frac * expected_improvement, reason="" if k == 0 else reason,
+            )
+        frac *= backtrack_coef
+    return LineSearchResult(
+        accepted=False, fraction=0.0, backtracks=max_backtracks + 1, loss_r=loss_r0, loss_c=loss_c0,
+        kl=0.0, trust_region=0.0, actual_improvement=0.0, expected_improvement=0.0, reason=reason,
+    )
+
+
+def candidate_evaluator(
+    *,
+    policy: GaussianMLPPolicy,
+    params: Params,
+    step: Tensor,
+    processed: ProcessedBatch,
+    metric: Literal["identity", "fisher"],
+) -> Callable[[float], Evaluation]:
+    """``frac -> Evaluation`` at ``params + frac * step`` (no gradients)."""
+    half_sq_norm = 0.5 * float(step.double().pow(2).sum())
+
+    def evaluate(frac: float) -> Evaluation:
+        with torch.no_grad():
+            cand = add_flat(params, step, alpha=frac)
+            lr, lc = surrogate_losses(policy, cand, processed)
+            kl = float(mean_kl(policy, cand, processed))
+        tr = kl if metric == "fisher" else frac**2 * half_sq_norm
+        return Evaluation(loss_r=float(lr), loss_c=float(lc), kl=kl, trust_region=tr)
+
+    return evaluate
+
+
+# --------------------------------------------------------------------------------------------
+# Critic fitting
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CriticFitStats:
+    """Mean squared error of a critic on its targets before and after fitting."""
+
+    loss_before: float
+    loss_after: float
+    skipped_nonfinite: bool = False
+
+
+def fit_critic(
+    critic: nn.Module,
+    obs: Tensor,
+    targets: Tensor,
+    *,
+    optimizer: Literal["adam", "lbfgs"],
+    lr: float,
+    iters: int,
+    minibatch_size: int,
+    generator: torch.Generator,
+    l2: float = 0.0,
+) -> CriticFitStats:
+    """Regress ``critic(obs)`` on ``targets`` in place (critics are not on the meta path).
+
+    ``adam``: ``iters`` epochs of shuffled minibatches (a fresh optimiser each call, so no
+    optimiser state has to be checkpointed). ``lbfgs``: ``iters`` full-batch L-BFGS iterations.
+    ``l2`` adds ``l2 * |w|^2``. Non-finite targets: nothing is changed and the stats say so.
+    """
+    obs = obs.detach()
+    targets = targets.detach().to(obs.dtype)
+    with torch.no_grad():
+        before = float(((critic(obs) - targets) ** 2).mean())
+    if not torch.isfinite(targets).all():
+        return CriticFitStats(loss_before=before, loss_after=before, skipped_nonfinite=True)
+    params = list(critic.parameters())
+
+    def loss_fn(o: Tensor, t: Tensor) -> Tensor:
+        loss = ((critic(o) - t) ** 2).mean()
+        if l2:
+            loss = loss + l2 * sum((p**2).sum() for p in params)
+        return loss
+
+    if optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=lr)
+        n = len(obs)
+        mb = max(1, min(minibatch_size, n))
+        for _ in range(iters):
+            perm = torch.randperm(n, generator=generator)
+            for i in range(0, n, mb):
+                idx = perm[i : i + mb]
+                opt.zero_grad()
+                loss_fn(obs[idx], targets[idx]).backward()
+                opt.step()
+    elif optimizer == "lbfgs":
+        opt = torch.optim.LBFGS(params, lr=lr, max_iter=iters, line_search_fn="strong_wolfe")
+
+        def closure() -> Tensor:
+            opt.zero_grad()
+            loss = loss_fn(obs, targets)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+    else:
+        raise ValueError(f"unknown critic optimizer {optimizer!r}; allowed: ['adam', 'lbfgs']")
+    with torch.no_grad():
+        after = float(((critic(obs) - targets) ** 2).mean())
+    return CriticFitStats(loss_before=before, loss_after=after)

@@ -1,0 +1,300 @@
+"""The sampler interface, the policy snapshot sent to workers, and the per-worker rollout.
+
+Every backend (local, multiprocess, and later Ray) is a :class:`Sampler` and builds its batches
+with the same module-level :func:`rollout`, so a backend only decides *where* rollouts run and
+*which worker* does which share of the work (see :func:`plan_jobs`).
+
+Seeding: worker ``i`` of a run with seed ``s`` owns ``numpy.random.default_rng([s, i])``. Every
+episode is reset with its own seed drawn from that generator, and the action noise of a rollout
+comes from a ``torch.Generator`` seeded from it, so batches are a deterministic function of
+``(run seed, worker index, call number)`` and start states differ across episodes and workers.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from metacpo.data.batch import Batch
+from metacpo.data.normalizer import NormalizerState
+from metacpo.models.policy import GaussianMLPPolicy, PolicySpec
+
+Task = Any  # a small frozen dataclass from metacpo.tasks (or None for the env's own task)
+
+
+@dataclass(frozen=True)
+class PolicySnapshot:
+    """What a worker needs to act: parameters as numpy arrays, the normaliser, the net's spec.
+
+    Never a pickled module; workers rebuild (once) a :class:`GaussianMLPPolicy` from ``spec``
+    and load ``params`` into it.
+    """
+
+    spec: PolicySpec
+    params: Mapping[str, np.ndarray]
+    obs_norm: NormalizerState
+    deterministic: bool = False
+
+    @staticmethod
+    def from_policy(
+        policy: GaussianMLPPolicy,
+        obs_norm: NormalizerState,
+        *,
+        params: Mapping[str, torch.Tensor] | None = None,
+        deterministic: bool = False,
+    ) -> "PolicySnapshot":
+        """Snapshot ``policy`` (or ``params``, e.g. adapted parameters) for the workers."""
+        src = dict(policy.named_parameters()) if params is None else params
+        return PolicySnapshot(
+            spec=policy.spec,
+            params={k: v.detach().cpu().numpy().copy() for k, v in src.items()},
+            obs_norm=obs_norm,
+            deterministic=deterministic,
+        )
+
+    def load_into(self, policy: GaussianMLPPolicy) -> GaussianMLPPolicy:
+        """Copy the snapshot's parameters into ``policy`` (a worker's own private module)."""
+        if policy.spec != self.spec:
+            raise ValueError(f"policy spec {policy.spec} does not match snapshot spec {self.spec}")
+        with torch.no_grad():
+            for k, p in policy.named_parameters():
+                p.copy_(torch.as_tensor(self.params[k], dtype=p.dtype))
+        return policy
+
+    def build_policy(self) -> GaussianMLPPolicy:
+        return self.load_into(GaussianMLPPolicy(self.spec))
+
+
+def make_env_for(env_id: str, task: Task = None, *, seed: int | None = None) -> Any:
+    """Build the environment ``env_id`` (ours via :mod:`metacpo.tasks`, or any Safety-Gymnasium id).
+
+    The single place where samplers, evaluation and the training loop create environments.
+    """
+    try:
+        from metacpo.tasks import make_env  # type: ignore[attr-defined]
+    except ImportError:
+        make_env = None
+    if make_env is not None:
+        return make_env(env_id, task=task, seed=seed)
+    from metacpo.compat import import_safety_gymnasium
+
+    sg = import_safety_gymnasium()
+    try:
+        env = sg.make(env_id)
+    except Exception as exc:  # gymnasium raises several error types for unknown ids
+        raise ValueError(f"unknown environment id {env_id!r}: {exc}") from None
+    if task is not None:
+        set_task(env, task)
+    return env
+
+
+def set_task(env: Any, task: Task) -> None:
+    """Switch ``env`` to ``task`` (effective at the next reset); ValueError if it has no tasks."""
+    target = getattr(env, "unwrapped", env)
+    if not hasattr(target, "set_task"):
+        raise ValueError(f"environment {type(target).__name__} does not support tasks (no set_task)")
+    target.set_task(task)
+
+
+def env_dims(env: Any) -> tuple[int, int]:
+    """(obs_dim, act_dim) of a Box-observation, Box-action environment."""
+    obs_shape = env.observation_space.shape
+    act_shape = env.action_space.shape
+    if obs_shape is None or act_shape is None or len(obs_shape) != 1 or len(act_shape) != 1:
+        raise ValueError(
+            f"need flat Box observation and action spaces, got {env.observation_space} / {env.action_space}"
+        )
+    return int(obs_shape[0]), int(act_shape[0])
+
+
+def rollout(
+    env: Any,
+    policy: GaussianMLPPolicy,
+    obs_norm: NormalizerState,
+    num_steps: int,
+    rng: np.random.Generator,
+    *,
+    deterministic: bool = False,
+    task: Task = None,
+    max_episodes: int | None = None,
+) -> Batch:
+    """Run ``policy`` for ``num_steps`` steps (or ``max_episodes`` episodes) from fresh episodes.
+
+    Every episode is reset with its own seed drawn from ``rng``. Actions are sampled from the
+    policy (or its mean when ``deterministic``), stored unclipped and clipped to the action box
+    for the env. The batch always ends on an episode boundary: if ``num_steps`` runs out
+    mid-episode the last step is marked ``truncated`` (its next state is bootstrapped) and
+    ``info['cut']`` is True. Only episodes that ended by termination or the env's time limit count
+    in ``episode_returns/costs/lengths``.
+    """
+    if num_steps <= 0:
+        raise ValueError(f"num_steps must be positive, got {num_steps}")
+    t0 = time.perf_counter()
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    low, high = env.action_space.low, env.action_space.high
+    obs_l, act_l, rew_l, cost_l, term_l, trunc_l, next_l, lp_l = ([] for _ in range(8))
+    ep_ret, ep_cost, ep_len = [], [], []
+    seeds: list[int] = []
+    dtype = policy.log_std.dtype
+    steps = 0
+    cut = False
+    while True:
+        seed = int(rng.integers(2**31 - 1))
+        seeds.append(seed)
+        obs, _ = env.reset(seed=seed)
+        ret = cst = 0.0
+        length = 0
+        while True:
+            o = torch.as_tensor(obs_norm.normalize(obs), dtype=dtype).unsqueeze(0)
+            with torch.no_grad():
+                mean, log_std = policy(o)
+                std = log_std.exp()
+                a = mean if deterministic else mean + std * torch.randn(mean.shape, generator=gen, dtype=dtype)
+                lp = torch.distributions.Normal(mean, std).log_prob(a).sum(-1)
+            action = a[0].numpy().astype(np.float64)
+            nxt, r, c, term, trunc, _ = env.step(np.clip(action, low, high))
+            steps += 1
+            length += 1
+            ret += float(r)
+            cst += float(c)
+            last = max_episodes is None and steps >= num_steps
+            obs_l.append(np.asarray(obs, dtype=np.float64))
+            act_l.append(action)
+            rew_l.append(float(r))
+            cost_l.append(float(c))
+            term_l.append(bool(term))
+            trunc_l.append(bool(trunc) or (last and not term))
+            next_l.append(np.asarray(nxt, dtype=np.float64))
+            lp_l.append(float(lp[0]))
+            obs = nxt
+            if term or trunc:
+                ep_ret.append(ret)
+                ep_cost.append(cst)
+                ep_len.append(length)
+                break
+            if last:
+                cut = True
+                break
+        if max_episodes is not None and len(ep_ret) >= max_episodes:
+            break
+        if max_episodes is None and steps >= num_steps:
+            break
+    return Batch(
+        obs=np.stack(obs_l),
+        actions=np.stack(act_l),
+        rewards=np.asarray(rew_l),
+        costs=np.asarray(cost_l),
+        terminated=np.asarray(term_l),
+        truncated=np.asarray(trunc_l),
+        next_obs=np.stack(next_l),
+        log_probs=np.asarray(lp_l),
+        episode_returns=np.asarray(ep_ret, dtype=np.float64),
+        episode_costs=np.asarray(ep_cost, dtype=np.float64),
+        episode_lengths=np.asarray(ep_len, dtype=np.int64),
+        task=task,
+        info={"cut": cut, "episode_seeds": seeds, "sample_seconds": time.perf_counter() - t0},
+    )
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of sampling work: ``num_steps`` steps on ``tasks[task_index]`` by ``worker``."""
+
+    task_index: int
+    part: int
+    num_steps: int
+    worker: int
+
+
+def plan_jobs(*, num_tasks: int, num_steps: int, num_workers: int) -> list[Job]:
+    """Spread ``num_tasks x num_steps`` steps over workers (deterministic).
+
+    With at least as many tasks as workers, whole tasks go round-robin to workers. With fewer,
+    each task is split into ``num_workers // num_tasks`` (or one more) near-equal parts on
+    distinct workers; the parts are concatenated in part order into that task's batch.
+    """
+    if num_tasks <= 0 or num_steps <= 0 or num_workers <= 0:
+        raise ValueError(
+            f"plan_jobs needs positive sizes, got tasks={num_tasks}, steps={num_steps}, workers={num_workers}"
+        )
+    jobs: list[Job] = []
+    if num_tasks >= num_workers:
+        for k in range(num_tasks):
+            jobs.append(Job(task_index=k, part=0, num_steps=num_steps, worker=k % num_workers))
+        return jobs
+    base, extra = divmod(num_workers, num_tasks)
+    w = 0
+    for k in range(num_tasks):
+        parts = min(base + (1 if k < extra else 0), num_steps)
+        q, r = divmod(num_steps, parts)
+        for p in range(parts):
+            jobs.append(Job(task_index=k, part=p, num_steps=q + (1 if p < r else 0), worker=w))
+            w += 1
+    return jobs
+
+
+def merge_parts(parts: Sequence[Batch], *, task: Task) -> Batch:
+    """Concatenate a task's parts (each ends on an episode boundary) into its batch."""
+    merged = Batch.concat(list(parts))
+    merged.task = task
+    merged.info = {
+        "cut": any(p.info.get("cut", False) for p in parts),
+        "episode_seeds": [s for p in parts for s in p.info.get("episode_seeds", [])],
+        "sample_seconds": max(p.info.get("sample_seconds", 0.0) for p in parts),
+        "workers": [p.info.get("worker") for p in parts],
+        "cut_flags": [p.info.get("cut", False) for p in parts],
+    }
+    return merged
+
+
+class Sampler(abc.ABC):
+    """Collects batches of experience with a policy snapshot, one batch per task."""
+
+    @abc.abstractmethod
+    def sample(
+        self, *, snapshot: PolicySnapshot, num_steps: int, tasks: Sequence[Task] | None = None
+    ) -> list[Batch]:
+        """One :class:`Batch` of ``num_steps`` steps per entry of ``tasks`` (in order).
+
+        ``tasks=None`` samples the env's own task and returns a one-element list.
+        """
+
+    @abc.abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """The workers' generator states (enough to continue a run exactly after ``--resume``)."""
+
+    @abc.abstractmethod
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore generator states saved by :meth:`state_dict`."""
+
+    @property
+    @abc.abstractmethod
+    def num_workers(self) -> int: ...
+
+    def close(self) -> None:
+        """Release workers and environments (idempotent)."""
+
+    def __enter__(self) -> "Sampler":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def worker_rng(seed: int, worker: int) -> np.random.Generator:
+    """The generator of worker ``worker`` in a run seeded with ``seed``."""
+    return np.random.default_rng([int(seed), int(worker)])
+
+
+def check_rng_states(state: Mapping[str, Any], num_workers: int) -> list[dict[str, Any]]:
+    rngs = state.get("worker_rngs")
+    if not isinstance(rngs, list) or len(rngs) != num_workers:
+        got = len(rngs) if isinstance(rngs, list) else type(rngs).__name__
+        raise ValueError(f"sampler state holds {got} worker generator states; this sampler has {num_workers} workers")
+    return rngs

@@ -1,0 +1,85 @@
+"""In-process sampler: one environment, tasks sampled one after another (worker index 0...)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from metacpo.data.batch import Batch
+from metacpo.models.policy import GaussianMLPPolicy
+from metacpo.samplers.base import (
+    PolicySnapshot,
+    Sampler,
+    Task,
+    check_rng_states,
+    make_env_for,
+    merge_parts,
+    plan_jobs,
+    rollout,
+    set_task,
+    worker_rng,
+)
+
+
+class LocalSampler(Sampler):
+    """Runs :func:`rollout` in this process.
+
+    ``num_virtual_workers`` (default 1) reproduces the work split and per-worker generators of a
+    :class:`ProcessSampler` with that many workers, so both give bit-identical batches; with 1 it
+    is the plain sequential sampler.
+    """
+
+    def __init__(self, env_id: str, *, seed: int, num_virtual_workers: int = 1) -> None:
+        if num_virtual_workers <= 0:
+            raise ValueError(f"num_virtual_workers must be positive, got {num_virtual_workers}")
+        self.env_id = env_id
+        self._n = num_virtual_workers
+        self._env = make_env_for(env_id)
+        self._rngs = [worker_rng(seed, i) for i in range(num_virtual_workers)]
+        self._policy: GaussianMLPPolicy | None = None
+
+    @property
+    def num_workers(self) -> int:
+        return self._n
+
+    @property
+    def env(self) -> Any:
+        return self._env
+
+    def sample(
+        self, *, snapshot: PolicySnapshot, num_steps: int, tasks: Sequence[Task] | None = None
+    ) -> list[Batch]:
+        task_list: list[Task] = [None] if tasks is None else list(tasks)
+        if self._policy is None or self._policy.spec != snapshot.spec:
+            self._policy = GaussianMLPPolicy(snapshot.spec)
+        snapshot.load_into(self._policy)
+        jobs = plan_jobs(num_tasks=len(task_list), num_steps=num_steps, num_workers=self._n)
+        parts: dict[int, list[Batch]] = {k: [] for k in range(len(task_list))}
+        # Worker order then job order: the same per-worker generator sequence as ProcessSampler.
+        for w in range(self._n):
+            for job in (j for j in jobs if j.worker == w):
+                task = task_list[job.task_index]
+                if task is not None:
+                    set_task(self._env, task)
+                b = rollout(
+                    self._env, self._policy, snapshot.obs_norm, job.num_steps, self._rngs[w],
+                    deterministic=snapshot.deterministic, task=task,
+                )
+                b.info["worker"] = w
+                parts[job.task_index].append((job.part, b))  # type: ignore[arg-type]
+        return [
+            merge_parts([b for _, b in sorted(parts[k], key=lambda x: x[0])], task=task_list[k])  # type: ignore[misc]
+            for k in range(len(task_list))
+        ]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"worker_rngs": [r.bit_generator.state for r in self._rngs]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for r, s in zip(self._rngs, check_rng_states(state, self._n), strict=True):
+            r.bit_generator.state = s
+
+    def close(self) -> None:
+        if self._env is not None:
+            self._env.close()
+            self._env = None
