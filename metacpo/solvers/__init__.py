@@ -16,10 +16,12 @@ from .metric import (
     conjugate_gradient,
     solve_linear,
 )
+from .instances import CPOInstance, random_instance
 from .types import CPOSolution, SolverCase, SolverError
 
 __all__ = [
     "BACKENDS",
+    "CPOInstance",
     "CPOSolution",
     "DCO_SOLVER_ARGS",
     "FisherMetric",
@@ -29,6 +31,7 @@ __all__ = [
     "SolverCase",
     "SolverError",
     "conjugate_gradient",
+    "random_instance",
     "solve_analytic",
     "solve_cpo",
     "solve_cpo_with_fallback",
