@@ -89,7 +89,7 @@ def _call(layer: Any, *params: Tensor, solver_args: dict[str, Any]) -> tuple[Ten
 
 def _check_trust(x: Tensor, delta: Tensor) -> None:
     half_sq = 0.5 * float(x.detach() @ x.detach())
-    d = float(delta)
+    d = float(delta.detach())
     if half_sq > d * (1.0 + _FEAS_TOL) + 1e-12:
         raise SolverError(
             f"cvxpylayers step violates the trust region: 1/2||x||^2 = {half_sq:.6g} > delta = {d:.6g}"
@@ -122,8 +122,8 @@ def solve_dco(
     assert b is not None
 
     s_val = float(a.detach() @ a.detach())
-    b_val = float(b)
-    two_delta = 2.0 * float(delta)
+    b_val = float(b.detach())
+    two_delta = 2.0 * float(delta.detach())
     if s_val <= tiny(g.dtype):  # a = 0: the constraint is the constant b <= 0
         if b_val > 0.0:
             return CPOSolution(step=a * 0.0, lam=zero, nu=zero, case=SolverCase.RECOVERY)
@@ -145,7 +145,7 @@ def solve_dco(
     scale = abs(b_val) + math.sqrt(s_val) * float(torch.linalg.vector_norm(xd)) + 1e-12
     if viol > _FEAS_TOL * scale:
         raise SolverError(f"cvxpylayers step violates the cost constraint: b + a^T x = {viol:.6g} > 0")
-    active = float(nu) * math.sqrt(s_val) > _ACTIVE_NU_TOL * float(lam) * float(
+    active = float(nu.detach()) * math.sqrt(s_val) > _ACTIVE_NU_TOL * float(lam.detach()) * float(
         torch.linalg.vector_norm(xd)
     )
     case = SolverCase.ACTIVE if active else SolverCase.UNCONSTRAINED
