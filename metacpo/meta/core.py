@@ -113,13 +113,19 @@ def meta_parameters(params: Params) -> Params:
     return {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
 
 
-def _solve(rule: StepRule, *, g: Tensor, a: Tensor | None, b: Tensor | None):
+MetricFn = Callable[[Params, Any], Any]
+"""``metric_fn(params, data) -> Metric``: a metric built at the current parameters (e.g. Fisher)."""
+
+
+def solve_step(rule: StepRule, *, g: Tensor, a: Tensor | None, b: Tensor | float | None, metric: Any = None):
+    """The CPO (or, for an unconstrained rule, TRPO) sub-problem for ``rule``."""
     from metacpo.solvers import solve_cpo
 
+    metric = rule.metric if metric is None else metric
     if rule.constrained:
-        return solve_cpo(g=g, a=a, b=b, delta=rule.delta, backend=rule.backend, metric=rule.metric,
+        return solve_cpo(g=g, a=a, b=b, delta=rule.delta, backend=rule.backend, metric=metric,
                          normalize=rule.normalize)
-    return solve_cpo(g=g, a=None, b=None, delta=rule.delta, backend=rule.backend, metric=rule.metric,
+    return solve_cpo(g=g, a=None, b=None, delta=rule.delta, backend=rule.backend, metric=metric,
                      normalize=rule.normalize)
 
 
@@ -131,6 +137,7 @@ def adapt_step(
     rule: StepRule,
     cost_limit: float,
     second_order: bool = True,
+    metric_fn: MetricFn | None = None,
 ) -> tuple[Params, AdaptStepStats]:
     """One inner CPO (or TRPO) step ``theta' = params + Delta(g, a, b; delta)`` as new tensors.
 
@@ -138,7 +145,8 @@ def adapt_step(
     ``second_order`` they are taken with ``create_graph=True`` and the step keeps its graph, so
     the result is differentiable w.r.t. whatever ``params`` depends on (the meta-parameters).
     Without it the step is detached: ``d theta' / d params = I`` (first-order MAML).
-    ``params`` itself is never modified.
+    ``params`` itself is never modified. ``metric_fn`` builds the metric ``H`` at ``params``
+    (None: ``rule.metric``); a Fisher metric is a constant on the backward path (see docs/meta.md).
     """
     s = objective(params, data)
     g = flat_grad(s.loss_r, params, create_graph=second_order, retain_graph=True)
@@ -151,7 +159,8 @@ def adapt_step(
             a = a.detach()
     if not second_order:
         g = g.detach()
-    sol = _solve(rule, g=g, a=a, b=b)
+    metric = metric_fn(params, data) if metric_fn is not None else None
+    sol = solve_step(rule, g=g, a=a, b=b, metric=metric)
     step = sol.step if second_order else sol.step.detach()
     if not torch.isfinite(step).all():
         raise FloatingPointError("non-finite inner adaptation step")
@@ -175,6 +184,7 @@ def adapt(
     rule: StepRule,
     cost_limit: float,
     second_order: bool = True,
+    metric_fn: MetricFn | None = None,
 ) -> tuple[Params, list[AdaptStepStats]]:
     """``len(inner_data)`` inner steps from ``theta``, step ``k`` on ``inner_data[k]``.
 
@@ -186,7 +196,8 @@ def adapt(
     stats: list[AdaptStepStats] = []
     for data in inner_data:
         params, st = adapt_step(
-            params, data, objective=objective, rule=rule, cost_limit=cost_limit, second_order=second_order
+            params, data, objective=objective, rule=rule, cost_limit=cost_limit,
+            second_order=second_order, metric_fn=metric_fn,
         )
         stats.append(st)
     return params, stats
@@ -251,6 +262,7 @@ def post_adaptation_values(
     objective: Objective,
     rule: StepRule,
     cost_limit: float,
+    metric_fn: MetricFn | None = None,
 ) -> tuple[float, float, float]:
     """Task-mean ``(L_R, L_C, J_C)`` after re-adapting from ``theta`` on the recorded inner data.
 
@@ -260,7 +272,8 @@ def post_adaptation_values(
     theta = meta_parameters(theta)  # leaves for the inner gradients; caller's tensors untouched
     r, c, j = [], [], []
     for data_i, post_i in zip(inner_data, post_data, strict=True):
-        p, _ = adapt(theta, data_i, objective=objective, rule=rule, cost_limit=cost_limit, second_order=False)
+        p, _ = adapt(theta, data_i, objective=objective, rule=rule, cost_limit=cost_limit,
+                     second_order=False, metric_fn=metric_fn)
         with torch.no_grad():
             v = objective({k: t.detach() for k, t in p.items()}, post_i)
         r.append(float(v.loss_r))
@@ -293,5 +306,3 @@ def apply_step(params: Params, step: Tensor) -> Params:
     with torch.no_grad():
         return meta_parameters(add_flat({k: v.detach() for k, v in params.items()}, step))
 
-
-StepFn = Callable[..., Any]
