@@ -1,0 +1,37 @@
+"""Typed configuration dataclasses and YAML presets (see :mod:`metacpo.config.schema`)."""
+
+from metacpo.config.schema import (
+    PRESET_DIR,
+    SECTIONS,
+    AdvantageConfig,
+    CriticConfig,
+    EnvConfig,
+    PolicyConfig,
+    RunConfig,
+    SamplerConfig,
+    TrainConfig,
+    UpdateConfig,
+    apply_override,
+    build_section,
+    field_docs,
+    load_yaml,
+    merge,
+)
+
+__all__ = [
+    "PRESET_DIR",
+    "SECTIONS",
+    "AdvantageConfig",
+    "CriticConfig",
+    "EnvConfig",
+    "PolicyConfig",
+    "RunConfig",
+    "SamplerConfig",
+    "TrainConfig",
+    "UpdateConfig",
+    "apply_override",
+    "build_section",
+    "field_docs",
+    "load_yaml",
+    "merge",
+]

@@ -1,0 +1,367 @@
+"""CPO (Achiam et al. 2017) on a single task; TRPO is the same step without the cost constraint.
+
+One iteration: sample with the frozen policy/normaliser snapshot -> GAE for reward and cost ->
+``g``, ``a``, ``b = J_C - d`` -> CPO sub-problem (``metacpo.solvers``) -> backtracking line
+search -> fit both critics -> fold the batch's observations into the normaliser.
+
+Non-finite advantages, gradients or steps skip the policy update (parameters untouched); the
+stats record why (``update/skipped``) and the algorithm counts such events
+(``update/skipped_total``). A dco-solver failure falls back to the analytic backend
+(``solver/fallback``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from metacpo.algorithms.common import (
+    CriticFitStats,
+    ProcessedBatch,
+    RolloutStats,
+    advantages_finite,
+    backtracking_line_search,
+    candidate_evaluator,
+    fisher_vector_product,
+    fit_critic,
+    process_batch,
+    surrogate_losses,
+)
+from metacpo.algorithms.registry import register_algorithm
+from metacpo.config.schema import TrainConfig, UpdateConfig
+from metacpo.data.normalizer import NormalizerState, RunningNormalizer
+from metacpo.functional.params import Params, add_flat, flat_grad, flatten
+from metacpo.models.policy import GaussianMLPPolicy, PolicySpec, ValueCritic
+from metacpo.samplers.base import PolicySnapshot, Sampler, env_dims, make_env_for
+from metacpo.solvers import FisherMetric, SolverCase, solve_cpo_with_fallback
+
+CASE_NAMES = {SolverCase.UNCONSTRAINED: "unconstrained", SolverCase.ACTIVE: "active", SolverCase.RECOVERY: "recovery"}
+
+
+@dataclass(frozen=True)
+class PolicyUpdateStats:
+    """What one trust-region policy step did.
+
+    ``case``: unconstrained | active | recovery, or ``skipped`` (non-finite input/step);
+    ``lam``/``nu``: the solver's multipliers; ``step_norm``: |fraction * x|; ``kl``: mean
+    KL(old||new) after the accepted step; ``b``: J_C - d (nan for TRPO).
+    """
+
+    case: str
+    lam: float
+    nu: float
+    b: float
+    step_norm: float
+    kl: float
+    ls_accepted: bool
+    ls_fraction: float
+    ls_backtracks: int
+    ls_reason: str
+    loss_r_before: float
+    loss_r_after: float
+    loss_c_before: float
+    loss_c_after: float
+    expected_improvement: float
+    grad_norm_r: float
+    grad_norm_c: float
+    solver_fallback: bool
+    skipped: bool
+    skip_reason: str
+
+
+def _skipped(reason: str, *, b: float, loss_r: float = math.nan, loss_c: float = math.nan) -> PolicyUpdateStats:
+    nan = math.nan
+    return PolicyUpdateStats(
+        case="skipped", lam=nan, nu=nan, b=b, step_norm=0.0, kl=0.0, ls_accepted=False, ls_fraction=0.0,
+        ls_backtracks=0, ls_reason="", loss_r_before=loss_r, loss_r_after=loss_r, loss_c_before=loss_c,
+        loss_c_after=loss_c, expected_improvement=nan, grad_norm_r=nan, grad_norm_c=nan,
+        solver_fallback=False, skipped=True, skip_reason=reason,
+    )
+
+
+def trust_region_update(
+    *,
+    policy: GaussianMLPPolicy,
+    params: Params,
+    processed: ProcessedBatch,
+    settings: UpdateConfig,
+    constrained: bool,
+) -> tuple[Params, PolicyUpdateStats]:
+    """One CPO (``constrained``) or TRPO step from ``params``; returns new detached params.
+
+    ``g = d loss_r / d theta``, ``a = d loss_c / d theta``, ``b = J_C - d``; the metric is the
+    damped KL Hessian (``settings.metric == 'fisher'``) or the identity. On any non-finite
+    quantity, or when the line search rejects every fraction, ``params`` itself is returned.
+    """
+    b = processed.j_c - settings.cost_limit if constrained else math.nan
+    if not advantages_finite(processed):
+        return params, _skipped("non-finite advantages or J_C", b=b)
+    leaf = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+    loss_r, loss_c = surrogate_losses(policy, leaf, processed)
+    g = flat_grad(loss_r, leaf, retain_graph=True).detach()
+    a = flat_grad(loss_c, leaf).detach()
+    lr0, lc0 = float(loss_r.detach()), float(loss_c.detach())
+    if not (torch.isfinite(g).all() and torch.isfinite(a).all()):
+        return params, _skipped("non-finite gradient", b=b, loss_r=lr0, loss_c=lc0)
+    metric = None
+    if settings.metric == "fisher":
+        metric = FisherMetric(
+            hvp=fisher_vector_product(policy, params, processed), cg_iters=settings.cg_iters, damping=settings.damping
+        )
+    sol, fell_back = solve_cpo_with_fallback(
+        g=g,
+        a=a if constrained else None,
+        b=b if constrained else None,
+        delta=settings.delta,
+        backend=settings.backend,
+        metric=metric,
+        normalize=settings.normalize_grads,
+    )
+    step = sol.step.detach()
+    if not torch.isfinite(step).all():
+        return params, _skipped("non-finite step", b=b, loss_r=lr0, loss_c=lc0)
+    recovery = sol.case == SolverCase.RECOVERY
+    ls = backtracking_line_search(
+        evaluate=candidate_evaluator(
+            policy=policy, params=params, step=step, processed=processed, metric=settings.metric  # type: ignore[arg-type]
+        ),
+        loss_r0=lr0,
+        loss_c0=lc0,
+        expected_improvement=float(-(g.double() @ step.double())),
+        delta=settings.delta,
+        b=b if constrained else None,
+        recovery=recovery,
+        backtrack_coef=settings.backtrack_coef,
+        max_backtracks=settings.max_backtracks,
+        accept_ratio=settings.accept_ratio,
+    )
+    new_params = (
+        {k: v.detach() for k, v in add_flat(params, step, alpha=ls.fraction).items()} if ls.accepted else params
+    )
+    stats = PolicyUpdateStats(
+        case=CASE_NAMES[sol.case],
+        lam=float(sol.lam),
+        nu=float(sol.nu),
+        b=b,
+        step_norm=ls.fraction * float(step.norm()),
+        kl=ls.kl,
+        ls_accepted=ls.accepted,
+        ls_fraction=ls.fraction,
+        ls_backtracks=ls.backtracks,
+        ls_reason=ls.reason,
+        loss_r_before=lr0,
+        loss_r_after=ls.loss_r,
+        loss_c_before=lc0,
+        loss_c_after=ls.loss_c,
+        expected_improvement=ls.expected_improvement,
+        grad_norm_r=float(g.norm()),
+        grad_norm_c=float(a.norm()),
+        solver_fallback=fell_back,
+        skipped=False,
+        skip_reason="",
+    )
+    return new_params, stats
+
+
+@dataclass(frozen=True)
+class IterationStats:
+    """Everything one CPO/TRPO iteration reports (logged by the training loop only)."""
+
+    rollout: RolloutStats
+    update: PolicyUpdateStats
+    critic_r: CriticFitStats
+    critic_c: CriticFitStats
+    env_steps: int
+    skipped_total: int
+    fallback_total: int
+    behaviour_logp_gap: float
+    sample_seconds: float
+    update_seconds: float
+
+    def log_row(self) -> dict[str, float | int | str]:
+        """Flat ``group/name`` -> value (one progress.csv row)."""
+        r, u = self.rollout, self.update
+        return {
+            "rollout/env_steps": self.env_steps,
+            "rollout/episodes": r.num_episodes,
+            "rollout/ep_return_mean": r.ep_return_mean,
+            "rollout/ep_return_std": r.ep_return_std,
+            "rollout/ep_cost_mean": r.ep_cost_mean,
+            "rollout/ep_cost_std": r.ep_cost_std,
+            "rollout/ep_len_mean": r.ep_len_mean,
+            "rollout/j_c": r.j_c,
+            "update/kl": u.kl,
+            "update/step_norm": u.step_norm,
+            "update/ls_fraction": u.ls_fraction,
+            "update/ls_backtracks": u.ls_backtracks,
+            "update/loss_r_improvement": u.loss_r_before - u.loss_r_after,
+            "update/loss_c_change": u.loss_c_after - u.loss_c_before,
+            "update/grad_norm_r": u.grad_norm_r,
+            "update/grad_norm_c": u.grad_norm_c,
+            "update/skipped": int(u.skipped),
+            "update/skipped_total": self.skipped_total,
+            "solver/case": u.case,
+            "solver/lam": u.lam,
+            "solver/nu": u.nu,
+            "solver/b": u.b,
+            "solver/fallback": int(u.solver_fallback),
+            "solver/fallback_total": self.fallback_total,
+            "critic/loss_r": self.critic_r.loss_after,
+            "critic/loss_c": self.critic_c.loss_after,
+            "time/sample_seconds": self.sample_seconds,
+            "time/update_seconds": self.update_seconds,
+        }
+
+    def summary(self) -> dict[str, str]:
+        """Short figures for the progress bar."""
+        r = self.rollout
+        return {
+            "ret": f"{r.ep_return_mean:.1f}",
+            "cost": f"{r.ep_cost_mean:.1f}",
+            "J_C": f"{r.j_c:.1f}",
+            "case": self.update.case,
+        }
+
+    def events(self) -> list[str]:
+        """Noteworthy events for the log (skips, fallbacks, rejected steps)."""
+        out = []
+        if self.update.skipped:
+            out.append(f"update skipped: {self.update.skip_reason}")
+        if self.update.solver_fallback:
+            out.append("dco solver failed; fell back to the analytic backend")
+        if not self.update.skipped and not self.update.ls_accepted:
+            out.append(f"line search rejected every step ({self.update.ls_reason})")
+        return out
+
+
+class TrustRegionAlgorithm:
+    """Single-task CPO (``constrained=True``) or TRPO: owns policy, critics and normaliser.
+
+    Follows :class:`metacpo.training.Algorithm`: ``iterate``, ``state_dict``,
+    ``load_state_dict``, ``policy_snapshot``.
+    """
+
+    def __init__(self, config: TrainConfig, *, sampler: Sampler, constrained: bool, obs_dim: int, act_dim: int) -> None:
+        self.config = config
+        self.sampler = sampler
+        self.constrained = constrained
+        pc, cc = config.policy, config.critic
+        # Initial weights from the run seed, without touching torch's global generator.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.run.seed)
+            self.policy = GaussianMLPPolicy(
+                PolicySpec(obs_dim=obs_dim, act_dim=act_dim, hidden=tuple(pc.hidden), activation=pc.activation,
+                           log_std_init=pc.log_std_init)
+            )
+            self.critic_r = ValueCritic(obs_dim=obs_dim, hidden=tuple(cc.hidden), activation=cc.activation)
+            self.critic_c = ValueCritic(obs_dim=obs_dim, hidden=tuple(cc.hidden), activation=cc.activation)
+        self.normalizer = RunningNormalizer(obs_dim, clip=config.advantage.obs_clip)
+        self.generator = torch.Generator().manual_seed(config.run.seed + 7919)
+        self.env_steps = 0
+        self.skipped_total = 0
+        self.fallback_total = 0
+
+    # -- the Algorithm protocol ---------------------------------------------------------------
+    def obs_norm_state(self) -> NormalizerState:
+        if not self.config.advantage.obs_normalize:
+            return NormalizerState.identity(self.policy.spec.obs_dim)
+        return self.normalizer.state()
+
+    def policy_snapshot(self, *, deterministic: bool = False) -> PolicySnapshot:
+        return PolicySnapshot.from_policy(self.policy, self.obs_norm_state(), deterministic=deterministic)
+
+    def iterate(self, iteration: int) -> IterationStats:
+        cfg = self.config
+        t0 = time.perf_counter()
+        obs_norm = self.obs_norm_state()  # frozen for this iteration
+        (batch,) = self.sampler.sample(
+            snapshot=PolicySnapshot.from_policy(self.policy, obs_norm), num_steps=cfg.sampler.steps_per_iter
+        )
+        t1 = time.perf_counter()
+        params = {k: v.detach().clone() for k, v in self.policy.named_parameters()}
+        adv = cfg.advantage
+        processed = process_batch(
+            batch, policy=self.policy, params=params, critic_r=self.critic_r, critic_c=self.critic_c,
+            obs_norm=obs_norm, gamma=adv.gamma, lam=adv.lam, cost_gamma=adv.cost_gamma,
+            normalize_adv_r=adv.normalize_adv_r, center_adv_c=adv.center_adv_c,
+        )
+        new_params, ustats = trust_region_update(
+            policy=self.policy, params=params, processed=processed, settings=cfg.update, constrained=self.constrained
+        )
+        if ustats.skipped:
+            self.skipped_total += 1
+        if ustats.solver_fallback:
+            self.fallback_total += 1
+        if new_params is not params:
+            with torch.no_grad():
+                for k, p in self.policy.named_parameters():
+                    p.copy_(new_params[k])
+        cr = self._fit(self.critic_r, processed.obs, processed.target_r)
+        cc = self._fit(self.critic_c, processed.obs, processed.target_c)
+        if adv.obs_normalize:
+            self.normalizer.update(batch.obs)
+        self.env_steps += len(batch)
+        return IterationStats(
+            rollout=processed.rollout, update=ustats, critic_r=cr, critic_c=cc, env_steps=self.env_steps,
+            skipped_total=self.skipped_total, fallback_total=self.fallback_total,
+            behaviour_logp_gap=processed.behaviour_logp_gap,
+            sample_seconds=t1 - t0, update_seconds=time.perf_counter() - t1,
+        )
+
+    def _fit(self, critic: ValueCritic, obs: Tensor, targets: Tensor) -> CriticFitStats:
+        c = self.config.critic
+        return fit_critic(
+            critic, obs, targets, optimizer=c.optimizer, lr=c.lr, iters=c.iters,  # type: ignore[arg-type]
+            minibatch_size=c.minibatch_size, generator=self.generator, l2=c.l2,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy.state_dict(),
+            "critic_r": self.critic_r.state_dict(),
+            "critic_c": self.critic_c.state_dict(),
+            "obs_norm": self.normalizer.state_dict(),
+            "torch_generator": self.generator.get_state(),
+            "counters": {"env_steps": self.env_steps, "skipped_total": self.skipped_total,
+                         "fallback_total": self.fallback_total},
+            "sampler": self.sampler.state_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        missing = {"policy", "critic_r", "critic_c", "obs_norm", "torch_generator", "counters", "sampler"} - set(state)
+        if missing:
+            raise ValueError(f"algorithm state lacks {sorted(missing)}")
+        for name in ("policy", "critic_r", "critic_c"):
+            try:
+                getattr(self, name).load_state_dict(state[name])
+            except RuntimeError as exc:
+                raise ValueError(f"{name} weights do not match this config: {' '.join(str(exc).split())}") from None
+        self.normalizer.load_state_dict(state["obs_norm"])
+        self.generator.set_state(state["torch_generator"])
+        c = state["counters"]
+        self.env_steps, self.skipped_total, self.fallback_total = (
+            int(c["env_steps"]), int(c["skipped_total"]), int(c["fallback_total"])
+        )
+        self.sampler.load_state_dict(state["sampler"])
+
+
+def env_dims_for(env_id: str) -> tuple[int, int]:
+    """Observation/action sizes of ``env_id`` (builds and closes one env)."""
+    env = make_env_for(env_id)
+    try:
+        return env_dims(env)
+    finally:
+        env.close()
+
+
+def build_cpo(config: TrainConfig, *, sampler: Sampler, obs_dim: int, act_dim: int) -> TrustRegionAlgorithm:
+    return TrustRegionAlgorithm(config, sampler=sampler, constrained=True, obs_dim=obs_dim, act_dim=act_dim)
+
+
+register_algorithm("cpo", build=build_cpo, description="Constrained Policy Optimization (single task)")

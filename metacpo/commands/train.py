@@ -1,0 +1,116 @@
+"""``metacpo train``: train a policy (CPO, TRPO, ...) and write a run directory."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import Any
+
+NAME = "train"
+HELP = "Train a policy (cpo, trpo, ...) on a Safety-Gymnasium or metacpo task; writes runs/<name>/."
+
+# flag -> (section, key): shortcuts for the most used config fields; help text is the field's docstring.
+FLAGS: dict[str, tuple[str, str]] = {
+    "--env-id": ("env", "env_id"),
+    "--seed": ("run", "seed"),
+    "--cost-limit": ("update", "cost_limit"),
+    "--steps-per-iter": ("sampler", "steps_per_iter"),
+    "--iters": ("run", "iters"),
+    "--workers": ("sampler", "workers"),
+    "--sampler": ("sampler", "kind"),
+    "--run-dir": ("run", "run_dir"),
+}
+
+
+def _section_classes() -> dict[str, type]:
+    from metacpo.config.schema import SECTIONS
+
+    return dict(SECTIONS)
+
+
+def _epilog() -> str:
+    from metacpo.config.schema import field_docs
+
+    lines = ["config keys for --set section.key=value (and presets), with defaults:"]
+    for name, cls in _section_classes().items():
+        docs = field_docs(cls)
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            lines.append(f"  {name}.{f.name} = {default!r}")
+            lines.append(f"      {docs.get(f.name, '')}")
+    lines.append("algorithm-specific sections (e.g. meta) are listed in the algorithm's docs.")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from metacpo.algorithms.registry import algorithm_names
+    from metacpo.config.schema import field_docs
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = _epilog()
+    parser.add_argument("--algo", default=None, help=f"algorithm: {', '.join(algorithm_names())} (default cpo)")
+    parser.add_argument("--preset", default=None, metavar="FILE.yaml",
+                        help="YAML preset (a file, or a bundled preset name in metacpo/config/presets)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config value (repeatable), e.g. --set update.delta=0.02")
+    sections = _section_classes()
+    for flag, (section, key) in FLAGS.items():
+        doc = field_docs(sections[section]).get(key, "")
+        parser.add_argument(flag, default=None, metavar=key.upper(), help=f"{doc} [{section}.{key}]")
+    parser.add_argument("--resume", default=None, metavar="RUN_DIR",
+                        help="continue the run in RUN_DIR exactly where it stopped (only --iters may be changed)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    """defaults < --preset < --set < explicit flags; validated by the dataclasses."""
+    from metacpo.config.schema import TrainConfig, apply_override, load_yaml
+
+    data: dict[str, Any] = load_yaml(args.preset) if args.preset else {}
+    for assignment in args.overrides:
+        apply_override(data, assignment)
+    if args.algo is not None:
+        data["algo"] = args.algo
+    for flag, (section, key) in FLAGS.items():
+        raw = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if raw is not None:
+            apply_override(data, f"{section}.{key}={raw}")
+            if key == "run_dir":  # keep the directory a string even if it looks like a number
+                data[section][key] = str(raw)
+    return TrainConfig.from_dict(data)
+
+
+def run(args: argparse.Namespace) -> int:
+    from metacpo.training import load_run_config, train
+
+    if args.resume:
+        others = [f for f in ("algo", "preset") if getattr(args, f) is not None] + (["--set"] if args.overrides else [])
+        others += [flag for flag in FLAGS if flag != "--iters" and getattr(args, flag.lstrip("-").replace("-", "_")) is not None]
+        if others:
+            raise ValueError(f"--resume continues the saved config; it cannot be combined with {', '.join(others)} (only --iters)")
+        config = load_run_config(args.resume)
+        run_cfg = dataclasses.replace(config.run, run_dir=str(args.resume))
+        if args.iters is not None:
+            from metacpo.config.schema import _coerce
+
+            run_cfg = dataclasses.replace(run_cfg, iters=_coerce(_yaml_value(args.iters), int, "run.iters"))
+        config = dataclasses.replace(config, run=run_cfg)
+        result = train(config, resume=True, progress=not args.no_progress)
+    else:
+        config = build_config(args)
+        result = train(config, progress=not args.no_progress)
+    row = result.last_row
+    print(
+        f"run dir: {result.run_dir}\n"
+        f"last iteration: return {row.get('rollout/ep_return_mean', float('nan')):.2f}  "
+        f"cost {row.get('rollout/ep_cost_mean', float('nan')):.2f}  J_C {row.get('rollout/j_c', float('nan')):.2f}",
+        file=sys.stdout,
+    )
+    return 0
+
+
+def _yaml_value(raw: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(raw)

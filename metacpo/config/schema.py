@@ -1,0 +1,446 @@
+"""Typed configuration: nested dataclasses, one docstring per field, checked YAML presets.
+
+``TrainConfig`` holds the sections every algorithm uses plus ``extra``: sections that an
+algorithm registers for itself (e.g. ``meta`` for Meta-CPO) via
+:func:`metacpo.algorithms.registry.register_algorithm`. Presets and ``--set section.key=value``
+overrides are checked against the dataclasses: unknown sections or keys and ill-typed values
+raise ``ValueError`` naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import inspect
+import os
+import textwrap
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+_ALLOWED: dict[str, tuple[str, ...]] = {
+    "activation": ("tanh", "relu", "elu"),
+    "critic_optimizer": ("adam", "lbfgs"),
+    "metric": ("fisher", "identity"),
+    "backend": ("analytic", "dco"),
+    "sampler": ("local", "process"),
+}
+
+
+def _choice(what: str, value: str, allowed_key: str) -> None:
+    allowed = _ALLOWED[allowed_key]
+    if value not in allowed:
+        raise ValueError(f"unknown {what} {value!r}; allowed: {list(allowed)}")
+
+
+def _rate(what: str, value: float, *, low_open: bool = False) -> None:
+    ok = (0.0 < value <= 1.0) if low_open else (0.0 <= value <= 1.0)
+    if not ok:
+        raise ValueError(f"{what} must lie in {'(0, 1]' if low_open else '[0, 1]'}, got {value}")
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Which environment to train on."""
+
+    env_id: str = "SafetyPointCircle1-v0"
+    """Environment id: any Safety-Gymnasium id (e.g. SafetyPointCircle1-v0) or one of metacpo's
+    stochastic task families (e.g. SafetyPointStcircle1-v0)."""
+
+    def __post_init__(self) -> None:
+        if not self.env_id:
+            raise ValueError("env.env_id must be a non-empty environment id")
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """The Gaussian MLP policy (state-independent log-std)."""
+
+    hidden: tuple[int, ...] = (64, 64)
+    """Hidden layer sizes of the mean network (the seed used (24, 12); (64, 64) is the usual CPO
+    size on Safety-Gym and trains markedly faster on Circle)."""
+    activation: str = "tanh"
+    """Activation between hidden layers: tanh, relu or elu."""
+    log_std_init: float = -0.5
+    """Initial log standard deviation of every action dimension."""
+
+    def __post_init__(self) -> None:
+        if not self.hidden or any(int(h) <= 0 for h in self.hidden):
+            raise ValueError(f"policy.hidden must be non-empty positive sizes, got {self.hidden}")
+        _choice("policy.activation", self.activation, "activation")
+
+
+@dataclass(frozen=True)
+class CriticConfig:
+    """Reward and cost value critics V_r(s), V_c(s) (same architecture, fitted separately)."""
+
+    hidden: tuple[int, ...] = (64, 64)
+    """Hidden layer sizes of each critic."""
+    activation: str = "tanh"
+    """Activation between hidden layers: tanh, relu or elu."""
+    optimizer: str = "adam"
+    """Critic optimiser: adam (minibatch epochs) or lbfgs (full-batch)."""
+    lr: float = 1e-3
+    """Learning rate (Adam step size, or the L-BFGS initial step)."""
+    iters: int = 10
+    """Adam: epochs over the batch per iteration; L-BFGS: maximum iterations per iteration."""
+    minibatch_size: int = 128
+    """Adam minibatch size."""
+    l2: float = 0.0
+    """L2 penalty coefficient on critic weights."""
+
+    def __post_init__(self) -> None:
+        if not self.hidden or any(int(h) <= 0 for h in self.hidden):
+            raise ValueError(f"critic.hidden must be non-empty positive sizes, got {self.hidden}")
+        _choice("critic.activation", self.activation, "activation")
+        _choice("critic.optimizer", self.optimizer, "critic_optimizer")
+        if not self.lr > 0:
+            raise ValueError(f"critic.lr must be > 0, got {self.lr}")
+        if self.iters < 1 or self.minibatch_size < 1:
+            raise ValueError(f"critic.iters and critic.minibatch_size must be >= 1, got {self.iters}, {self.minibatch_size}")
+        if self.l2 < 0:
+            raise ValueError(f"critic.l2 must be >= 0, got {self.l2}")
+
+
+@dataclass(frozen=True)
+class AdvantageConfig:
+    """Advantage estimation, the cost estimate J_C and observation normalisation."""
+
+    gamma: float = 0.99
+    """Discount gamma of the reward and cost GAE."""
+    lam: float = 0.95
+    """GAE lambda (reward and cost)."""
+    cost_gamma: float = 1.0
+    """Discount of the per-episode cost estimate J_C. 1.0 = undiscounted episode cost, the scale
+    on which Safety-Gymnasium cost limits (e.g. 25 per episode) are stated."""
+    normalize_adv_r: bool = True
+    """Normalise reward advantages to zero mean and unit std per batch."""
+    center_adv_c: bool = True
+    """Subtract the batch mean from cost advantages (their scale is kept: it carries the
+    constraint's units)."""
+    obs_normalize: bool = True
+    """Normalise observations with running statistics (saved with the model)."""
+    obs_clip: float = 10.0
+    """Clip normalised observations to [-obs_clip, obs_clip]."""
+
+    def __post_init__(self) -> None:
+        _rate("advantage.gamma", self.gamma)
+        _rate("advantage.lam", self.lam)
+        _rate("advantage.cost_gamma", self.cost_gamma)
+        if not self.obs_clip > 0:
+            raise ValueError(f"advantage.obs_clip must be > 0, got {self.obs_clip}")
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    """The trust-region policy step (CPO; TRPO ignores the cost fields)."""
+
+    delta: float = 0.01
+    """Trust-region size delta: 1/2 x^T H x <= delta (mean KL for the Fisher metric)."""
+    cost_limit: float = 25.0
+    """Cost limit d: the constraint is J_C <= d (episode cost, see advantage.cost_gamma)."""
+    metric: str = "fisher"
+    """Trust-region metric H: fisher (KL Hessian via CG, CPO proper) or identity (the seed)."""
+    backend: str = "analytic"
+    """CPO sub-problem solver: analytic (closed form) or dco (cvxpylayers; identity metric;
+    falls back to analytic on solver failure, logged)."""
+    normalize_grads: bool = False
+    """Scale g and a to unit norm before solving (the seed does; off for CPO proper)."""
+    cg_iters: int = 10
+    """Conjugate-gradient iterations for H^-1 g, H^-1 a (Fisher metric)."""
+    damping: float = 0.1
+    """Damping added to the Fisher matrix: H = F + damping I."""
+    backtrack_coef: float = 0.8
+    """Line-search shrink factor per backtrack."""
+    max_backtracks: int = 15
+    """Maximum number of line-search backtracks before the step is rejected."""
+    accept_ratio: float = 0.1
+    """Accept a step only if actual reward-surrogate improvement >= accept_ratio x expected."""
+
+    def __post_init__(self) -> None:
+        if not self.delta > 0:
+            raise ValueError(f"update.delta must be > 0, got {self.delta}")
+        if not self.cost_limit >= 0:
+            raise ValueError(f"update.cost_limit must be >= 0, got {self.cost_limit}")
+        _choice("update.metric", self.metric, "metric")
+        _choice("update.backend", self.backend, "backend")
+        if self.backend == "dco" and self.metric != "identity":
+            raise ValueError("update.backend 'dco' needs update.metric 'identity' (got 'fisher')")
+        if self.cg_iters < 1:
+            raise ValueError(f"update.cg_iters must be >= 1, got {self.cg_iters}")
+        if self.damping < 0:
+            raise ValueError(f"update.damping must be >= 0, got {self.damping}")
+        if not 0 < self.backtrack_coef < 1:
+            raise ValueError(f"update.backtrack_coef must lie in (0, 1), got {self.backtrack_coef}")
+        if self.max_backtracks < 0:
+            raise ValueError(f"update.max_backtracks must be >= 0, got {self.max_backtracks}")
+        if not 0 <= self.accept_ratio < 1:
+            raise ValueError(f"update.accept_ratio must lie in [0, 1), got {self.accept_ratio}")
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Experience collection."""
+
+    kind: str = "process"
+    """Sampler backend: local (in-process) or process (persistent worker processes)."""
+    workers: int = 0
+    """Number of sampler workers (0 = os.cpu_count())."""
+    steps_per_iter: int = 4000
+    """Environment steps collected per iteration (per task)."""
+
+    def __post_init__(self) -> None:
+        _choice("sampler.kind", self.kind, "sampler")
+        if self.workers < 0:
+            raise ValueError(f"sampler.workers must be >= 0, got {self.workers}")
+        if self.steps_per_iter < 1:
+            raise ValueError(f"sampler.steps_per_iter must be >= 1, got {self.steps_per_iter}")
+
+    @property
+    def num_workers(self) -> int:
+        """Workers actually used (``workers``, or the number of CPU cores when 0)."""
+        return self.workers or (os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Run length, seeding and outputs."""
+
+    seed: int = 0
+    """Run seed: every generator (workers, critics' minibatches, initial weights) derives from it."""
+    iters: int = 100
+    """Number of training iterations."""
+    run_dir: str = ""
+    """Output directory ('' = runs/<algo>-<env>-<time>)."""
+    checkpoint_every: int = 1
+    """Write a checkpoint every this many iterations (and always after the last)."""
+    tensorboard: bool = True
+    """Write TensorBoard event files."""
+    torch_threads: int = 1
+    """torch intra-op threads in the learner (0 = torch default)."""
+
+    def __post_init__(self) -> None:
+        if self.iters < 1:
+            raise ValueError(f"run.iters must be >= 1, got {self.iters}")
+        if self.checkpoint_every < 1:
+            raise ValueError(f"run.checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        if self.seed < 0:
+            raise ValueError(f"run.seed must be >= 0, got {self.seed}")
+        if self.torch_threads < 0:
+            raise ValueError(f"run.torch_threads must be >= 0, got {self.torch_threads}")
+
+
+# Common sections: name -> dataclass. Algorithm-specific sections live in TrainConfig.extra.
+SECTIONS: dict[str, type] = {
+    "env": EnvConfig,
+    "policy": PolicyConfig,
+    "critic": CriticConfig,
+    "advantage": AdvantageConfig,
+    "update": UpdateConfig,
+    "sampler": SamplerConfig,
+    "run": RunConfig,
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs (written to the run dir as config.yaml)."""
+
+    algo: str = "cpo"
+    """Algorithm name (see metacpo.algorithms.registry; e.g. cpo, trpo)."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+    update: UpdateConfig = field(default_factory=UpdateConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Algorithm-specific sections (name -> dataclass instance), registered with the algorithm."""
+
+    def __post_init__(self) -> None:
+        from metacpo.algorithms.registry import get_algorithm
+
+        entry = get_algorithm(self.algo)  # ValueError naming the allowed algorithms
+        extra = dict(self.extra)
+        for name, cls in entry.sections.items():
+            if name not in extra:
+                extra[name] = cls()
+            elif not isinstance(extra[name], cls):
+                raise ValueError(f"config section {name!r} must be a {cls.__name__}, got {type(extra[name]).__name__}")
+        unknown = set(extra) - set(entry.sections)
+        if unknown:
+            raise ValueError(
+                f"config sections {sorted(unknown)} are not used by algo {self.algo!r} "
+                f"(its extra sections: {sorted(entry.sections)})"
+            )
+        object.__setattr__(self, "extra", extra)
+
+    def section(self, name: str) -> Any:
+        """A common or algorithm-specific section by name."""
+        if name in SECTIONS:
+            return getattr(self, name)
+        if name in self.extra:
+            return self.extra[name]
+        raise ValueError(f"unknown config section {name!r}; allowed: {sorted([*SECTIONS, *self.extra])}")
+
+    @property
+    def default_run_dir(self) -> str:
+        import time
+
+        env = self.env.env_id.replace("/", "_")
+        return os.path.join("runs", f"{self.algo}-{env}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML/checkpoint safe: lists, numbers, strings, bools)."""
+        out: dict[str, Any] = {"algo": self.algo}
+        for name in SECTIONS:
+            out[name] = _plain(dataclasses.asdict(getattr(self, name)))
+        for name, sec in self.extra.items():
+            out[name] = _plain(dataclasses.asdict(sec))
+        return out
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> "TrainConfig":
+        """Build and validate a config from a nested dict (e.g. a parsed YAML preset)."""
+        from metacpo.algorithms.registry import get_algorithm
+
+        if not isinstance(data, dict):
+            raise ValueError(f"a config must be a mapping of sections, got {type(data).__name__}")
+        algo = data.get("algo", "cpo")
+        if not isinstance(algo, str):
+            raise ValueError(f"algo must be a string, got {algo!r}")
+        entry = get_algorithm(algo)
+        allowed = {"algo", *SECTIONS, *entry.sections}
+        unknown = set(data) - allowed
+        if unknown:
+            raise ValueError(f"unknown config section(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        kwargs: dict[str, Any] = {"algo": algo}
+        for name, cls in SECTIONS.items():
+            kwargs[name] = build_section(cls, data.get(name) or {}, name)
+        kwargs["extra"] = {
+            name: build_section(cls, data.get(name) or {}, name) for name, cls in entry.sections.items()
+        }
+        return TrainConfig(**kwargs)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"config key {where} expects a list, got {value!r}")
+        (inner, *_rest) = typing.get_args(hint) or (Any,)
+        return tuple(_coerce(v, inner, where) for v in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"config key {where} expects true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"config key {where} expects an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"config key {where} expects a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ValueError(f"config key {where} expects a string, got {value!r}")
+        return value
+    return value
+
+
+def build_section(cls: type, data: Any, name: str) -> Any:
+    """Instantiate dataclass ``cls`` from a mapping, rejecting unknown keys and bad types."""
+    if not isinstance(data, dict):
+        raise ValueError(f"config section {name!r} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = set(data) - set(names)
+    if unknown:
+        raise ValueError(f"unknown key(s) {sorted(unknown)} in config section {name!r}; allowed: {names}")
+    return cls(**{k: _coerce(v, hints[k], f"{name}.{k}") for k, v in data.items()})
+
+
+@functools.lru_cache(maxsize=None)
+def field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings of a dataclass (the string literal after each field), parsed with ast."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for prev, node in zip(body, body[1:]):
+        if (
+            isinstance(prev, ast.AnnAssign)
+            and isinstance(prev.target, ast.Name)
+            and isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
+            docs[prev.target.id] = " ".join(node.value.value.split())
+    return docs
+
+
+def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Parse a YAML preset file into a dict (ValueError naming the file on any problem)."""
+    p = Path(path)
+    if not p.is_file():
+        cand = PRESET_DIR / (str(path) if str(path).endswith(".yaml") else f"{path}.yaml")
+        if not cand.is_file():
+            available = sorted(f.stem for f in PRESET_DIR.glob("*.yaml"))
+            raise ValueError(f"preset {str(path)!r} not found (neither a file nor a bundled preset; bundled: {available})")
+        p = cand
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"preset {p}: invalid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"preset {p}: expected a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply ``section.key=value`` (value parsed as YAML) to a nested config dict in place."""
+    if "=" not in assignment:
+        raise ValueError(f"--set expects section.key=value, got {assignment!r}")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"--set key must be section.key (e.g. update.delta), got {key!r}")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    section = data.setdefault(parts[0], {})
+    if not isinstance(section, dict):
+        raise ValueError(f"config section {parts[0]!r} is not a mapping")
+    section[parts[1]] = value
+
+
+def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """Section-wise merge of two nested config dicts (``top`` wins)."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    for k, v in top.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k].update(v)
+        else:
+            out[k] = v
+    return out

@@ -1,0 +1,250 @@
+"""The training loop shared by every algorithm: sampling backend, logging, checkpoints, resume.
+
+An algorithm plugs in through the registry (:mod:`metacpo.algorithms.registry`): its builder
+``build(config, *, sampler, obs_dim, act_dim)`` returns an object following :class:`Algorithm`;
+each ``iterate(i)`` returns a stats record following :class:`IterationStats`. The loop owns
+everything else: the run directory, config.yaml, progress.csv and TensorBoard (``log_row()``
+keys), the tqdm bar (``summary()``), event messages (``events()``), and atomic checkpoints of
+``state_dict()`` after each iteration. ``resume`` continues exactly where a run stopped.
+
+Run directory layout::
+
+    config.yaml       the full config (re-loadable preset)
+    progress.csv      one row per iteration: iteration + log_row() columns
+    tb/               TensorBoard event files
+    checkpoint.pt     latest checkpoint (torch.load(weights_only=True) works)
+    events.log        skipped updates, solver fallbacks, rejected line searches
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+import yaml
+
+from metacpo.algorithms.registry import get_algorithm
+from metacpo.checkpoint import CheckpointError, config_mismatch, load_checkpoint, save_checkpoint
+from metacpo.config.schema import TrainConfig
+from metacpo.logging.writers import RunLogger
+from metacpo.samplers.base import PolicySnapshot, Sampler, env_dims, make_env_for
+
+CHECKPOINT_NAME = "checkpoint.pt"
+# Config keys that may differ between a checkpoint and the run resuming it.
+RESUMABLE_CHANGES = ("run.iters", "run.run_dir")
+
+
+@runtime_checkable
+class IterationStats(Protocol):
+    def log_row(self) -> dict[str, float | int | str]:
+        """``group/name`` -> value; the keys must be the same every iteration."""
+        ...
+
+    def summary(self) -> dict[str, str]:
+        """A few short figures for the progress bar."""
+        ...
+
+    def events(self) -> list[str]:
+        """Noteworthy events of the iteration (logged to events.log and TensorBoard)."""
+        ...
+
+
+@runtime_checkable
+class Algorithm(Protocol):
+    def iterate(self, iteration: int) -> IterationStats: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors/numbers/strings only. Must contain ``policy`` (GaussianMLPPolicy state_dict)
+        and ``obs_norm`` (RunningNormalizer state_dict): ``metacpo evaluate`` reads those."""
+        ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+    def policy_snapshot(self, *, deterministic: bool = False) -> PolicySnapshot: ...
+
+
+def build_sampler(config: TrainConfig) -> Sampler:
+    """The sampler named by ``config.sampler`` for ``config.env.env_id``."""
+    s = config.sampler
+    if s.kind == "local":
+        from metacpo.samplers.local import LocalSampler
+
+        return LocalSampler(config.env.env_id, seed=config.run.seed)
+    from metacpo.samplers.process import ProcessSampler
+
+    return ProcessSampler(config.env.env_id, seed=config.run.seed, num_workers=s.num_workers)
+
+
+def _dims(env_id: str) -> tuple[int, int]:
+    env = make_env_for(env_id)
+    try:
+        return env_dims(env)
+    finally:
+        env.close()
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    iterations: int
+    last_row: dict[str, Any]
+
+
+def load_run_config(run_dir: str | os.PathLike[str]) -> TrainConfig:
+    """The config saved in a run directory's checkpoint (falls back to config.yaml)."""
+    run_dir = Path(run_dir)
+    ck = run_dir / CHECKPOINT_NAME
+    if ck.exists():
+        return _config_from(load_checkpoint(ck)["config"], ck)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no {CHECKPOINT_NAME} or config.yaml)")
+    return _config_from(yaml.safe_load(cfg_path.read_text()), cfg_path)
+
+
+def _config_from(data: Any, source: Path) -> TrainConfig:
+    try:
+        return TrainConfig.from_dict(data)
+    except ValueError as exc:
+        raise CheckpointError(f"{source}: config does not match this version of metacpo: {exc}") from None
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    echo: Any = None,
+) -> TrainResult:
+    """Run (or, with ``resume``, continue) training in ``config.run.run_dir``.
+
+    With ``resume`` the run dir's checkpoint is loaded; its config must equal ``config`` except
+    for ``run.iters``/``run.run_dir``, else :class:`CheckpointError` lists the differences.
+    """
+    run_dir = Path(config.run.run_dir or config.default_run_dir)
+    echo = echo or (lambda msg: print(msg, file=sys.stderr))
+    entry = get_algorithm(config.algo)
+    ckpt_path = run_dir / CHECKPOINT_NAME
+    ckpt = None
+    if resume:
+        ckpt = load_checkpoint(ckpt_path)
+        diff = config_mismatch(ckpt["config"], config.to_dict(), ignore=RESUMABLE_CHANGES)
+        if diff:
+            raise CheckpointError(f"checkpoint {ckpt_path} does not match the config: " + "; ".join(diff))
+    elif ckpt_path.exists():
+        raise ValueError(f"{run_dir} already holds a run ({ckpt_path}); use --resume {run_dir} or another --run-dir")
+    obs_dim, act_dim = _dims(config.env.env_id)  # fails early (ValueError) on unknown env ids
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(config.to_yaml())
+    if config.run.torch_threads:
+        torch.set_num_threads(config.run.torch_threads)
+
+    start = 0
+    sampler = build_sampler(config)
+    logger = None
+    try:
+        algo = entry.build(config, sampler=sampler, obs_dim=obs_dim, act_dim=act_dim)
+        if ckpt is not None:
+            try:
+                algo.load_state_dict(ckpt["algorithm"])
+            except (ValueError, KeyError, RuntimeError) as exc:
+                raise CheckpointError(f"checkpoint {ckpt_path} does not fit this run: {exc}") from None
+            start = int(ckpt["iteration"])
+        logger = RunLogger(run_dir, tensorboard=config.run.tensorboard, start_iteration=start)
+        last_row: dict[str, Any] = {}
+        bar = _progress(range(start, config.run.iters), start, config.run.iters, progress)
+        for it in bar:
+            stats = algo.iterate(it)
+            last_row = stats.log_row()
+            logger.log(it, last_row)
+            for ev in stats.events():
+                with (run_dir / "events.log").open("a") as f:
+                    f.write(f"iteration {it}: {ev}\n")
+                logger.text("events", ev, it)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(stats.summary(), refresh=False)
+            done = it + 1
+            if done % config.run.checkpoint_every == 0 or done == config.run.iters:
+                save_checkpoint(
+                    ckpt_path,
+                    {"iteration": done, "config": config.to_dict(), "algorithm": algo.state_dict(),
+                     "saved_at": time.time()},
+                )
+        return TrainResult(run_dir=run_dir, iterations=config.run.iters, last_row=last_row)
+    finally:
+        if logger is not None:
+            logger.close()
+        sampler.close()
+
+
+def _progress(it: range, start: int, total: int, enabled: bool) -> Any:
+    if not enabled:
+        return it
+    from tqdm import tqdm
+
+    return tqdm(it, initial=start, total=total, unit="iter", dynamic_ncols=True, file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Deterministic-policy evaluation: per-episode undiscounted returns and costs."""
+
+    returns: np.ndarray
+    costs: np.ndarray
+    lengths: np.ndarray
+
+    def summary(self) -> str:
+        return (
+            f"episodes {len(self.returns)}  return {self.returns.mean():.2f} ± {self.returns.std():.2f}  "
+            f"cost {self.costs.mean():.2f} ± {self.costs.std():.2f}  length {self.lengths.mean():.0f}"
+        )
+
+
+def evaluate(run_dir: str | os.PathLike[str], *, episodes: int, seed: int = 0, deterministic: bool = True) -> EvalResult:
+    """Run the saved policy (its mean action when ``deterministic``) for ``episodes`` episodes.
+
+    Every episode starts from its own seed, drawn from ``default_rng([seed, 1_000_003])`` (a
+    stream no training worker uses).
+    """
+    from metacpo.data.normalizer import RunningNormalizer
+    from metacpo.models.policy import GaussianMLPPolicy, PolicySpec
+    from metacpo.samplers.base import rollout
+
+    if episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {episodes}")
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / CHECKPOINT_NAME
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    ckpt = load_checkpoint(ckpt_path)
+    config = _config_from(ckpt["config"], ckpt_path)
+    state = ckpt["algorithm"]
+    if "policy" not in state or "obs_norm" not in state:
+        raise CheckpointError(f"checkpoint {ckpt_path} lacks the policy or obs_norm state needed for evaluation")
+    env = make_env_for(config.env.env_id)
+    try:
+        obs_dim, act_dim = env_dims(env)
+        pc = config.policy
+        policy = GaussianMLPPolicy(PolicySpec(obs_dim=obs_dim, act_dim=act_dim, hidden=tuple(pc.hidden),
+                                              activation=pc.activation, log_std_init=pc.log_std_init))
+        try:
+            policy.load_state_dict(state["policy"])
+            norm = RunningNormalizer(obs_dim, clip=config.advantage.obs_clip)
+            norm.load_state_dict(state["obs_norm"])
+        except (RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {ckpt_path} does not match {config.env.env_id}: {' '.join(str(exc).split())}") from None
+        from metacpo.data.normalizer import NormalizerState
+
+        obs_norm = norm.state() if config.advantage.obs_normalize else NormalizerState.identity(obs_dim)
+        rng = np.random.default_rng([int(seed), 1_000_003])
+        batch = rollout(env, policy, obs_norm, 1, rng, deterministic=deterministic, max_episodes=episodes)
+    finally:
+        env.close()
+    return EvalResult(returns=batch.episode_returns, costs=batch.episode_costs, lengths=batch.episode_lengths)
