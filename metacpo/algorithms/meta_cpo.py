@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,9 +39,11 @@ from metacpo.algorithms.common import (
     process_batch,
     surrogate_losses,
 )
+from metacpo.algorithms.registry import register_algorithm
+from metacpo.config.schema import AdvantageConfig, CriticConfig, TrainConfig, UpdateConfig
 from metacpo.data.batch import Batch
 from metacpo.data.normalizer import NormalizerState, RunningNormalizer
-from metacpo.functional.params import Params, add_flat, flatten, params_of
+from metacpo.functional.params import Params, add_flat, params_of
 from metacpo.meta.core import (
     MetricFn,
     StepRule,
@@ -53,7 +55,7 @@ from metacpo.meta.core import (
     project_onto_halfspace,
     solve_step,
 )
-from metacpo.models.policy import GaussianMLPPolicy
+from metacpo.models.policy import GaussianMLPPolicy, PolicySpec, ValueCritic
 from metacpo.samplers.base import PolicySnapshot, Sampler
 
 
@@ -83,13 +85,16 @@ class MetaConfig:
     """Cost-limit annealing: start from this limit and move linearly to the run's cost limit."""
     anneal_iters: int = 0
     """Meta-iterations over which the cost limit is annealed (0 with a start value: no annealing)."""
-    backend: Literal["analytic", "dco"] = "analytic"
+    backend: str = "analytic"
     """Solver backend for inner and outer steps."""
-    metric: Literal["identity", "fisher"] = "identity"
+    metric: str = "identity"
     """Trust-region metric H: identity (seed; meta-gradient exact) or Fisher (treated as a
     constant on the meta-gradient path)."""
     normalize_grads: bool = True
     """Normalise g and a (G and A) to unit norm before solving (seed)."""
+    critic_epochs: int = 2
+    """Adam epochs (L-BFGS: iterations x 5) of critic fitting over ALL the meta-iteration's data
+    (meta_batch_size x (inner_steps + 1) batches); replaces critic.iters for meta algorithms."""
     line_search: bool = True
     """Backtracking line search on the post-adaptation surrogates for the meta-step."""
     backtrack_coef: float = 0.8
@@ -120,6 +125,8 @@ class MetaConfig:
             raise ValueError(f"anneal_cost_limit_from must be >= 0, got {self.anneal_cost_limit_from}")
         if self.anneal_iters < 0:
             raise ValueError(f"anneal_iters must be >= 0, got {self.anneal_iters}")
+        if self.critic_epochs < 1:
+            raise ValueError(f"critic_epochs must be >= 1, got {self.critic_epochs}")
         if not 0.0 < self.backtrack_coef < 1.0:
             raise ValueError(f"backtrack_coef must lie in (0, 1), got {self.backtrack_coef}")
         if self.max_backtracks < 0:
@@ -127,100 +134,123 @@ class MetaConfig:
 
 
 @dataclass(frozen=True)
-class RLConfig:
-    """Advantage estimation and critic fitting used by the meta loop (mirrors single-task CPO)."""
-
-    steps_per_task: int = 3000
-    """Environment steps per task per sampling round."""
-    cost_limit: float = 25.0
-    """The cost limit d on J_C (undiscounted episode cost by default)."""
-    gamma: float = 0.99
-    """Discount of the reward GAE."""
-    lam: float = 0.95
-    """GAE lambda (reward and cost)."""
-    cost_gamma: float = 1.0
-    """Discount of the episode cost J_C (1: the undiscounted episode cost of Safety-Gymnasium)."""
-    critic_optimizer: Literal["adam", "lbfgs"] = "adam"
-    """Critic optimiser."""
-    critic_lr: float = 1e-3
-    """Critic learning rate."""
-    critic_iters: int = 5
-    """Adam epochs (or L-BFGS iterations) per fit."""
-    critic_minibatch: int = 256
-    """Adam minibatch size."""
-
-    def __post_init__(self) -> None:
-        if self.steps_per_task < 1:
-            raise ValueError(f"steps_per_task must be >= 1, got {self.steps_per_task}")
-        if not (math.isfinite(self.cost_limit) and self.cost_limit >= 0):
-            raise ValueError(f"cost_limit must be a finite number >= 0, got {self.cost_limit}")
-
-
-@dataclass(frozen=True)
 class MetaIterationStats:
-    """Everything one meta-iteration did (logged by the training loop under ``group/name``)."""
+    """Everything one meta-iteration did (logged by the training loop under ``group/name``).
+
+    ``pre_*``: episodes sampled with ``pi_theta`` (before adaptation); ``post_*``: episodes
+    sampled with the adapted policies ``pi_theta'_i``. ``*_mean/min/max`` are over the tasks of
+    the meta-batch (each task's value is its mean episode return/cost).
+    """
 
     env_steps: int
-    pre_return_mean: float
-    pre_return_min: float
-    pre_return_max: float
-    pre_cost_mean: float
-    pre_cost_min: float
-    pre_cost_max: float
-    post_return_mean: float
-    post_return_min: float
-    post_return_max: float
-    post_cost_mean: float
-    post_cost_min: float
-    post_cost_max: float
+    """Environment steps so far (cumulative)."""
+    iter_env_steps: int
+    """Environment steps of this meta-iteration (all tasks, all sampling rounds)."""
+    pre_return: tuple[float, float, float]
+    pre_cost: tuple[float, float, float]
+    post_return: tuple[float, float, float]
+    post_cost: tuple[float, float, float]
     pre_j_c: float
+    """Mean over tasks of J_C of the pre-adaptation batches."""
     post_j_c: float
+    """Mean over tasks of J_C after adaptation (B + d)."""
     cost_limit: float
-    inner_case_mean: float
+    """The (possibly annealed) cost limit d of this iteration."""
+    inner_case_counts: tuple[int, int, int]
+    """How many inner steps were unconstrained / active / recovery."""
     inner_step_norm: float
     g_norm: float
     a_norm: float
     B: float
-    outer_case: int
+    outer_case: str
     lam: float
     nu: float
     step_norm: float
+    """Norm of the accepted meta-step (fraction x full step)."""
     projected: bool
     ls_fraction: float
     ls_accepted: bool
-    post_loss_r: float
+    ls_reason: str
     skipped: bool
+    skip_reason: str
+    skipped_total: int
     sample_seconds: float
     inner_seconds: float
     meta_grad_seconds: float
     outer_seconds: float
     critic_seconds: float
 
-    def log_dict(self) -> dict[str, float]:
-        """Flat ``group/name`` keys (``meta/...``, ``solver/...``, ``time/...``)."""
-        out: dict[str, float] = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name.endswith("_seconds"):
-                key = f"time/{f.name.removesuffix('_seconds')}"
-            elif f.name in ("outer_case", "lam", "nu", "step_norm", "projected", "ls_fraction",
-                            "ls_accepted", "g_norm", "a_norm", "B", "inner_case_mean", "inner_step_norm"):
-                key = f"solver/{f.name}"
-            else:
-                key = f"meta/{f.name}"
-            out[key] = float(v)
+    def log_row(self) -> dict[str, float | int | str]:
+        """Flat ``group/name`` -> value (one progress.csv row; same keys every iteration)."""
+        row: dict[str, float | int | str] = {
+            "rollout/env_steps": self.env_steps,
+            "rollout/iter_env_steps": self.iter_env_steps,
+        }
+        for name in ("pre_return", "pre_cost", "post_return", "post_cost"):
+            m, lo, hi = getattr(self, name)
+            key = name.replace("return", "ep_return").replace("cost", "ep_cost")
+            row[f"meta/{key}_mean"] = m
+            row[f"meta/{key}_min"] = lo
+            row[f"meta/{key}_max"] = hi
+        row.update({
+            "meta/pre_j_c": self.pre_j_c,
+            "meta/post_j_c": self.post_j_c,
+            "meta/cost_limit": self.cost_limit,
+            "inner/unconstrained": self.inner_case_counts[0],
+            "inner/active": self.inner_case_counts[1],
+            "inner/recovery": self.inner_case_counts[2],
+            "inner/step_norm": self.inner_step_norm,
+            "outer/G_norm": self.g_norm,
+            "outer/A_norm": self.a_norm,
+            "outer/B": self.B,
+            "solver/case": self.outer_case,
+            "solver/lam": self.lam,
+            "solver/nu": self.nu,
+            "outer/step_norm": self.step_norm,
+            "outer/projected": int(self.projected),
+            "outer/ls_fraction": self.ls_fraction,
+            "outer/ls_accepted": int(self.ls_accepted),
+            "update/skipped": int(self.skipped),
+            "update/skipped_total": self.skipped_total,
+            "time/sample_seconds": self.sample_seconds,
+            "time/inner_seconds": self.inner_seconds,
+            "time/meta_grad_seconds": self.meta_grad_seconds,
+            "time/outer_seconds": self.outer_seconds,
+            "time/critic_seconds": self.critic_seconds,
+        })
+        return row
+
+    def summary(self) -> dict[str, str]:
+        """Short figures for the progress bar."""
+        return {
+            "ret": f"{self.pre_return[0]:.1f}->{self.post_return[0]:.1f}",
+            "cost": f"{self.pre_cost[0]:.1f}->{self.post_cost[0]:.1f}",
+            "J_C'": f"{self.post_j_c:.1f}",
+            "case": self.outer_case,
+        }
+
+    def events(self) -> list[str]:
+        """Skipped updates and rejected meta-steps."""
+        out = []
+        if self.skipped:
+            out.append(f"meta-update skipped: {self.skip_reason}")
+        elif not self.ls_accepted:
+            out.append(f"meta line search rejected every step ({self.ls_reason})")
         return out
+
+
+CASE_NAMES = ("unconstrained", "active", "recovery")
 
 
 def _spread(x: Sequence[float]) -> tuple[float, float, float]:
     a = np.asarray([v for v in x if math.isfinite(v)], dtype=np.float64)
     if a.size == 0:
-        return float("nan"), float("nan"), float("nan")
+        return math.nan, math.nan, math.nan
     return float(a.mean()), float(a.min()), float(a.max())
 
 
 def _ep_mean(x: np.ndarray) -> float:
-    return float(np.mean(x)) if len(x) else float("nan")
+    return float(np.mean(x)) if len(x) else math.nan
 
 
 def surrogate_objective(policy: GaussianMLPPolicy):
@@ -233,13 +263,18 @@ def surrogate_objective(policy: GaussianMLPPolicy):
     return objective
 
 
-class MetaLearner:
-    """The meta-learning loop (Meta-CPO when ``constrained``, Meta-TRPO otherwise).
+def _task_to_state(task: Any) -> dict[str, Any]:
+    return {"type": type(task).__name__, "params": dict(task.as_dict())} if task is not None else {}
 
-    Components come in as constructor arguments: the policy (whose parameters are the
-    meta-parameters theta), reward/cost critics, the running observation normaliser, a sampler
-    and a task distribution (``.sample(rng) -> task``). Randomness: ``rng`` draws tasks,
-    ``torch_gen`` shuffles critic minibatches; both seeded from the run seed by the caller.
+
+class MetaLearner:
+    """The meta-learning loop: Meta-CPO when ``constrained``, Meta-TRPO otherwise.
+
+    Components come in as constructor arguments: the policy (whose parameters are theta),
+    reward/cost critics, the running observation normaliser, the sampler, the task distribution
+    (``.sample(rng) -> task``) and, for ``include_level0``, the level-0 task. Randomness: ``rng``
+    draws the tasks; ``torch_gen`` shuffles critic minibatches (both seeded from the run seed
+    by :func:`build_meta`). Follows :class:`metacpo.training.Algorithm`.
     """
 
     def __init__(
@@ -248,32 +283,41 @@ class MetaLearner:
         policy: GaussianMLPPolicy,
         critic_r: nn.Module,
         critic_c: nn.Module,
-        obs_norm: RunningNormalizer,
+        normalizer: RunningNormalizer,
         sampler: Sampler,
         task_distribution: Any,
         level0_task: Any = None,
         meta: MetaConfig,
-        rl: RLConfig,
+        advantage: AdvantageConfig,
+        critic: CriticConfig,
+        update: UpdateConfig,
+        steps_per_task: int,
         rng: np.random.Generator,
         torch_gen: torch.Generator,
         constrained: bool = True,
     ) -> None:
         if meta.include_level0 and level0_task is None:
-            raise ValueError("include_level0=True needs the level-0 task (level0_task)")
+            raise ValueError("meta.include_level0 needs the level-0 task (level0_task)")
+        if steps_per_task < 1:
+            raise ValueError(f"steps_per_task must be >= 1, got {steps_per_task}")
         self.policy = policy
         self.critic_r = critic_r
         self.critic_c = critic_c
-        self.obs_norm = obs_norm
+        self.normalizer = normalizer
         self.sampler = sampler
         self.task_distribution = task_distribution
         self.level0_task = level0_task
         self.meta = meta
-        self.rl = rl
+        self.advantage = advantage
+        self.critic_cfg = critic
+        self.update_cfg = update
+        self.steps_per_task = steps_per_task
         self.rng = rng
         self.torch_gen = torch_gen
         self.constrained = constrained
         self.iteration = 0
-        self.skipped_updates = 0
+        self.env_steps = 0
+        self.skipped_total = 0
         self._fixed: list[Any] | None = None
         self.objective = surrogate_objective(policy)
         self.inner_rule = StepRule(delta=meta.inner_delta, constrained=constrained, backend=meta.backend,
@@ -285,19 +329,30 @@ class MetaLearner:
             from metacpo.solvers import FisherMetric
 
             def metric_fn(params: Params, data: ProcessedBatch) -> Any:
-                return FisherMetric(hvp=fisher_vector_product(policy, params, data))
+                return FisherMetric(hvp=fisher_vector_product(policy, params, data), cg_iters=update.cg_iters,
+                                    damping=update.damping)
 
             self.metric_fn = metric_fn
 
+    # ------------------------------------------------------------------ protocol bits
+    def obs_norm_state(self) -> NormalizerState:
+        if not self.advantage.obs_normalize:
+            return NormalizerState.identity(self.policy.spec.obs_dim)
+        return self.normalizer.state()
+
+    def policy_snapshot(self, *, deterministic: bool = False) -> PolicySnapshot:
+        return PolicySnapshot.from_policy(self.policy, self.obs_norm_state(), deterministic=deterministic)
+
     # ------------------------------------------------------------------ tasks and limits
     def cost_limit(self, iteration: int | None = None) -> float:
-        """The (possibly annealed) cost limit d at ``iteration``."""
+        """The cost limit d at ``iteration`` (annealed linearly when configured)."""
         it = self.iteration if iteration is None else iteration
+        d = self.update_cfg.cost_limit
         start = self.meta.anneal_cost_limit_from
         if start is None or self.meta.anneal_iters == 0:
-            return self.rl.cost_limit
+            return d
         frac = min(1.0, it / self.meta.anneal_iters)
-        return start + frac * (self.rl.cost_limit - start)
+        return start + frac * (d - start)
 
     def draw_tasks(self) -> list[Any]:
         """This meta-iteration's tasks (from ``rng``; a fixed set if configured)."""
@@ -316,11 +371,11 @@ class MetaLearner:
     def _sample(self, snapshots: Sequence[PolicySnapshot], tasks: Sequence[Any]) -> list[Batch]:
         """One batch per task, task ``i`` sampled with ``snapshots[i]``.
 
-        One sampler call for all tasks when they share a snapshot; otherwise one call per task
-        (each call still spreads its task over all workers). The Sampler interface takes a
-        single snapshot per call; see docs/meta.md.
+        One sampler call for all tasks when they share a snapshot (pre-adaptation); otherwise
+        one call per task, each spread over all workers (the Sampler interface takes one
+        snapshot per call; see docs/meta.md).
         """
-        n = self.rl.steps_per_task
+        n = self.steps_per_task
         if all(s is snapshots[0] for s in snapshots):
             return self.sampler.sample(snapshot=snapshots[0], num_steps=n, tasks=list(tasks))
         out: list[Batch] = []
@@ -329,23 +384,27 @@ class MetaLearner:
         return out
 
     def _process(self, batch: Batch, params: Params, norm: NormalizerState) -> ProcessedBatch:
+        adv = self.advantage
         p = process_batch(
             batch, policy=self.policy, params={k: v.detach() for k, v in params.items()},
             critic_r=self.critic_r, critic_c=self.critic_c, obs_norm=norm,
-            gamma=self.rl.gamma, lam=self.rl.lam, cost_gamma=self.rl.cost_gamma,
+            gamma=adv.gamma, lam=adv.lam, cost_gamma=adv.cost_gamma,
+            normalize_adv_r=adv.normalize_adv_r, center_adv_c=adv.center_adv_c,
         )
         if not advantages_finite(p):
             raise FloatingPointError("non-finite advantages, critic targets or J_C")
         return p
 
     # ------------------------------------------------------------------ one meta-iteration
-    def iterate(self) -> MetaIterationStats:
-        """Run one meta-iteration and update the policy, critics and normaliser in place."""
+    def iterate(self, iteration: int | None = None) -> MetaIterationStats:
+        """One meta-iteration; updates the policy, critics and normaliser in place."""
+        if iteration is not None:
+            self.iteration = iteration
         meta = self.meta
         d = self.cost_limit()
-        norm = self.obs_norm.state()
+        norm = self.obs_norm_state()  # frozen for the whole meta-iteration
         tasks = self.draw_tasks()
-        t_sample = t_inner = 0.0
+        t_sample = t_inner = t_grad = 0.0
 
         theta = meta_parameters(params_of(self.policy))
         snap0 = PolicySnapshot.from_policy(self.policy, norm)
@@ -354,15 +413,18 @@ class MetaLearner:
         t_sample += time.perf_counter() - t
         all_batches: list[Batch] = list(batches)
         all_processed: list[ProcessedBatch] = []
+        pre_rets = [_ep_mean(b.episode_returns) for b in batches]
+        pre_costs = [_ep_mean(b.episode_costs) for b in batches]
 
         adapted: list[Params] = [dict(theta) for _ in tasks]
         inner_data: list[list[ProcessedBatch]] = [[] for _ in tasks]
-        pre_rets = [_ep_mean(b.episode_returns) for b in batches]
-        pre_costs = [_ep_mean(b.episode_costs) for b in batches]
-        inner_cases: list[int] = []
-        inner_norms: list[float] = []
+        cases = [0, 0, 0]
+        norms: list[float] = []
         pre_jc: list[float] = []
-        skipped = False
+        post: list[ProcessedBatch] = []
+        post_batches = batches
+        mg = None
+        skip_reason = ""
         try:
             for k in range(meta.inner_steps):
                 if k > 0:
@@ -382,20 +444,21 @@ class MetaLearner:
                         adapted[i], proc, objective=self.objective, rule=self.inner_rule, cost_limit=d,
                         second_order=not meta.first_order, metric_fn=self.metric_fn,
                     )
-                    inner_cases.append(st.case)
-                    inner_norms.append(st.step_norm)
+                    cases[st.case] += 1
+                    norms.append(st.step_norm)
                 t_inner += time.perf_counter() - t
-            snaps = [PolicySnapshot.from_policy(self.policy, norm, params=p) for p in adapted]
-            if meta.inner_steps == 0:
-                snaps = [snap0] * len(tasks)
-            t = time.perf_counter()
-            post_batches = self._sample(snaps, tasks)
-            t_sample += time.perf_counter() - t
-            all_batches.extend(post_batches)
+            if meta.inner_steps > 0:
+                snaps = [PolicySnapshot.from_policy(self.policy, norm, params=p) for p in adapted]
+                t = time.perf_counter()
+                post_batches = self._sample(snaps, tasks)
+                t_sample += time.perf_counter() - t
+                all_batches.extend(post_batches)
             t = time.perf_counter()
             post = [self._process(b, p, norm) for b, p in zip(post_batches, adapted, strict=True)]
-            all_processed.extend(post)
-            if meta.inner_steps == 0:
+            if meta.inner_steps > 0:
+                all_processed.extend(post)
+            else:
+                all_processed = list(post)
                 pre_jc = [p.j_c for p in post]
             t_inner += time.perf_counter() - t
             t = time.perf_counter()
@@ -404,57 +467,52 @@ class MetaLearner:
             t_grad = time.perf_counter() - t
             if not (torch.isfinite(mg.G).all() and torch.isfinite(mg.A).all() and math.isfinite(mg.B)):
                 raise FloatingPointError("non-finite meta-gradient")
-        except FloatingPointError:
-            skipped = True
-            t_grad = 0.0
+        except FloatingPointError as exc:
+            skip_reason = str(exc)
             mg = None
         del adapted  # release the adaptation graphs
-
-        post_rets = [_ep_mean(b.episode_returns) for b in all_batches[-len(tasks):]]
-        post_costs = [_ep_mean(b.episode_costs) for b in all_batches[-len(tasks):]]
+        post_rets = [_ep_mean(b.episode_returns) for b in post_batches]
+        post_costs = [_ep_mean(b.episode_costs) for b in post_batches]
 
         t = time.perf_counter()
-        outer = dict(case=-1, lam=float("nan"), nu=float("nan"), step_norm=0.0, projected=False,
-                     fraction=0.0, accepted=False)
+        outer: dict[str, Any] = dict(case="skipped", lam=math.nan, nu=math.nan, step_norm=0.0, projected=False,
+                                     fraction=0.0, accepted=False, reason="")
         if mg is not None:
             outer = self._outer_step(theta, mg, inner_data, post, d)
-            skipped = outer.get("skipped", False)
-        if skipped:
-            self.skipped_updates += 1
+            if outer.get("skip_reason"):
+                skip_reason = outer["skip_reason"]
+        if skip_reason:
+            self.skipped_total += 1
         t_outer = time.perf_counter() - t
 
         t = time.perf_counter()
-        self._fit_critics(all_processed)
-        for b in all_batches:
-            self.obs_norm.update(b.obs)
+        if all_processed:
+            self._fit_critics(all_processed)
+        if self.advantage.obs_normalize:
+            for b in all_batches:
+                self.normalizer.update(b.obs)
         t_critic = time.perf_counter() - t
         self.iteration += 1
-
-        pr, pc = _spread(pre_rets), _spread(pre_costs)
-        qr, qc = _spread(post_rets), _spread(post_costs)
+        steps = int(sum(len(b) for b in all_batches))
+        self.env_steps += steps
+        nan = math.nan
         return MetaIterationStats(
-            env_steps=int(sum(len(b) for b in all_batches)),
-            pre_return_mean=pr[0], pre_return_min=pr[1], pre_return_max=pr[2],
-            pre_cost_mean=pc[0], pre_cost_min=pc[1], pre_cost_max=pc[2],
-            post_return_mean=qr[0], post_return_min=qr[1], post_return_max=qr[2],
-            post_cost_mean=qc[0], post_cost_min=qc[1], post_cost_max=qc[2],
-            pre_j_c=float(np.mean(pre_jc)) if pre_jc else float("nan"),
-            post_j_c=mg.j_c if mg is not None else float("nan"),
+            env_steps=self.env_steps, iter_env_steps=steps,
+            pre_return=_spread(pre_rets), pre_cost=_spread(pre_costs),
+            post_return=_spread(post_rets), post_cost=_spread(post_costs),
+            pre_j_c=float(np.mean(pre_jc)) if pre_jc else nan,
+            post_j_c=mg.j_c if mg is not None else nan,
             cost_limit=d,
-            inner_case_mean=float(np.mean(inner_cases)) if inner_cases else float("nan"),
-            inner_step_norm=float(np.mean(inner_norms)) if inner_norms else 0.0,
-            g_norm=float(mg.G.norm()) if mg is not None else float("nan"),
-            a_norm=float(mg.A.norm()) if mg is not None else float("nan"),
-            B=mg.B if mg is not None else float("nan"),
-            outer_case=int(outer["case"]),
-            lam=float(outer["lam"]),
-            nu=float(outer["nu"]),
-            step_norm=float(outer["step_norm"]),
-            projected=bool(outer["projected"]),
-            ls_fraction=float(outer["fraction"]),
-            ls_accepted=bool(outer["accepted"]),
-            post_loss_r=mg.loss_r if mg is not None else float("nan"),
-            skipped=skipped,
+            inner_case_counts=(cases[0], cases[1], cases[2]),
+            inner_step_norm=float(np.mean(norms)) if norms else 0.0,
+            g_norm=float(mg.G.norm()) if mg is not None else nan,
+            a_norm=float(mg.A.norm()) if mg is not None else nan,
+            B=mg.B if mg is not None else nan,
+            outer_case=str(outer["case"]), lam=float(outer["lam"]), nu=float(outer["nu"]),
+            step_norm=float(outer["step_norm"]), projected=bool(outer["projected"]),
+            ls_fraction=float(outer["fraction"]), ls_accepted=bool(outer["accepted"]),
+            ls_reason=str(outer["reason"]),
+            skipped=bool(skip_reason), skip_reason=skip_reason, skipped_total=self.skipped_total,
             sample_seconds=t_sample, inner_seconds=t_inner, meta_grad_seconds=t_grad,
             outer_seconds=t_outer, critic_seconds=t_critic,
         )
@@ -470,10 +528,23 @@ class MetaLearner:
         def hvp(v: Tensor) -> Tensor:
             return sum(h(v) for h in hvps) / len(hvps)
 
-        return FisherMetric(hvp=hvp)
+        return FisherMetric(hvp=hvp, cg_iters=self.update_cfg.cg_iters, damping=self.update_cfg.damping)
+
+    def _post_values(self, params: Params, inner_data: list[list[ProcessedBatch]], post: list[ProcessedBatch],
+                     d: float) -> tuple[float, float]:
+        """Task-mean post-adaptation (L_R, L_C) when starting from ``params``."""
+        if self.meta.inner_steps > 0:
+            r, c, _ = post_adaptation_values(params, inner_data, post, objective=self.objective,
+                                             rule=self.inner_rule, cost_limit=d, metric_fn=self.metric_fn)
+            return r, c
+        with torch.no_grad():
+            vals = [self.objective(params, p) for p in post]
+        return float(np.mean([float(v.loss_r) for v in vals])), float(np.mean([float(v.loss_c) for v in vals]))
 
     def _outer_step(self, theta: Params, mg: Any, inner_data: list[list[ProcessedBatch]],
                     post: list[ProcessedBatch], d: float) -> dict[str, Any]:
+        from metacpo.solvers import SolverCase
+
         meta = self.meta
         pre = [data[0] for data in inner_data] if meta.inner_steps > 0 else post
         metric = self._outer_metric(theta, pre)
@@ -485,85 +556,145 @@ class MetaLearner:
             proj = project_onto_halfspace(step, A=mg.A, B=mg.B)
             projected = proj is not step
             step = proj
-        info: dict[str, Any] = dict(case=int(sol.case), lam=float(sol.lam.detach()), nu=float(sol.nu.detach()),
-                                    step_norm=float(step.norm()), projected=projected)
+        info: dict[str, Any] = dict(case=CASE_NAMES[int(sol.case)], lam=float(sol.lam.detach()),
+                                    nu=float(sol.nu.detach()), step_norm=0.0, projected=projected,
+                                    fraction=0.0, accepted=False, reason="")
         if not torch.isfinite(step).all():
-            return {**info, "fraction": 0.0, "accepted": False, "skipped": True}
+            return {**info, "skip_reason": "non-finite meta-step"}
         base = {k: v.detach() for k, v in theta.items()}
-        frac = 1.0
-        accepted = True
+        frac, accepted, reason = 1.0, True, ""
         if meta.line_search:
             half_sq = 0.5 * float(step.double().pow(2).sum())
 
             def evaluate(f: float) -> Evaluation:
                 cand = add_flat(base, step, alpha=f)
-                r, c, _ = post_adaptation_values(
-                    cand, inner_data, post, objective=self.objective, rule=self.inner_rule, cost_limit=d,
-                    metric_fn=self.metric_fn,
-                ) if meta.inner_steps > 0 else self._values_at(cand, post)
+                r, c = self._post_values(cand, inner_data, post, d)
                 with torch.no_grad():
                     kl = float(np.mean([float(mean_kl(self.policy, cand, p)) for p in pre]))
                 tr = kl if meta.metric == "fisher" else f * f * half_sq
                 return Evaluation(loss_r=r, loss_c=c, kl=kl, trust_region=tr)
 
-            from metacpo.solvers import SolverCase
-
+            # identity metric: the solver's step lies on the trust-region boundary; allow rounding
+            delta = self.outer_rule.delta * (1 + 1e-6) if meta.metric == "identity" else self.outer_rule.delta
             ls = backtracking_line_search(
                 evaluate=evaluate, loss_r0=mg.loss_r, loss_c0=mg.loss_c,
-                expected_improvement=-float(mg.G @ step),
-                # float tolerance: the solver's step lies on the trust-region boundary
-                delta=self.outer_rule.delta * (1 + 1e-6) if meta.metric == "identity" else self.outer_rule.delta,
-                b=mg.B if self.constrained else None,
-                recovery=sol.case == SolverCase.RECOVERY,
+                expected_improvement=-float(mg.G.double() @ step.double()), delta=delta,
+                b=mg.B if self.constrained else None, recovery=sol.case == SolverCase.RECOVERY,
                 backtrack_coef=meta.backtrack_coef, max_backtracks=meta.max_backtracks,
                 accept_ratio=meta.accept_ratio,
             )
-            frac, accepted = ls.fraction, ls.accepted
+            frac, accepted, reason = ls.fraction, ls.accepted, ls.reason
         if accepted and frac > 0:
             new = add_flat(base, step, alpha=frac)
             with torch.no_grad():
                 for k, p in self.policy.named_parameters():
                     p.copy_(new[k])
-        return {**info, "fraction": frac, "accepted": accepted}
-
-    def _values_at(self, params: Params, post: list[ProcessedBatch]) -> tuple[float, float, float]:
-        with torch.no_grad():
-            vals = [self.objective(params, p) for p in post]
-        return (float(np.mean([float(v.loss_r) for v in vals])), float(np.mean([float(v.loss_c) for v in vals])),
-                float(np.mean([float(v.j_c) for v in vals])))
+        return {**info, "step_norm": frac * float(step.norm()), "fraction": frac, "accepted": accepted,
+                "reason": reason}
 
     # ------------------------------------------------------------------ critics, state
     def _fit_critics(self, processed: list[ProcessedBatch]) -> None:
-        if not processed:
-            return
+        c = self.critic_cfg
         obs = torch.cat([p.obs for p in processed])
         for critic, key in ((self.critic_r, "target_r"), (self.critic_c, "target_c")):
             fit_critic(critic, obs, torch.cat([getattr(p, key) for p in processed]),
-                       optimizer=self.rl.critic_optimizer, lr=self.rl.critic_lr, iters=self.rl.critic_iters,
-                       minibatch_size=self.rl.critic_minibatch, generator=self.torch_gen)
+                       optimizer=c.optimizer, lr=c.lr,  # type: ignore[arg-type]
+                       iters=self.meta.critic_epochs * (5 if c.optimizer == "lbfgs" else 1),
+                       minibatch_size=c.minibatch_size, generator=self.torch_gen, l2=c.l2)
 
     def state_dict(self) -> dict[str, Any]:
-        """Loop state beyond the modules: iteration, task generator, fixed tasks, skip count."""
+        """Modules, normaliser, generators, counters, sampler and (if any) the fixed task set."""
         return {
-            "iteration": self.iteration,
-            "skipped_updates": self.skipped_updates,
-            "rng": self.rng.bit_generator.state,
-            "torch_gen": self.torch_gen.get_state(),
-            "fixed_tasks": None if self._fixed is None else [asdict(t) for t in self._fixed],
+            "policy": self.policy.state_dict(),
+            "critic_r": self.critic_r.state_dict(),
+            "critic_c": self.critic_c.state_dict(),
+            "obs_norm": self.normalizer.state_dict(),
+            "torch_generator": self.torch_gen.get_state(),
+            "task_rng": self.rng.bit_generator.state,
+            "counters": {"iteration": self.iteration, "env_steps": self.env_steps,
+                         "skipped_total": self.skipped_total},
+            "fixed_tasks": [_task_to_state(t) for t in self._fixed] if self._fixed is not None else [],
+            "sampler": self.sampler.state_dict(),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.iteration = int(state["iteration"])
-        self.skipped_updates = int(state["skipped_updates"])
-        self.rng.bit_generator.state = state["rng"]
-        self.torch_gen.set_state(state["torch_gen"])
-        if state.get("fixed_tasks") is not None:
-            # a fixed set is re-drawn identically from the restored generator only at start;
-            # store the task objects' parameters and rebuild them with the distribution's type
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        missing = {"policy", "critic_r", "critic_c", "obs_norm", "torch_generator", "task_rng", "counters",
+                   "fixed_tasks", "sampler"} - set(state)
+        if missing:
+            raise ValueError(f"meta-learner state lacks {sorted(missing)}")
+        for name in ("policy", "critic_r", "critic_c"):
+            try:
+                getattr(self, name).load_state_dict(state[name])
+            except RuntimeError as exc:
+                raise ValueError(f"{name} weights do not match this config: {' '.join(str(exc).split())}") from None
+        self.normalizer.load_state_dict(state["obs_norm"])
+        self.torch_gen.set_state(state["torch_generator"])
+        self.rng.bit_generator.state = state["task_rng"]
+        c = state["counters"]
+        self.iteration, self.env_steps, self.skipped_total = (
+            int(c["iteration"]), int(c["env_steps"]), int(c["skipped_total"]))
+        if state["fixed_tasks"]:
             cls = type(self.task_distribution.sample(np.random.default_rng(0)))
-            self._fixed = [cls(**t) for t in state["fixed_tasks"]]
+            self._fixed = [cls(**t["params"]) for t in state["fixed_tasks"]]
+        self.sampler.load_state_dict(state["sampler"])
 
 
-def flat_policy_params(policy: GaussianMLPPolicy) -> Tensor:
-    """Detached flat copy of the policy's parameters."""
-    return flatten(params_of(policy, detach=True))
+# ---------------------------------------------------------------------------------------------
+# Builders and registration
+# ---------------------------------------------------------------------------------------------
+def task_distributions(env_id: str, level: int) -> tuple[Any, Any]:
+    """(distribution of ``level``, the level-0 task) of the task family of ``env_id``."""
+    from metacpo.tasks import get_distribution, parse_env_id
+
+    try:
+        _, family, _ = parse_env_id(env_id)
+    except ValueError as exc:
+        raise ValueError(f"meta-learning needs one of metacpo's task-family env ids "
+                         f"(e.g. SafetyPointStcircle1-v0): {exc}") from None
+    dist = get_distribution(family, level)
+    level0 = get_distribution(family, 0).sample(np.random.default_rng(0))
+    return dist, level0
+
+
+def build_modules(config: TrainConfig, *, obs_dim: int, act_dim: int) -> tuple[GaussianMLPPolicy, ValueCritic, ValueCritic]:
+    """Policy and critics with initial weights from the run seed (as single-task CPO)."""
+    pc, cc = config.policy, config.critic
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.run.seed)
+        policy = GaussianMLPPolicy(PolicySpec(obs_dim=obs_dim, act_dim=act_dim, hidden=tuple(pc.hidden),
+                                              activation=pc.activation, log_std_init=pc.log_std_init))
+        critic_r = ValueCritic(obs_dim=obs_dim, hidden=tuple(cc.hidden), activation=cc.activation)
+        critic_c = ValueCritic(obs_dim=obs_dim, hidden=tuple(cc.hidden), activation=cc.activation)
+    return policy, critic_r, critic_c
+
+
+def build_meta(config: TrainConfig, *, sampler: Sampler, obs_dim: int, act_dim: int,
+               constrained: bool) -> MetaLearner:
+    """A :class:`MetaLearner` for ``config`` (its ``meta`` section) with seeded components."""
+    meta: MetaConfig = config.section("meta")
+    dist, level0 = task_distributions(config.env.env_id, meta.task_level)
+    policy, critic_r, critic_c = build_modules(config, obs_dim=obs_dim, act_dim=act_dim)
+    return MetaLearner(
+        policy=policy, critic_r=critic_r, critic_c=critic_c,
+        normalizer=RunningNormalizer(obs_dim, clip=config.advantage.obs_clip),
+        sampler=sampler, task_distribution=dist, level0_task=level0,
+        meta=meta, advantage=config.advantage, critic=config.critic, update=config.update,
+        steps_per_task=config.sampler.steps_per_iter,
+        rng=np.random.default_rng([config.run.seed, 20240]),
+        torch_gen=torch.Generator().manual_seed(config.run.seed + 7919),
+        constrained=constrained,
+    )
+
+
+def build_meta_cpo(config: TrainConfig, *, sampler: Sampler, obs_dim: int, act_dim: int) -> MetaLearner:
+    return build_meta(config, sampler=sampler, obs_dim=obs_dim, act_dim=act_dim, constrained=True)
+
+
+def build_meta_trpo(config: TrainConfig, *, sampler: Sampler, obs_dim: int, act_dim: int) -> MetaLearner:
+    return build_meta(config, sampler=sampler, obs_dim=obs_dim, act_dim=act_dim, constrained=False)
+
+
+register_algorithm("meta-cpo", build=build_meta_cpo, sections={"meta": MetaConfig},
+                   description="Meta-CPO: CPO inside MAML, second-order through the CPO steps")
+register_algorithm("meta-trpo", build=build_meta_trpo, sections={"meta": MetaConfig},
+                   description="Meta-TRPO (MAML-TRPO): the same loop with TRPO steps, no cost constraint")
