@@ -1,0 +1,305 @@
+"""Our Safety-Gymnasium ``Builder`` subclass, env registration and :func:`make_env`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium
+import numpy as np
+
+from metacpo.compat import import_safety_gymnasium
+from metacpo.tasks.spec import (
+    AGENTS,
+    Task,
+    TaskFamily,
+    env_id as make_env_id,
+    families,
+    get_distribution,
+    get_family,
+    parse_env_id,
+)
+
+sg = import_safety_gymnasium()
+
+from safety_gymnasium.bases.base_task import BaseTask  # noqa: E402
+from safety_gymnasium.builder import Builder  # noqa: E402
+from safety_gymnasium.utils.common_utils import ResamplingError  # noqa: E402
+
+ENTRY_POINT = "metacpo.tasks.builder:StochasticBuilder"
+
+
+class StochasticBuilder(Builder):
+    """A Safety-Gymnasium env for one task of a stochastic family.
+
+    ``task`` fixes the task; otherwise one is drawn from the (family, level) distribution with
+    ``numpy.random.default_rng(seed)``. ``env.unwrapped.task_params`` is the current task and
+    :meth:`set_task` switches to another task of the same family at the next reset (spaces stay
+    the same). When not rendering, the family's fast task class is used (same physics,
+    observations, rewards and costs; see :mod:`metacpo.tasks.fast`) unless ``fast=False``.
+    """
+
+    def __init__(  # pylint: disable=too-many-arguments
+        self,
+        agent: str,
+        family: str,
+        level: int,
+        task: Task | None = None,
+        seed: int | None = None,
+        render_mode: str | None = None,
+        width: int = 256,
+        height: int = 256,
+        camera_id: int | None = None,
+        camera_name: str | None = None,
+        fast: bool = True,
+    ) -> None:
+        if agent not in AGENTS:
+            raise ValueError(f"unknown agent {agent!r}; allowed: {', '.join(AGENTS)}")
+        fam = get_family(family)
+        dist = get_distribution(family, level)
+        if task is None:
+            task = dist.sample(np.random.default_rng(seed))
+        self._check_task(fam, task)
+        self._family: TaskFamily = fam
+        self._level = int(level)
+        self._task: Task = task
+        self._pending_task: Task | None = None
+        self._fast = bool(fast) and render_mode is None and fam.fast_task_class is not None
+        super().__init__(
+            task_id=make_env_id(agent, family, level),
+            config={"agent_name": agent},
+            render_mode=render_mode,
+            width=width,
+            height=height,
+            camera_id=camera_id,
+            camera_name=camera_name,
+        )
+        gymnasium.utils.EzPickle.__init__(
+            self, agent=agent, family=family, level=level, task=task, seed=seed,
+            render_mode=render_mode, width=width, height=height, camera_id=camera_id,
+            camera_name=camera_name, fast=fast)
+
+    @staticmethod
+    def _check_task(fam: TaskFamily, task: Any) -> None:
+        if not isinstance(task, fam.task_type):
+            raise ValueError(f"family {fam.name!r} needs a {fam.task_type.__name__}, "
+                             f"got {type(task).__name__}: {task!r}")
+
+    def _get_task(self) -> BaseTask:
+        cls = self._family.fast_task_class if self._fast else self._family.task_class
+        task = cls(config=self.config, task=self._task)
+        if self._fast:
+            task.install_fast_random_generator()
+        task.build_observation_space()
+        return task
+
+    def set_seed(self, seed: int | None = None) -> None:
+        """Seed the layout randomness (an unseeded draw uses fresh OS entropy, not ``np.random``)."""
+        if seed is None:
+            seed = int(np.random.default_rng().integers(2**32))
+        super().set_seed(seed)
+
+    # ---- tasks -------------------------------------------------------------------------------
+
+    @property
+    def task_params(self) -> Task:
+        """The task in effect (a :meth:`set_task` takes effect at the next reset)."""
+        return self._task
+
+    @property
+    def family(self) -> TaskFamily:
+        """The task family."""
+        return self._family
+
+    @property
+    def level(self) -> int:
+        """The level the env was made for."""
+        return self._level
+
+    def set_task(self, task: Task) -> None:
+        """Use ``task`` (same family) from the next reset on; spaces do not change."""
+        self._check_task(self._family, task)
+        self._pending_task = task
+
+    # ---- gym API -----------------------------------------------------------------------------
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        if self._pending_task is not None:
+            self.task.apply_task(self._pending_task)
+            self._task = self._pending_task
+            self._pending_task = None
+        obs, info = super().reset(seed=seed, options=options)
+        info["task"] = self._task
+        return obs, info
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, float, bool, bool, dict]:
+        if not self._fast:
+            return super().step(action)
+        assert not self.done, "Environment must be reset before stepping."
+        task = self.task
+        action = np.array(action, copy=False)
+        if action.shape != self.action_space.shape:
+            raise ValueError("Action dimension mismatch")
+        info: dict = {}
+        if task.fast_forward(action):
+            self.truncated = True
+            reward = task.reward_conf.reward_exception
+            cost = 1.0
+            info["cost_exception"] = 1.0
+        else:
+            reward = self._fast_reward()
+            task.cost_forward()
+            costs = self._fast_cost()
+            info.update(costs)
+            cost = costs["cost_sum"]
+            task.specific_step()
+            if task.fast_goal_achieved():
+                info["goal_met"] = True
+                if task.mechanism_conf.continue_goal:
+                    task.update_layout()
+                    if task.mechanism_conf.terminate_resample_failure:
+                        try:
+                            task.update_world()
+                        except ResamplingError:
+                            self.terminated = True
+                    else:
+                        task.update_world()
+                else:
+                    self.terminated = True
+        if not task.agent.is_alive():
+            self.terminated = True
+        self.steps += 1
+        if self.steps >= task.num_steps:
+            self.truncated = True
+        return task.obs(), reward, cost, self.terminated, self.truncated, info
+
+    def _fast_reward(self) -> float:
+        task = self.task
+        reward = task.fast_calculate_reward()
+        conf = task.reward_conf
+        if conf.reward_orientation:
+            return self._reward_tail(reward)
+        clip = conf.reward_clip
+        if clip and not -clip < reward < clip:
+            reward = np.clip(reward, -clip, clip)
+            print("Warning: reward was outside of range!")
+        return reward
+
+    def _reward_tail(self, reward: float) -> float:  # pragma: no cover - unused by built-ins
+        from safety_gymnasium.utils.common_utils import quat2zalign
+
+        task = self.task
+        zalign = quat2zalign(task.data.get_body_xquat(task.reward_conf.reward_orientation_body))
+        reward += task.reward_conf.reward_orientation_scale * zalign
+        clip = task.reward_conf.reward_clip
+        if clip and not -clip < reward < clip:
+            reward = np.clip(reward, -clip, clip)
+        return reward
+
+    def _fast_cost(self) -> dict:
+        cost = self.task.fast_calculate_cost()
+        if self.task.cost_conf.constrain_indicator:
+            for k in list(cost):
+                cost[k] = float(cost[k] > 0.0)
+        self.cost = cost
+        return cost
+
+
+class ReferenceBuilder(Builder):
+    """The plain Safety-Gymnasium ``Builder`` running one task of a family, without speed-ups.
+
+    Only task construction differs from ``safety_gymnasium.builder.Builder``; reset, step,
+    observations, rewards and costs are Safety-Gymnasium's own. Used to check the fast path.
+    """
+
+    def __init__(self, agent: str, family: str, task: Task, render_mode: str | None = None) -> None:
+        fam = get_family(family)
+        StochasticBuilder._check_task(fam, task)
+        self._family = fam
+        self._task = task
+        super().__init__(task_id=make_env_id(agent, family, 0), config={"agent_name": agent},
+                         render_mode=render_mode)
+
+    def _get_task(self) -> BaseTask:
+        task = self._family.task_class(config=self.config, task=self._task)
+        task.build_observation_space()
+        return task
+
+
+# --------------------------------------------------------------------------------------------
+# Registration and construction
+# --------------------------------------------------------------------------------------------
+
+
+def register_ids(family: TaskFamily) -> list[str]:
+    """Register ``Safety{Agent}St{family}{level}-v0`` for every agent and level; returns the ids.
+
+    Idempotent. ``family`` must already be in the family registry
+    (:func:`metacpo.tasks.spec.add_family`).
+    """
+    from safety_gymnasium.utils.registration import safe_registry
+
+    get_family(family.name)
+    ids = []
+    for level in sorted(family.levels):
+        for agent in AGENTS:
+            eid = make_env_id(agent, family.name, level)
+            ids.append(eid)
+            if eid in safe_registry:
+                continue
+            sg.register(id=eid, entry_point=ENTRY_POINT,
+                        kwargs={"agent": agent, "family": family.name, "level": level},
+                        max_episode_steps=family.max_episode_steps)
+    return ids
+
+
+def registered_ids() -> list[str]:
+    """Every env id of every registered family (in family, level, agent order)."""
+    from safety_gymnasium.utils.registration import safe_registry
+
+    out = []
+    for fam in families().values():
+        for level in sorted(fam.levels):
+            for agent in AGENTS:
+                eid = make_env_id(agent, fam.name, level)
+                if eid in safe_registry:
+                    out.append(eid)
+    return out
+
+
+def make_env(env_id: str, *, task: Task | None = None, seed: int | None = None,
+             render_mode: str | None = None, fast: bool = True) -> gymnasium.Env:
+    """Make an env with Safety-Gymnasium's ``make`` (6-value step API, its wrappers).
+
+    For our ids (``Safety{Agent}St{family}{Level}-v0``) ``task`` fixes the task; otherwise
+    ``seed`` picks the task drawn from the level's distribution (same seed, same task; None:
+    fresh entropy). Built-in Safety-Gymnasium ids work too; they have no task (``task`` must be
+    None) and ``seed`` is unused there (pass it to ``reset``). ``fast=False`` runs our envs
+    through Safety-Gymnasium's own (slower) reset/step code.
+    """
+    from safety_gymnasium.utils.registration import safe_registry
+
+    if not isinstance(env_id, str):
+        raise ValueError(f"env id must be a string, got {env_id!r}")
+    if env_id not in safe_registry:
+        try:
+            parse_env_id(env_id)
+        except ValueError as exc:
+            raise ValueError(f"unknown env id {env_id!r} (not registered with Safety-Gymnasium): {exc}") from None
+        raise ValueError(f"env id {env_id!r} is not registered; call metacpo.tasks.register_all() "
+                         "or register_family() first")
+    if _is_ours(env_id):
+        if task is not None:
+            _, family, _ = parse_env_id(env_id)
+            StochasticBuilder._check_task(get_family(family), task)
+        return sg.make(env_id, task=task, seed=seed, render_mode=render_mode, fast=fast)
+    if task is not None:
+        raise ValueError(f"env id {env_id!r} is a built-in Safety-Gymnasium env without task "
+                         f"parameters; task must be None, got {task!r}")
+    return sg.make(env_id, render_mode=render_mode)
+
+
+def _is_ours(env_id: str) -> bool:
+    import gymnasium.envs.registration as reg
+
+    spec = reg.registry.get(env_id)
+    return spec is not None and spec.entry_point == ENTRY_POINT

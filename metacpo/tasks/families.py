@@ -1,0 +1,200 @@
+"""The two built-in families, Circle and Button (Table 1 of the Meta-CPO paper).
+
+Each family has a frozen task dataclass, the Safety-Gymnasium task class that realises one task
+(a subclass of Safety-Gymnasium's own Circle/Button level classes, configured from the task), and
+its level table. The simulation-speed variants of the task classes live in
+:mod:`metacpo.tasks.fast`; both give the same physics, observations, rewards and costs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from metacpo.compat import import_safety_gymnasium
+from metacpo.tasks.spec import IntUniform, ParamDomain, Task, TaskFamily, Uniform
+
+import_safety_gymnasium()
+
+from safety_gymnasium.tasks.safe_navigation.button.button_level1 import ButtonLevel1  # noqa: E402
+from safety_gymnasium.tasks.safe_navigation.circle.circle_level1 import CircleLevel1  # noqa: E402
+
+CIRCLE_START_HALF_WIDTH = 0.2
+"""The agent starts uniformly in [-0.2, 0.2]^2 on Circle tasks."""
+CIRCLE_LIDAR_RANGE = 6.0
+"""Lidar range (max_dist) on Circle tasks."""
+
+
+# --------------------------------------------------------------------------------------------
+# Circle
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CircleTask(Task):
+    """Run along a circle of ``radius`` without crossing the side walls at x = +-wall_distance."""
+
+    family: ClassVar[str] = "circle"
+
+    radius: float
+    """Radius of the circle the reward asks the agent to run along (> 0)."""
+    wall_distance: float
+    """The two constraining walls stand at x = +-wall_distance; crossing one costs (> 0.2)."""
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.radius, (int, float)) and math.isfinite(self.radius) and self.radius > 0):
+            raise ValueError(f"CircleTask: radius={self.radius!r} is not allowed; allowed: number > 0")
+        wd = self.wall_distance
+        if not (isinstance(wd, (int, float)) and math.isfinite(wd) and wd > CIRCLE_START_HALF_WIDTH):
+            raise ValueError(
+                f"CircleTask: wall_distance={wd!r} is not allowed; allowed: number > "
+                f"{CIRCLE_START_HALF_WIDTH} (the agent starts in [-0.2, 0.2]^2 and must start safe)")
+
+
+class StCircleLevel(CircleLevel1):
+    """Safety-Gymnasium Circle with the task's radius and wall distance (2 walls, x = +-d)."""
+
+    def __init__(self, config: dict, task: CircleTask) -> None:
+        super().__init__(config=config)
+        half = CIRCLE_START_HALF_WIDTH
+        self.agent.placements = [(-half, -half, half, half)]
+        self.lidar_conf.max_dist = CIRCLE_LIDAR_RANGE
+        self.task_params: CircleTask
+        self.apply_task(task)
+
+    def apply_task(self, task: CircleTask) -> None:
+        """Configure the geometry for ``task``; takes effect at the next reset."""
+        if not isinstance(task, CircleTask):
+            raise ValueError(f"a circle env needs a CircleTask, got {type(task).__name__}")
+        self.task_params = task
+        self.circle.radius = float(task.radius)  # pylint: disable=no-member
+        walls = self.sigwalls  # pylint: disable=no-member
+        walls.locate_factor = float(task.wall_distance)
+        walls.__post_init__()  # recompute the wall locations from locate_factor
+        self.placements_conf.placements = None  # rebuilt from the new locations at reset
+
+
+def _build_circle(p: Mapping[str, Any]) -> CircleTask:
+    return CircleTask(radius=float(p["radius"]), wall_distance=float(p["radius"]) * float(p["wall_ratio"]))
+
+
+# --------------------------------------------------------------------------------------------
+# Button
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ButtonTask(Task):
+    """Press the goal button in a square arena with hazards (and, if costed, wrong buttons)."""
+
+    family: ClassVar[str] = "button"
+
+    half_size: float
+    """Objects are placed in the square [-half_size, half_size]^2 (> 0)."""
+    num_buttons: int
+    """Number of buttons (>= 1); one of them is the goal."""
+    num_hazards: int
+    """Number of hazard areas (>= 1); standing in one costs."""
+    wrong_button_cost: float = 0.0
+    """Cost of touching a button other than the goal (0 = no cost)."""
+
+    def __post_init__(self) -> None:
+        def _int(name: str, v: Any, minimum: int) -> None:
+            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+                raise ValueError(f"ButtonTask: {name}={v!r} is not allowed; allowed: integer >= {minimum}")
+
+        hs = self.half_size
+        if not (isinstance(hs, (int, float)) and math.isfinite(hs) and hs > 0):
+            raise ValueError(f"ButtonTask: half_size={hs!r} is not allowed; allowed: number > 0")
+        _int("num_buttons", self.num_buttons, 1)
+        _int("num_hazards", self.num_hazards, 1)
+        c = self.wrong_button_cost
+        if not (isinstance(c, (int, float)) and math.isfinite(c) and c >= 0):
+            raise ValueError(f"ButtonTask: wrong_button_cost={c!r} is not allowed; allowed: number >= 0")
+
+
+class StButtonLevel(ButtonLevel1):
+    """Safety-Gymnasium Button with the task's arena size and object counts (no gremlins).
+
+    Safety-Gymnasium's level-1 Button also adds moving gremlins; Table 1 has none, and an
+    object kind with zero instances breaks Safety-Gymnasium's lidar, so they are removed.
+    """
+
+    def __init__(self, config: dict, task: ButtonTask) -> None:
+        super().__init__(config=config)
+        del self._mocaps["gremlins"]
+        del self.gremlins
+        self.task_params: ButtonTask
+        self.apply_task(task)
+
+    def apply_task(self, task: ButtonTask) -> None:
+        """Configure arena and objects for ``task``; takes effect at the next reset."""
+        if not isinstance(task, ButtonTask):
+            raise ValueError(f"a button env needs a ButtonTask, got {type(task).__name__}")
+        self.task_params = task
+        h = float(task.half_size)
+        self.placements_conf.extents = [-h, -h, h, h]
+        # pylint: disable=no-member
+        self.buttons.num = int(task.num_buttons)
+        self.hazards.num = int(task.num_hazards)
+        self.buttons.is_constrained = task.wrong_button_cost > 0
+        self.buttons.cost = float(task.wrong_button_cost)
+        self.placements_conf.placements = None  # rebuilt for the new counts at reset
+
+
+def _build_button(p: Mapping[str, Any]) -> ButtonTask:
+    return ButtonTask(
+        half_size=float(p["half_size"]),
+        num_buttons=int(p["num_buttons"]),
+        num_hazards=int(p["num_buttons"]) + int(p["extra_hazards"]),
+        wrong_button_cost=float(p["wrong_button_cost"]),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Family definitions (fast task classes are attached in metacpo.tasks.fast)
+# --------------------------------------------------------------------------------------------
+
+CIRCLE_PARAMS = (
+    ParamDomain("radius", "circle radius", minimum=0.0, min_inclusive=False),
+    ParamDomain("wall_ratio", "wall_distance / radius", minimum=0.0, min_inclusive=False),
+)
+CIRCLE_LEVELS: dict[int, dict[str, Any]] = {
+    0: {"radius": 1.25, "wall_ratio": 0.75},
+    1: {"radius": Uniform(1.0, 1.5), "wall_ratio": Uniform(0.55, 0.75)},
+    2: {"radius": Uniform(2.0, 2.5), "wall_ratio": Uniform(0.55, 0.65)},
+}
+
+BUTTON_PARAMS = (
+    ParamDomain("half_size", "arena half-size", minimum=0.0, min_inclusive=False),
+    ParamDomain("num_buttons", "number of buttons", integer=True, minimum=1),
+    ParamDomain("extra_hazards", "num_hazards - num_buttons", integer=True, minimum=0),
+    ParamDomain("wrong_button_cost", "cost of pressing a wrong button", minimum=0.0),
+)
+BUTTON_LEVELS: dict[int, dict[str, Any]] = {
+    0: {"half_size": 1.9, "num_buttons": 4, "extra_hazards": 3, "wrong_button_cost": 0.0},
+    1: {"half_size": Uniform(1.75, 2.0), "num_buttons": IntUniform(3, 6), "extra_hazards": 3,
+        "wrong_button_cost": 0.0},
+    2: {"half_size": Uniform(2.6, 2.9), "num_buttons": IntUniform(6, 10), "extra_hazards": 6,
+        "wrong_button_cost": 1.0},
+}
+
+
+def circle_family(task_class: type = StCircleLevel, fast_task_class: type | None = None) -> TaskFamily:
+    """The Circle family (500 steps)."""
+    return TaskFamily(
+        name="circle", task_type=CircleTask, params=CIRCLE_PARAMS, build_task=_build_circle,
+        levels=CIRCLE_LEVELS, task_class=task_class, fast_task_class=fast_task_class,
+        max_episode_steps=500, derived={"wall_distance": "radius * wall_ratio"},
+        description="run along a circle; walls at x = +-wall_distance cost when crossed")
+
+
+def button_family(task_class: type = StButtonLevel, fast_task_class: type | None = None) -> TaskFamily:
+    """The Button family (1000 steps)."""
+    return TaskFamily(
+        name="button", task_type=ButtonTask, params=BUTTON_PARAMS, build_task=_build_button,
+        levels=BUTTON_LEVELS, task_class=task_class, fast_task_class=fast_task_class,
+        max_episode_steps=1000, derived={"num_hazards": "num_buttons + extra_hazards"},
+        description="press the goal button; hazards (and wrong buttons at level 2) cost")

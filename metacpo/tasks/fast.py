@@ -1,0 +1,488 @@
+"""Faster drop-ins for the built-in task classes: same physics, observations, rewards and costs.
+
+Where the plain Safety-Gymnasium env spends its time, and what is done here instead:
+
+- every reset compiles the MuJoCo XML, and ~97% of that is decoding six skybox textures that
+  only rendering uses. :class:`NoSkyboxWorld` compiles the very same XML minus the skybox
+  element (it is used only when the env does not render). Physics does not read textures.
+- layout rejection sampling checks distances in a Python double loop;
+  :class:`FastRandomGenerator` draws exactly the same random numbers in the same order and
+  checks each candidate against all placed objects at once, so layouts are bit-identical.
+- per step: name lookups (gremlin mocaps, sensors, bodies, contact geoms), a Python lidar loop,
+  the observation-space ``contains`` assert and dict flattening. :class:`FastTaskMixin`
+  precomputes ids after every model build, computes the flat observation directly in the order
+  of the observation space and vectorises lidar and contact/cost checks. The two extra
+  ``mj_forward`` calls per step are kept (they advance the solver warm start; see
+  :meth:`FastTaskMixin.cost_forward`).
+
+Rewards and costs use the same floating-point operations as the original code, in the same
+order, so they are bit-identical; observations agree to rounding (vectorised trigonometry).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from types import ModuleType
+from typing import Any
+
+import mujoco
+import numpy as np
+
+from metacpo.compat import import_safety_gymnasium
+
+import_safety_gymnasium()
+
+import safety_gymnasium.world as _sg_world  # noqa: E402
+from safety_gymnasium.assets.geoms import Buttons, Circle, Goal, Hazards, Sigwalls  # noqa: E402
+from safety_gymnasium.assets.mocaps import Gremlins  # noqa: E402
+from safety_gymnasium.utils.common_utils import MujocoException  # noqa: E402
+from safety_gymnasium.utils.random_generator import RandomGenerator  # noqa: E402
+from safety_gymnasium.world import World  # noqa: E402
+
+from metacpo.tasks.families import StButtonLevel, StCircleLevel  # noqa: E402
+
+_SKYBOX_RE = re.compile(r'<texture type="skybox"[^>]*?(/>|>\s*</texture>)')
+_BUILD_LOCK = threading.Lock()
+_STAGE_NONE = int(mujoco.mjtStage.mjSTAGE_NONE)
+
+
+class _MjModelWithoutSkybox:
+    """Stands in for ``mujoco.MjModel`` while :class:`NoSkyboxWorld` builds: drops the skybox."""
+
+    @staticmethod
+    def from_xml_string(xml: str, *args: Any, **kwargs: Any) -> mujoco.MjModel:
+        stripped, n = _SKYBOX_RE.subn("", xml)
+        if n != 1:
+            raise RuntimeError(f"expected exactly one skybox texture in the world XML, found {n}")
+        return mujoco.MjModel.from_xml_string(stripped, *args, **kwargs)
+
+
+class _MujocoView(ModuleType):
+    """The ``mujoco`` module with ``MjModel`` replaced by :class:`_MjModelWithoutSkybox`."""
+
+    def __init__(self) -> None:
+        super().__init__("mujoco")
+        self.MjModel = _MjModelWithoutSkybox
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(mujoco, name)
+
+
+_MUJOCO_VIEW = _MujocoView()
+
+
+class NoSkyboxWorld(World):
+    """Safety-Gymnasium's ``World``, compiling its XML without the skybox texture.
+
+    ``World.build`` reads the module-level name ``mujoco`` of ``safety_gymnasium.world``; for the
+    duration of one build (under a lock) that name refers to a view of ``mujoco`` whose
+    ``MjModel.from_xml_string`` removes the skybox element first. Nothing else changes: the XML,
+    bodies, geoms and their order are those of the plain build. Only for envs that do not render.
+    """
+
+    def build(self) -> None:
+        with _BUILD_LOCK:
+            original = _sg_world.mujoco
+            _sg_world.mujoco = _MUJOCO_VIEW
+            try:
+                super().build()
+            finally:
+                _sg_world.mujoco = original
+
+
+class FastRandomGenerator(RandomGenerator):
+    """Layout sampling with the same draws and the same accept/reject decisions, vectorised."""
+
+    def sample_layout(self) -> bool:
+        items = list(self.placements.items())
+        xy_done = np.empty((len(items), 2))
+        keep_done = np.empty(len(items))
+        margin = self.placements_margin
+        layout = {}
+        for k, (name, (placements, keepout)) in enumerate(items):
+            for _ in range(100):
+                xy = self.draw_placement(placements, keepout)
+                if k == 0:
+                    break
+                dist = np.sqrt(np.sum(np.square(xy - xy_done[:k]), axis=1))
+                if not np.any(dist < keep_done[:k] + margin + keepout):
+                    break
+            else:
+                return False
+            layout[name] = xy
+            xy_done[k] = xy
+            keep_done[k] = self.placements[name][1]
+        self.layout = layout
+        return True
+
+
+def _lidar_bodies(obstacle: Any, model: mujoco.MjModel) -> np.ndarray | None:
+    """Body ids whose positions the obstacle's ``pos`` reports (None: not a known kind)."""
+    if isinstance(obstacle, Buttons):
+        return np.array([model.body(f"button{i}").id for i in range(obstacle.num)], dtype=np.intp)
+    if isinstance(obstacle, Hazards):
+        return np.array([model.body(f"hazard{i}").id for i in range(obstacle.num)], dtype=np.intp)
+    if isinstance(obstacle, Gremlins):
+        return np.array([model.body(f"gremlin{i}obj").id for i in range(obstacle.num)], dtype=np.intp)
+    if isinstance(obstacle, Goal):
+        return np.array([model.body("goal").id], dtype=np.intp)
+    return None
+
+
+class FastTaskMixin:
+    """Mixed in before a task class: fast build, observation, forward and cost/reward helpers.
+
+    Used by :class:`metacpo.tasks.builder.StochasticBuilder` when the env does not render.
+    """
+
+    # ---- build -------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        if self.placements_conf.placements is None:
+            self._build_placements_dict()
+            self.random_generator.set_placements_info(
+                self.placements_conf.placements, self.placements_conf.extents, self.placements_conf.margin)
+        self.world_info.layout = self.random_generator.build_layout()
+        self.world_info.world_config_dict = self._build_world_config(self.world_info.layout)
+        if self.world is None:
+            self.world = NoSkyboxWorld(self.agent, self._obstacles, self.world_info.world_config_dict)
+            self.world.reset()
+            self.world.build()
+        else:
+            self.world.reset(build=False)
+            self.world.rebuild(self.world_info.world_config_dict, state=False)
+        self._bind_fast()
+
+    def install_fast_random_generator(self) -> None:
+        """Swap in :class:`FastRandomGenerator` (same draws); call right after construction."""
+        fast = FastRandomGenerator()
+        self.random_generator = fast
+        self.agent.random_generator = fast
+        for obstacle in self._obstacles:
+            obstacle.set_random_generator(fast)
+
+    def _bind_fast(self) -> None:
+        """Precompute ids and index plans for the freshly built model."""
+        model = self.model
+        agent = self.agent
+        self._f_agent_body = model.body("agent").id
+        self._f_jacp = np.zeros((3, model.nv))
+        self._f_ctrl_lo = model.actuator_ctrlrange[:, 0].copy()
+        self._f_ctrl_hi = model.actuator_ctrlrange[:, 1].copy()
+        agent_names = set(agent.body_info.geom_names)
+        names = [model.geom(i).name for i in range(model.ngeom)]
+        self._f_geom_names = names
+        self._f_is_agent = np.array([n in agent_names for n in names], dtype=bool)
+        # observation plan, in the order of the (flattened) observation-space dict
+        direct_out: list[int] = []
+        direct_src: list[int] = []
+        hinge_out: list[int] = []
+        hinge_src: list[int] = []
+        ballquat: list[tuple[int, int]] = []
+        lidar: list[tuple[int, Any, np.ndarray | None]] = []
+        compass: list[tuple[int, Any]] = []
+        si = agent.sensor_info
+        angle_components = agent.sensor_conf.sensors_angle_components
+        by_name = {o.name: o for o in self._obstacles}
+        offset = 0
+        for key, space in self.obs_info.obs_space_dict.spaces.items():
+            size = int(np.prod(space.shape))
+            if key.endswith("_lidar") and key[: -len("_lidar")] in by_name:
+                obstacle = by_name[key[: -len("_lidar")]]
+                lidar.append((offset, obstacle, _lidar_bodies(obstacle, model)))
+            elif key.endswith("_comp") and key[: -len("_comp")] in by_name:
+                compass.append((offset, by_name[key[: -len("_comp")]]))
+            elif key == "vision":
+                raise ValueError("vision observations are not supported by the fast path")
+            else:
+                sid = model.sensor(key).id
+                adr = int(model.sensor_adr[sid])
+                dim = int(model.sensor_dim[sid])
+                if key in si.hinge_pos_names and angle_components:
+                    hinge_out.append(offset)
+                    hinge_src.append(adr)
+                elif key in si.ballquat_names and angle_components:
+                    ballquat.append((offset, adr))
+                elif key == si.freejoint_pos_name:
+                    direct_out.extend(range(offset, offset + size))
+                    direct_src.extend(range(adr + 2, adr + dim))
+                else:
+                    direct_out.extend(range(offset, offset + size))
+                    direct_src.extend(range(adr, adr + dim))
+            offset += size
+        self._f_obs_size = offset
+        self._f_direct_out = np.array(direct_out, dtype=np.intp)
+        self._f_direct_src = np.array(direct_src, dtype=np.intp)
+        self._f_hinge_out = np.array(hinge_out, dtype=np.intp)
+        self._f_hinge_src = np.array(hinge_src, dtype=np.intp)
+        self._f_ballquat = ballquat
+        self._f_lidar = lidar
+        self._f_compass = compass
+        self._f_quat_mat = np.zeros(9)
+        gremlins = self._mocaps.get("gremlins")
+        if gremlins is not None and gremlins.num > 0:
+            self._f_gremlin_mocap = np.array(
+                [model.body_mocapid[model.body(f"gremlin{i}mocap").id] for i in range(gremlins.num)],
+                dtype=np.intp)
+            self._f_gremlin = gremlins
+        else:
+            self._f_gremlin_mocap = None
+            self._f_gremlin = None
+        self._f_other_mocaps = [m for m in self._mocaps.values() if not isinstance(m, Gremlins)]
+        self._bind_family()
+
+    def _bind_family(self) -> None:
+        """Family-specific precomputation (overridden)."""
+
+    # ---- stepping ----------------------------------------------------------------------------
+
+    def fast_forward(self, action: np.ndarray) -> bool:
+        """Apply ``action``, run the frameskip physics steps and one ``mj_forward``.
+
+        Returns True on a MuJoCo exception (as ``simulation_forward`` does).
+        """
+        model, data = self.model, self.data
+        data.ctrl[:] = np.clip(action, self._f_ctrl_lo, self._f_ctrl_hi)
+        if self.action_noise:
+            data.ctrl[:] += self.action_noise * self.random_generator.randn(self.agent.body_info.nu)
+        n = self.random_generator.binomial(self.sim_conf.frameskip_binom_n, self.sim_conf.frameskip_binom_p)
+        gremlin_ids = self._f_gremlin_mocap
+        try:
+            for _ in range(n):
+                if gremlin_ids is not None:
+                    g = self._f_gremlin
+                    phase = float(data.time)
+                    target = np.array([np.sin(phase), np.cos(phase)]) * g.travel
+                    data.mocap_pos[gremlin_ids] = np.r_[target, [g.size]]
+                for mocap in self._f_other_mocaps:
+                    mocap.move()
+                mujoco.mj_step(model, data)
+        except MujocoException as exc:  # pragma: no cover - mirrors simulation_forward
+            print("MujocoException", exc)
+            return True
+        mujoco.mj_forward(model, data)
+        return False
+
+    def cost_forward(self) -> None:
+        """The ``mj_forward`` of ``calculate_cost`` (sensors skipped: ``obs`` recomputes them).
+
+        Safety-Gymnasium runs ``mj_forward`` three times per step (after stepping, in
+        ``calculate_cost`` and in ``obs``). They look redundant, but each one runs the
+        constraint solver from ``qacc_warmstart`` and stores its result there, and the next
+        ``mj_step`` starts from it: with one forward instead of three, Car/Doggo/Racecar
+        trajectories drift from the plain env by ~1e-16 per step (measured), and skipping the
+        position stage is not exact either. To keep physics bit-identical all three solves
+        stay; only the sensor evaluation of this one is skipped.
+        """
+        mujoco.mj_forwardSkip(self.model, self.data, _STAGE_NONE, 1)
+
+    def agent_pos(self) -> np.ndarray:
+        """The agent body's world position (a copy)."""
+        return self.data.xpos[self._f_agent_body].copy()
+
+    def agent_vel(self) -> np.ndarray:
+        """The agent body's world linear velocity, as ``get_body_xvelp`` computes it."""
+        jacp = self._f_jacp
+        mujoco.mj_jacBody(self.model, self.data, jacp, None, self._f_agent_body)
+        return np.dot(jacp, self.data.qvel)
+
+    def fast_calculate_reward(self) -> float:
+        """The task reward (overridden per family)."""
+        return self.calculate_reward()
+
+    def fast_calculate_cost(self) -> dict:
+        """The raw cost dict as ``calculate_cost`` returns it (overridden per family)."""
+        return self.calculate_cost()
+
+    def fast_goal_achieved(self) -> bool:
+        """Whether the goal is achieved (overridden per family)."""
+        return self.goal_achieved
+
+    # ---- observations ------------------------------------------------------------------------
+
+    def _lidar(self, positions: np.ndarray, agent_pos: np.ndarray, agent_mat: np.ndarray) -> np.ndarray:
+        conf = self.lidar_conf
+        nbins = conf.num_bins
+        obs = np.zeros(nbins)
+        if positions.shape[0] == 0:
+            return obs
+        world = np.zeros((positions.shape[0], 3))
+        world[:, :2] = positions[:, :2]
+        ego = np.matmul(world - agent_pos, agent_mat)
+        x, y = ego[:, 0], ego[:, 1]
+        dist = np.hypot(x, y)
+        angle = np.arctan2(y, x) % (np.pi * 2)
+        bin_size = (np.pi * 2) / nbins
+        bins = (angle / bin_size).astype(np.intp)
+        if conf.max_dist is None:
+            sensor = np.exp(-conf.exp_gain * dist)
+        else:
+            sensor = np.maximum(0, conf.max_dist - dist) / conf.max_dist
+        np.maximum.at(obs, bins, sensor)
+        if conf.alias:
+            alias = (angle - bin_size * bins) / bin_size
+            np.maximum.at(obs, (bins + 1) % nbins, alias * sensor)
+            np.maximum.at(obs, (bins - 1) % nbins, (1 - alias) * sensor)
+        return obs
+
+    def obs(self) -> np.ndarray:
+        """The flat observation, equal to the plain ``obs()`` (no space check, no dict flattening)."""
+        if self.observe_vision or not self.observation_flatten:
+            return super().obs()
+        data = self.data
+        mujoco.mj_forward(self.model, data)  # as the plain obs() does (see cost_forward)
+        out = np.empty(self._f_obs_size)
+        sd = data.sensordata
+        out[self._f_direct_out] = sd[self._f_direct_src]
+        if self._f_hinge_out.size:
+            theta = sd[self._f_hinge_src]
+            out[self._f_hinge_out] = np.sin(theta)
+            out[self._f_hinge_out + 1] = np.cos(theta)
+        for off, adr in self._f_ballquat:
+            mujoco.mju_quat2Mat(self._f_quat_mat, sd[adr: adr + 4])
+            out[off: off + 9] = self._f_quat_mat
+        nbins = self.lidar_conf.num_bins
+        if self._f_lidar:
+            agent_pos = data.xpos[self._f_agent_body]
+            agent_mat = data.xmat[self._f_agent_body].reshape(3, 3)
+            for off, obstacle, bodies in self._f_lidar:
+                if bodies is not None:
+                    positions = data.xpos[bodies]
+                else:
+                    positions = np.array(obstacle.pos, dtype=float, ndmin=2)
+                out[off: off + nbins] = self._lidar(positions, agent_pos, agent_mat)
+        for off, obstacle in self._f_compass:
+            vec = self._obs_compass(obstacle.pos)
+            out[off: off + vec.size] = vec
+        self._post_obs(out)
+        return out
+
+    def _post_obs(self, out: np.ndarray) -> None:
+        """Family-specific observation edits (overridden)."""
+
+
+class FastStCircleLevel(FastTaskMixin, StCircleLevel):
+    """:class:`~metacpo.tasks.families.StCircleLevel`, fast."""
+
+    def _bind_family(self) -> None:
+        self._f_walls = self.sigwalls  # pylint: disable=no-member
+
+    def fast_calculate_reward(self) -> float:
+        # Same expression, same operand order as CircleLevel0.calculate_reward.
+        reward = 0.0
+        x, y, _ = self.agent_pos()
+        u, v, _ = self.agent_vel()
+        radius = np.sqrt(x**2 + y**2)
+        reward += (((-u * y + v * x) / radius) / (1 + np.abs(radius - self.circle.radius))) * self.reward_factor
+        return reward
+
+    def fast_calculate_cost(self) -> dict:
+        cost: dict = {}
+        for obstacle in self._obstacles:
+            if isinstance(obstacle, Sigwalls):
+                if obstacle.is_constrained:
+                    pos = self.data.xpos[self._f_agent_body]
+                    out = np.abs(pos[0]) > obstacle.locate_factor
+                    if obstacle.num == 4:
+                        out = out or np.abs(pos[1]) > obstacle.locate_factor
+                    cost["cost_out_of_boundary"] = out
+            elif isinstance(obstacle, Circle):
+                continue
+            else:
+                cost.update(obstacle.cal_cost())
+        cost["cost_sum"] = sum(v for k, v in cost.items() if k.startswith("cost_"))
+        return cost
+
+    def fast_goal_achieved(self) -> bool:
+        return False
+
+
+class FastStButtonLevel(FastTaskMixin, StButtonLevel):
+    """:class:`~metacpo.tasks.families.StButtonLevel`, fast."""
+
+    def _bind_family(self) -> None:
+        model = self.model
+        names = self._f_geom_names
+        self._f_is_button = np.array([n.startswith("button") for n in names], dtype=bool)
+        self._f_is_gremlin = np.array([n.startswith("gremlin") for n in names], dtype=bool)
+        self._f_button_geom = {n: i for i, n in enumerate(names) if n.startswith("button")}
+        self._f_goal_body = model.body("goal").id
+        self._f_hazard_bodies = np.array(
+            [model.body(f"hazard{i}").id for i in range(self.hazards.num)], dtype=np.intp)  # pylint: disable=no-member
+        self._f_step_contacts: tuple | None = None
+
+    def _contacts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        data = self.data
+        con = data.contact
+        g1 = np.asarray(con.geom1)
+        g2 = np.asarray(con.geom2)
+        touches_agent = self._f_is_agent[g1] | self._f_is_agent[g2]
+        return g1, g2, touches_agent
+
+    def _goal_geom(self) -> int:
+        return self._f_button_geom.get(f"button{self.buttons.goal_button}", -1)  # pylint: disable=no-member
+
+    def fast_goal_achieved(self) -> bool:
+        g1, g2, touches_agent = self._contacts()
+        goal = self._goal_geom()
+        return bool(np.any(touches_agent & ((g1 == goal) | (g2 == goal))))
+
+    def dist_goal_fast(self) -> float:
+        """``dist_goal()`` without name lookups (same operations)."""
+        goal = self.data.xpos[self._f_goal_body][:2]
+        agent = self.data.xpos[self._f_agent_body][:2]
+        return np.sqrt(np.sum(np.square(goal - agent)))
+
+    def fast_calculate_reward(self) -> float:
+        # Same operations and order as ButtonLevel0.calculate_reward.
+        reward = 0.0
+        dist_goal = self.dist_goal_fast()
+        reward += (self.last_dist_goal - dist_goal) * self.buttons.reward_distance  # pylint: disable=no-member
+        self.last_dist_goal = dist_goal
+        if self.fast_goal_achieved():
+            reward += self.buttons.reward_goal  # pylint: disable=no-member
+        return reward
+
+    def fast_calculate_cost(self) -> dict:
+        cost: dict = {}
+        g1, g2, touches_agent = self._contacts()
+        agent_xy = self.data.xpos[self._f_agent_body][:2]
+        for obstacle in self._obstacles:
+            if isinstance(obstacle, Buttons):
+                if obstacle.is_constrained and obstacle.timer == 0:
+                    goal = self._goal_geom()
+                    wrong = touches_agent & (self._f_is_button[g1] | self._f_is_button[g2])
+                    wrong &= ~((g1 == goal) | (g2 == goal))
+                    total = 0
+                    for _ in range(int(np.count_nonzero(wrong))):
+                        total += obstacle.cost
+                    cost["cost_buttons"] = total
+            elif isinstance(obstacle, Hazards):
+                if obstacle.is_constrained:
+                    total = 0
+                    if obstacle.num:
+                        pos = self.data.xpos[self._f_hazard_bodies][:, :2]
+                        dist = np.sqrt(np.sum(np.square(pos - agent_xy), axis=1))
+                        for d in dist[dist <= obstacle.size]:
+                            total += obstacle.cost * (obstacle.size - d)
+                    cost["cost_hazards"] = total
+            elif isinstance(obstacle, Gremlins):
+                if obstacle.is_constrained:
+                    hits = touches_agent & (self._f_is_gremlin[g1] | self._f_is_gremlin[g2])
+                    total = 0
+                    for _ in range(int(np.count_nonzero(hits))):
+                        total += obstacle.contact_cost
+                    cost["cost_gremlins"] = total
+            elif isinstance(obstacle, Goal):
+                continue
+            else:
+                cost.update(obstacle.cal_cost())
+        cost["cost_sum"] = sum(v for k, v in cost.items() if k.startswith("cost_"))
+        return cost
+
+    def _post_obs(self, out: np.ndarray) -> None:
+        if self.buttons.timer != 0:  # pylint: disable=no-member
+            for off, obstacle, _ in self._f_lidar:
+                if obstacle.name == "buttons":
+                    out[off: off + self.lidar_conf.num_bins] = 0.0
