@@ -23,6 +23,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "metacpo.algorithms.trpo",
     "metacpo.algorithms.meta_cpo",
     "metacpo.algorithms.meta_trpo",
+    "metacpo.algorithms.multitask",
 )
 
 

@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never open a window
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def plot_adaptation(
@@ -42,6 +43,8 @@ def plot_adaptation(
     ax_c.set_ylabel("mean episode cost")
     ax_c.legend(fontsize=8)
     ax_r.grid(alpha=0.3)
+    ax_r.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_c.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_c.grid(alpha=0.3)
     if title:
         fig.suptitle(title)

@@ -1,0 +1,104 @@
+"""Multi-task CPO: single-task CPO trained sequentially on tasks drawn from a level's distribution.
+
+The baseline that sees the same task distribution as Meta-CPO but learns one policy for all
+of it, without an adaptation-aware objective. Each iteration is a plain CPO iteration
+(:class:`metacpo.algorithms.cpo.TrustRegionAlgorithm`) on the current task; every
+``iters_per_task`` iterations a new task is drawn from the level-``task_level`` distribution
+with a generator seeded from the run seed. At meta-test time it is adapted like the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from metacpo.algorithms.cpo import IterationStats, TrustRegionAlgorithm
+from metacpo.algorithms.meta_cpo import task_distributions
+from metacpo.algorithms.registry import register_algorithm
+from metacpo.config.schema import TrainConfig
+from metacpo.data.batch import Batch
+from metacpo.samplers.base import PolicySnapshot, Sampler, Task
+
+
+@dataclass(frozen=True)
+class MultitaskConfig:
+    """How multi-task CPO walks through the task distribution."""
+
+    task_level: int = 1
+    """Level of the task distribution tasks are drawn from."""
+    iters_per_task: int = 1
+    """CPO iterations on each drawn task before the next one is drawn."""
+
+    def __post_init__(self) -> None:
+        if self.task_level < 0:
+            raise ValueError(f"multitask.task_level must be >= 0, got {self.task_level}")
+        if self.iters_per_task < 1:
+            raise ValueError(f"multitask.iters_per_task must be >= 1, got {self.iters_per_task}")
+
+
+class CurrentTaskSampler(Sampler):
+    """Forwards to another sampler, filling in ``tasks=[current]`` when a caller passes none."""
+
+    def __init__(self, inner: Sampler) -> None:
+        self.inner = inner
+        self.current: Task = None
+
+    def sample(self, *, snapshot: PolicySnapshot, num_steps: int, tasks: Sequence[Task] | None = None) -> list[Batch]:
+        if tasks is None and self.current is not None:
+            tasks = [self.current]
+        return self.inner.sample(snapshot=snapshot, num_steps=num_steps, tasks=tasks)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.inner.load_state_dict(state)
+
+    @property
+    def num_workers(self) -> int:
+        return self.inner.num_workers
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class MultitaskCPO(TrustRegionAlgorithm):
+    """CPO whose iterations cycle through tasks drawn from one level of the task family."""
+
+    def __init__(self, config: TrainConfig, *, sampler: Sampler, obs_dim: int, act_dim: int) -> None:
+        self.task_sampler = CurrentTaskSampler(sampler)
+        super().__init__(config, sampler=self.task_sampler, constrained=True, obs_dim=obs_dim, act_dim=act_dim)
+        self.settings: MultitaskConfig = config.section("multitask")
+        self.distribution, _ = task_distributions(config.env.env_id, self.settings.task_level)
+        self.task_rng = np.random.default_rng([config.run.seed, 31337])
+
+    def iterate(self, iteration: int) -> IterationStats:
+        if iteration % self.settings.iters_per_task == 0 or self.task_sampler.current is None:
+            self.task_sampler.current = self.distribution.sample(self.task_rng)
+        return super().iterate(iteration)
+
+    def state_dict(self) -> dict[str, Any]:
+        cur = self.task_sampler.current
+        return {**super().state_dict(), "task_rng": self.task_rng.bit_generator.state,
+                "current_task": dict(cur.as_dict()) if cur is not None else {}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        missing = {"task_rng", "current_task"} - set(state)
+        if missing:
+            raise ValueError(f"multi-task CPO state lacks {sorted(missing)}")
+        super().load_state_dict(state)
+        self.task_rng.bit_generator.state = state["task_rng"]
+        if state["current_task"]:
+            cls = type(self.distribution.sample(np.random.default_rng(0)))
+            self.task_sampler.current = cls(**state["current_task"])
+
+
+def build_multitask_cpo(config: TrainConfig, *, sampler: Sampler, obs_dim: int, act_dim: int) -> MultitaskCPO:
+    return MultitaskCPO(config, sampler=sampler, obs_dim=obs_dim, act_dim=act_dim)
+
+
+register_algorithm("multitask-cpo", build=build_multitask_cpo, sections={"multitask": MultitaskConfig},
+                   description="CPO trained sequentially on tasks drawn from the level-1 distribution")
