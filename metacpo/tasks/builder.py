@@ -34,8 +34,9 @@ class StochasticBuilder(Builder):
     ``task`` fixes the task; otherwise one is drawn from the (family, level) distribution with
     ``numpy.random.default_rng(seed)``. ``env.unwrapped.task_params`` is the current task and
     :meth:`set_task` switches to another task of the same family at the next reset (spaces stay
-    the same). When not rendering, the family's fast task class is used (same physics,
-    observations, rewards and costs; see :mod:`metacpo.tasks.fast`) unless ``fast=False``.
+    the same). When not rendering (and unless ``fast=False``) resets compile without the skybox
+    texture and sample layouts vectorised, and the built-in families use their fast task classes
+    (same physics, observations, rewards and costs; see :mod:`metacpo.tasks.fast`).
     """
 
     def __init__(  # pylint: disable=too-many-arguments
@@ -63,7 +64,8 @@ class StochasticBuilder(Builder):
         self._level = int(level)
         self._task: Task = task
         self._pending_task: Task | None = None
-        self._fast = bool(fast) and render_mode is None and fam.fast_task_class is not None
+        self._fast_build = bool(fast) and render_mode is None
+        self._fast = self._fast_build and fam.fast_task_class is not None
         super().__init__(
             task_id=make_env_id(agent, family, level),
             config={"agent_name": agent},
@@ -85,9 +87,16 @@ class StochasticBuilder(Builder):
                              f"got {type(task).__name__}: {task!r}")
 
     def _get_task(self) -> BaseTask:
-        cls = self._family.fast_task_class if self._fast else self._family.task_class
-        task = cls(config=self.config, task=self._task)
+        from metacpo.tasks.fast import with_fast_build
+
         if self._fast:
+            cls = self._family.fast_task_class
+        elif self._fast_build:
+            cls = with_fast_build(self._family.task_class)
+        else:
+            cls = self._family.task_class
+        task = cls(config=self.config, task=self._task)
+        if self._fast_build:
             task.install_fast_random_generator()
         task.build_observation_space()
         return task

@@ -130,13 +130,12 @@ def _lidar_bodies(obstacle: Any, model: mujoco.MjModel) -> np.ndarray | None:
     return None
 
 
-class FastTaskMixin:
-    """Mixed in before a task class: fast build, observation, forward and cost/reward helpers.
+class FastBuildMixin:
+    """Mixed in before any task class: reset builds without the skybox and samples layouts fast.
 
-    Used by :class:`metacpo.tasks.builder.StochasticBuilder` when the env does not render.
+    Works for every Safety-Gymnasium ``BaseTask`` subclass (user-defined families included);
+    used by :class:`metacpo.tasks.builder.StochasticBuilder` when the env does not render.
     """
-
-    # ---- build -------------------------------------------------------------------------------
 
     def _build(self) -> None:
         if self.placements_conf.placements is None:
@@ -161,6 +160,31 @@ class FastTaskMixin:
         self.agent.random_generator = fast
         for obstacle in self._obstacles:
             obstacle.set_random_generator(fast)
+
+    def _bind_fast(self) -> None:
+        """Hook run after every model build."""
+
+
+_BUILD_ONLY_CLASSES: dict[type, type] = {}
+
+
+def with_fast_build(task_class: type) -> type:
+    """``task_class`` with :class:`FastBuildMixin` mixed in (cached per class)."""
+    if issubclass(task_class, FastBuildMixin):
+        return task_class
+    cls = _BUILD_ONLY_CLASSES.get(task_class)
+    if cls is None:
+        cls = type(f"FastBuild{task_class.__name__}", (FastBuildMixin, task_class),
+                   {"__module__": task_class.__module__, "__doc__": task_class.__doc__})
+        _BUILD_ONLY_CLASSES[task_class] = cls
+    return cls
+
+
+class FastTaskMixin(FastBuildMixin):
+    """Mixed in before a built-in task class: fast build, observation, forward, cost and reward.
+
+    Used by :class:`metacpo.tasks.builder.StochasticBuilder` when the env does not render.
+    """
 
     def _bind_fast(self) -> None:
         """Precompute ids and index plans for the freshly built model."""
