@@ -7,7 +7,7 @@ returns the step, the multipliers and the case. See docs/solvers.md.
 
 from .analytic import solve_analytic, trust_region_step
 from .cpo import BACKENDS, solve_cpo, solve_cpo_with_fallback
-from .dco import DCO_SOLVER_ARGS, solve_dco
+from .dco import DCO_MAX_PARAMS, DCO_SOLVER_ARGS, solve_dco
 from .metric import (
     FisherMetric,
     IdentityMetric,
@@ -23,6 +23,7 @@ __all__ = [
     "BACKENDS",
     "CPOInstance",
     "CPOSolution",
+    "DCO_MAX_PARAMS",
     "DCO_SOLVER_ARGS",
     "FisherMetric",
     "IdentityMetric",

@@ -8,6 +8,11 @@ Feasibility is decided in closed form before solving (b > 0 and b^2 >= 2 delta |
 convex program has no solution there, so the recovery step is computed as its own convex
 program  min a^T x  s.t. 1/2 ||x||^2 <= delta  (the seed did the same after catching the
 solver's failure).
+
+Size limit: cvxpy's DPP compilation of this formulation (vector parameters g and a) needs memory
+that grows with n^2 (about 0.9 GB at n = 5e3, 3-4 GB at 1e4, 12.6 GB at 2e4, measured with
+cvxpy 1.7.5), so :func:`solve_dco` refuses n > :data:`DCO_MAX_PARAMS` with a ValueError instead
+of exhausting the machine; use the analytic backend there.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from .types import CPOSolution, SolverCase, SolverError
 
 DCO_SOLVER_ARGS: dict[str, Any] = {"eps_abs": 1e-10, "eps_rel": 1e-10, "max_iters": 100_000}
 """SCS settings used by default (tight, so the result matches the closed form to ~1e-8)."""
+
+DCO_MAX_PARAMS = 20_000
+"""Largest parameter count for which the cvxpylayers problem is built (see the module docstring)."""
 
 _ACTIVE_NU_TOL = 1e-6
 """nu ||a|| above this fraction of lam ||x|| counts as an active cost constraint."""
@@ -109,6 +117,11 @@ def solve_dco(
     Raises :class:`SolverError` when the solver fails or returns a non-finite or infeasible
     point. ``solver_args`` override :data:`DCO_SOLVER_ARGS`.
     """
+    if g.numel() > DCO_MAX_PARAMS:
+        raise ValueError(
+            f"backend 'dco' supports at most DCO_MAX_PARAMS={DCO_MAX_PARAMS} parameters, got "
+            f"{g.numel()}: compiling the cvxpylayers problem needs O(n^2) memory; use backend='analytic'"
+        )
     args = dict(DCO_SOLVER_ARGS)
     if solver_args:
         args.update(solver_args)

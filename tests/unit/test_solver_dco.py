@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from metacpo.solvers import (
+    DCO_MAX_PARAMS,
     FisherMetric,
     MatrixMetric,
     SolverCase,
@@ -134,6 +135,15 @@ def test_dco_refuses_non_identity_metrics() -> None:
     for metric in (FisherMetric(hvp=lambda v: 2.0 * v), MatrixMetric(torch.eye(2, dtype=F64))):
         with pytest.raises(ValueError, match="backend 'dco' supports only the identity metric"):
             solve_cpo(g=g, a=a, b=0.1, delta=0.01, backend="dco", metric=metric)
+
+
+def test_dco_refuses_sizes_it_cannot_compile() -> None:
+    n = DCO_MAX_PARAMS + 1
+    g = torch.ones(n, dtype=F64)
+    with pytest.raises(ValueError, match=f"at most DCO_MAX_PARAMS={DCO_MAX_PARAMS} parameters, got {n}"):
+        solve_cpo(g=g, a=g, b=0.1, delta=0.01, backend="dco")
+    # the analytic backend has no such limit
+    assert solve_cpo(g=g, a=-g, b=0.1, delta=0.01).case == SolverCase.ACTIVE
 
 
 def test_problems_are_cached_per_size_and_dpp() -> None:
