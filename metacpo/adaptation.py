@@ -64,6 +64,8 @@ class AdaptSettings:
     """Process-sampler workers (0 = CPU count)."""
     from_scratch: bool = False
     """Add CPO from a fresh policy as a baseline curve."""
+    torch_threads: int = 1
+    """torch intra-op threads in this process (0 = torch default; 1 is fastest for these small nets)."""
 
     def __post_init__(self) -> None:
         for name in ("tasks", "adapt_iters", "seeds"):
@@ -227,6 +229,10 @@ def meta_test(
 
     if not run_dirs:
         raise ValueError("metacpo adapt needs at least one run directory")
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     inits = []
     names: set[str] = set()
     for rd in run_dirs:
