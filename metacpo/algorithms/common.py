@@ -240,7 +240,8 @@ def fisher_vector_product(
     grad_kl = flat_grad(mean_kl(policy, leaf, processed), leaf, create_graph=True)
 
     def hvp(v: Tensor) -> Tensor:
-        return flat_grad(grad_kl @ v.detach().to(grad_kl.dtype), leaf, retain_graph=True).detach()
+        fv = flat_grad(grad_kl @ v.detach().to(grad_kl.dtype), leaf, retain_graph=True).detach()
+        return fv.to(v.dtype)
 
     return hvp
 

@@ -104,8 +104,9 @@ def trust_region_update(
         return params, _skipped("non-finite advantages or J_C", b=b)
     leaf = {k: v.detach().requires_grad_(True) for k, v in params.items()}
     loss_r, loss_c = surrogate_losses(policy, leaf, processed)
-    g = flat_grad(loss_r, leaf, retain_graph=True).detach()
-    a = flat_grad(loss_c, leaf).detach()
+    # The sub-problem is solved in float64 (the step is cast back to the parameters' dtype).
+    g = flat_grad(loss_r, leaf, retain_graph=True).detach().double()
+    a = flat_grad(loss_c, leaf).detach().double()
     lr0, lc0 = float(loss_r.detach()), float(loss_c.detach())
     if not (torch.isfinite(g).all() and torch.isfinite(a).all()):
         return params, _skipped("non-finite gradient", b=b, loss_r=lr0, loss_c=lc0)
@@ -126,6 +127,7 @@ def trust_region_update(
     step = sol.step.detach()
     if not torch.isfinite(step).all():
         return params, _skipped("non-finite step", b=b, loss_r=lr0, loss_c=lc0)
+    step = step.to(next(iter(params.values())).dtype)
     recovery = sol.case == SolverCase.RECOVERY
     ls = backtracking_line_search(
         evaluate=candidate_evaluator(
@@ -133,7 +135,7 @@ def trust_region_update(
         ),
         loss_r0=lr0,
         loss_c0=lc0,
-        expected_improvement=float(-(g.double() @ step.double())),
+        expected_improvement=float(-(g @ step.double())),
         delta=settings.delta,
         b=b if constrained else None,
         recovery=recovery,

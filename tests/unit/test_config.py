@@ -1,0 +1,65 @@
+import dataclasses
+
+import pytest
+
+from metacpo.config import PRESET_DIR, SECTIONS, TrainConfig, apply_override, field_docs, load_yaml
+from metacpo.config.schema import UpdateConfig
+
+
+def test_invalid_values_name_the_value_and_what_is_allowed():
+    with pytest.raises(ValueError, match=r"update.delta must be > 0, got 0.0"):
+        UpdateConfig(delta=0.0)
+    with pytest.raises(ValueError, match=r"update.delta must be > 0, got -1"):
+        TrainConfig.from_dict({"update": {"delta": -1}})
+    with pytest.raises(ValueError, match=r"cost_limit must be >= 0, got -5"):
+        TrainConfig.from_dict({"update": {"cost_limit": -5}})
+    with pytest.raises(ValueError, match=r"unknown algo 'ppo'; allowed: \[.*'cpo'.*'trpo'"):
+        TrainConfig.from_dict({"algo": "ppo"})
+    with pytest.raises(ValueError, match=r"unknown update.metric 'kl'; allowed: \['fisher', 'identity'\]"):
+        TrainConfig.from_dict({"update": {"metric": "kl"}})
+    with pytest.raises(ValueError, match=r"update.backend 'dco' needs update.metric 'identity'"):
+        TrainConfig.from_dict({"update": {"backend": "dco"}})
+    with pytest.raises(ValueError, match=r"expects a number, got 'abc'"):
+        TrainConfig.from_dict({"update": {"delta": "abc"}})
+
+
+def test_unknown_sections_and_keys_fail_loudly():
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['detla'\] in config section 'update'"):
+        TrainConfig.from_dict({"update": {"detla": 0.1}})
+    with pytest.raises(ValueError, match=r"unknown config section\(s\) \['updates'\]"):
+        TrainConfig.from_dict({"updates": {}})
+
+
+def test_round_trip_and_overrides():
+    data: dict = {}
+    apply_override(data, "update.delta=0.02")
+    apply_override(data, "policy.hidden=[24, 12]")
+    cfg = TrainConfig.from_dict({"algo": "trpo", **data})
+    assert cfg.update.delta == 0.02 and cfg.policy.hidden == (24, 12) and cfg.algo == "trpo"
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="section.key"):
+        apply_override({}, "delta=0.1")
+    assert cfg.sampler.num_workers >= 1  # derived property (0 -> cpu count)
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in PRESET_DIR.glob("*.yaml")))
+def test_bundled_presets_are_valid(preset):
+    cfg = TrainConfig.from_dict(load_yaml(PRESET_DIR / preset))
+    assert isinstance(cfg, TrainConfig)
+
+
+def test_presets_exist_and_bad_preset_fails(tmp_path):
+    assert {p.stem for p in PRESET_DIR.glob("*.yaml")} >= {"cpo_point_circle", "trpo_point_circle", "seed_identity"}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("update:\n  delta: 0.1\n  foo: 1\n")
+    with pytest.raises(ValueError, match="foo"):
+        TrainConfig.from_dict(load_yaml(bad))
+    with pytest.raises(ValueError, match="not found"):
+        load_yaml("no_such_preset")
+
+
+def test_every_field_has_a_docstring():
+    for name, cls in SECTIONS.items():
+        docs = field_docs(cls)
+        missing = [f.name for f in dataclasses.fields(cls) if not docs.get(f.name)]
+        assert not missing, f"{name}: fields without a docstring: {missing}"

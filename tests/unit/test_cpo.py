@@ -1,0 +1,134 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from metacpo.algorithms.common import (
+    fisher_vector_product,
+    mean_kl,
+    process_batch,
+    surrogate_losses,
+)
+from metacpo.algorithms.cpo import trust_region_update
+from metacpo.config.schema import UpdateConfig
+from metacpo.data.batch import Batch
+from metacpo.data.normalizer import NormalizerState
+from metacpo.functional.params import flat_grad, flatten
+from metacpo.models.policy import GaussianMLPPolicy, PolicySpec, ValueCritic
+from metacpo.solvers import FisherMetric, solve_cpo
+
+OBS, ACT, EP, N = 4, 2, 25, 200
+
+
+def synthetic_batch(*, seed=0, cost_per_step=1.0, reward_nan=False):
+    """8 episodes of 25 steps from a random policy; reward favours a_0 > 0, cost favours a_1 > 0."""
+    torch.manual_seed(seed)
+    policy = GaussianMLPPolicy(PolicySpec(obs_dim=OBS, act_dim=ACT, hidden=(16,)))
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(N, OBS))
+    with torch.no_grad():
+        dist = policy.distribution(torch.as_tensor(obs, dtype=torch.float32))
+        actions = dist.sample()
+        log_probs = dist.log_prob(actions).sum(-1).double().numpy()
+    actions = actions.double().numpy()
+    rewards = actions[:, 0] + 0.1 * rng.normal(size=N)
+    costs = cost_per_step * (actions[:, 1] > 0)
+    if reward_nan:
+        rewards[5] = np.nan
+    terminated = np.zeros(N, bool)
+    truncated = np.zeros(N, bool)
+    truncated[EP - 1 :: EP] = True
+    ep_costs = costs.reshape(-1, EP).sum(1)
+    batch = Batch(
+        obs=obs, actions=actions, rewards=rewards, costs=costs, terminated=terminated, truncated=truncated,
+        next_obs=np.roll(obs, -1, axis=0), log_probs=log_probs,
+        episode_returns=rewards.reshape(-1, EP).sum(1), episode_costs=ep_costs,
+        episode_lengths=np.full(N // EP, EP),
+    )
+    return policy, batch
+
+
+def synthetic_processed(**kw):
+    policy, batch = synthetic_batch(**kw)
+    params = {k: v.detach().clone() for k, v in policy.named_parameters()}
+    torch.manual_seed(1)
+    processed = process_batch(
+        batch, policy=policy, params=params, critic_r=ValueCritic(obs_dim=OBS, hidden=(8,)),
+        critic_c=ValueCritic(obs_dim=OBS, hidden=(8,)), obs_norm=NormalizerState.identity(OBS),
+        gamma=0.99, lam=0.95,
+    )
+    return policy, params, processed
+
+
+def test_processing_j_c_ratio_and_cost_scale():
+    policy, params, processed = synthetic_processed()
+    _, batch = synthetic_batch()
+    assert processed.j_c == pytest.approx(batch.episode_costs.mean())
+    assert processed.cost_scale == EP  # undiscounted: mean episode length
+    assert processed.behaviour_logp_gap < 1e-5  # recomputed log-probs equal the behaviour ones
+    loss_r, loss_c = surrogate_losses(policy, params, processed)
+    assert float(loss_r) == pytest.approx(-float(processed.adv_r.mean()), abs=1e-6)  # ratio = 1
+    assert abs(float(processed.adv_r.mean())) < 1e-5 and processed.adv_r.double().numpy().std() == pytest.approx(1, abs=1e-5)
+    assert float(mean_kl(policy, params, processed)) == pytest.approx(0.0, abs=1e-7)
+
+
+@pytest.mark.parametrize(
+    "cost_limit, expected_case", [(1000.0, "unconstrained"), (None, "active"), (0.0, "recovery")]
+)
+def test_cpo_update_reports_the_solver_case_and_respects_the_tests(cost_limit, expected_case):
+    policy, params, processed = synthetic_processed()
+    leaf = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    lr, lc = surrogate_losses(policy, leaf, processed)
+    g = flat_grad(lr, leaf, retain_graph=True)
+    a = flat_grad(lc, leaf)
+    metric = FisherMetric(hvp=fisher_vector_product(policy, params, processed), cg_iters=10, damping=0.1)
+    if cost_limit is None:  # put J_C just above the limit, where the constraint is active
+        x_trpo = solve_cpo(g=g, a=None, b=None, delta=0.01, metric=metric, normalize=False).step
+        cost_limit = processed.j_c + 0.5 * float(a @ x_trpo)
+    settings = UpdateConfig(delta=0.01, cost_limit=cost_limit)
+    new, stats = trust_region_update(policy=policy, params=params, processed=processed, settings=settings, constrained=True)
+    ref = solve_cpo(g=g, a=a, b=processed.j_c - cost_limit, delta=0.01, metric=metric, normalize=False)
+    assert stats.case == expected_case == ref.case.name.lower()
+    assert stats.lam == pytest.approx(float(ref.lam), rel=1e-4)
+    assert stats.nu == pytest.approx(float(ref.nu), rel=1e-4, abs=1e-8)
+    assert stats.b == pytest.approx(processed.j_c - cost_limit)
+    assert stats.ls_accepted and not stats.skipped
+    moved = flatten(new) - flatten(params)
+    assert float(moved.norm()) == pytest.approx(stats.step_norm, rel=1e-5)
+    kl = float(mean_kl(policy, new, processed))
+    assert kl == pytest.approx(stats.kl, rel=1e-5) and kl <= 0.01
+    with torch.no_grad():
+        lr_new, lc_new = surrogate_losses(policy, new, processed)
+    assert float(lc_new) - float(lc) <= max(-stats.b, 0.0) + 1e-6
+    if expected_case == "recovery":
+        assert stats.nu == 1.0 and float(lc_new) < float(lc)
+    else:
+        assert float(lr_new) < float(lr)
+
+
+def test_trpo_update_ignores_costs():
+    policy, params, processed = synthetic_processed()
+    _, stats = trust_region_update(
+        policy=policy, params=params, processed=processed, settings=UpdateConfig(cost_limit=0.0), constrained=False
+    )
+    assert stats.case == "unconstrained" and stats.nu == 0.0 and math.isnan(stats.b) and stats.ls_accepted
+
+
+def test_identity_metric_with_dco_backend_keeps_half_squared_norm_within_delta():
+    policy, params, processed = synthetic_processed()
+    settings = UpdateConfig(delta=0.005, cost_limit=1000.0, metric="identity", backend="dco", normalize_grads=True)
+    new, stats = trust_region_update(policy=policy, params=params, processed=processed, settings=settings, constrained=True)
+    assert stats.case == "unconstrained" and not stats.solver_fallback
+    assert 0.5 * stats.step_norm**2 <= 0.005 * (1 + 1e-4)
+
+
+def test_non_finite_advantages_skip_the_update_and_leave_params_untouched():
+    policy, params, processed = synthetic_processed(reward_nan=True)
+    before = {k: v.clone() for k, v in params.items()}
+    new, stats = trust_region_update(policy=policy, params=params, processed=processed, settings=UpdateConfig(),
+                                     constrained=True)
+    assert new is params and stats.skipped and stats.case == "skipped"
+    assert "non-finite advantages" in stats.skip_reason and stats.step_norm == 0.0
+    for k in params:
+        assert torch.equal(params[k], before[k])

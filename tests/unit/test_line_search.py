@@ -1,0 +1,71 @@
+import math
+
+import pytest
+import torch
+
+from metacpo.algorithms.common import Evaluation, backtracking_line_search, candidate_evaluator
+
+
+def _quadratic(*, kl_coef=0.0, cost_slope=0.0, reward_curv=0.0):
+    def evaluate(f):
+        return Evaluation(loss_r=1.0 - f + reward_curv * f * f, loss_c=5.0 + cost_slope * f,
+                          kl=kl_coef * f * f, trust_region=kl_coef * f * f)
+
+    return evaluate
+
+
+def _search(evaluate, **kw):
+    base = dict(loss_r0=1.0, loss_c0=5.0, expected_improvement=1.0, delta=0.01, b=None,
+                backtrack_coef=0.8, max_backtracks=10, accept_ratio=0.1)
+    base.update(kw)
+    return backtracking_line_search(evaluate=evaluate, **base)
+
+
+def test_full_step_accepted_when_every_test_passes():
+    r = _search(_quadratic(kl_coef=0.005))
+    assert r.accepted and r.fraction == 1.0 and r.backtracks == 0 and r.reason == ""
+    assert r.actual_improvement == pytest.approx(1.0) and r.expected_improvement == 1.0
+
+
+def test_trust_region_forces_backtracking():
+    r = _search(_quadratic(kl_coef=0.02))  # KL(f) = 0.02 f^2 <= 0.01 needs f <= 0.707
+    assert r.accepted and r.fraction == pytest.approx(0.64) and r.backtracks == 2
+    assert r.kl == pytest.approx(0.02 * 0.64**2) and r.kl <= 0.01
+
+
+def test_cost_constraint_when_feasible_and_when_infeasible():
+    # Feasible by 1 (b = -1): the cost surrogate may rise by at most 1: 2 f <= 1 -> f = 0.8^4.
+    r = _search(_quadratic(cost_slope=2.0), b=-1.0)
+    assert r.accepted and r.fraction == pytest.approx(0.8**4) and r.backtracks == 4
+    assert r.loss_c - 5.0 <= 1.0
+    # Infeasible (b = 3): any increase is rejected, even in recovery.
+    r = _search(_quadratic(cost_slope=0.5), b=3.0, recovery=True)
+    assert not r.accepted and r.fraction == 0.0 and "cost surrogate change" in r.reason
+    # Recovery that lowers the cost is accepted without a reward test.
+    r = _search(_quadratic(cost_slope=-0.5, reward_curv=2.0), b=3.0, recovery=True)
+    assert r.accepted and r.fraction == 1.0 and r.actual_improvement < 0
+
+
+def test_insufficient_reward_improvement_is_rejected():
+    # Actual improvement f - 0.95 f^2 vs expected f: ratio 1 - 0.95 f >= 0.1 needs f <= 0.947.
+    r = _search(_quadratic(reward_curv=0.95))
+    assert r.accepted and r.fraction == pytest.approx(0.8)
+    r = _search(_quadratic(reward_curv=2.0), max_backtracks=2)  # 1-2f>=0.1 needs f<=0.45
+    assert not r.accepted and "reward improvement" in r.reason and r.backtracks == 3
+    # Non-finite surrogate values are never accepted.
+    r = _search(lambda f: Evaluation(math.nan, 5.0, 0.0, 0.0), max_backtracks=1)
+    assert not r.accepted and r.reason == "non-finite surrogate"
+
+
+def test_candidate_evaluator_trust_region_matches_the_metric():
+    from metacpo.algorithms.common import process_batch  # noqa: F401  (import check)
+    from metacpo.models.policy import GaussianMLPPolicy, PolicySpec
+    from tests.unit.test_cpo import synthetic_processed
+
+    policy, params, processed = synthetic_processed()
+    step = torch.randn(sum(v.numel() for v in params.values()), generator=torch.Generator().manual_seed(0)) * 0.01
+    ident = candidate_evaluator(policy=policy, params=params, step=step, processed=processed, metric="identity")(0.5)
+    assert ident.trust_region == pytest.approx(0.5 * 0.25 * float(step.double().pow(2).sum()), rel=1e-9)
+    fisher = candidate_evaluator(policy=policy, params=params, step=step, processed=processed, metric="fisher")(0.5)
+    assert fisher.trust_region == fisher.kl > 0
+    assert isinstance(policy, GaussianMLPPolicy) and isinstance(policy.spec, PolicySpec)
