@@ -3,13 +3,16 @@
 Protocol (parent -> worker over a ``multiprocessing.Pipe``; worker code is
 :func:`worker_main`, which only wraps :func:`metacpo.samplers.base.rollout`):
 
-* ``("sample", snapshot, [(job, task), ...])`` -> ``("ok", [(job, Batch), ...])``
+* ``("sample", snapshot, [(job, task), ...])`` -> ``("ok", ([(job, Batch), ...], rng_state))``
+  (the worker's generator state after the jobs, so the parent always knows every worker's state)
 * ``("get_state",)`` -> ``("ok", rng_state)``; ``("set_state", rng_state)`` -> ``("ok", None)``
 * ``("close",)`` -> the worker exits.
 * Any exception in a worker -> ``("error", traceback_text)``; the parent raises ``RuntimeError``
-  naming the worker. A worker that died (EOF on its pipe) raises ``WorkerDied`` naming it, which a
-  fault-tolerant backend can catch to replace the worker and re-run its share
-  (:attr:`WorkerDied.jobs`).
+  naming the worker. A worker that died (EOF on its pipe) raises ``WorkerDied`` naming it;
+  :meth:`ProcessSampler.sample` catches it, starts a replacement process, restores the generator
+  state the parent last knew for that worker, re-runs the lost jobs and records a
+  :class:`~metacpo.samplers.faults.FaultEvent` (``sampler.fault_events``, ``sampler.fault_count``;
+  logged as a warning). The re-sampled share is exactly what the dead worker would have produced.
 
 Workers get parameters (a :class:`PolicySnapshot`), never modules; envs and processes persist
 across iterations; a task switch is ``env.unwrapped.set_task(task)``.
@@ -17,6 +20,7 @@ across iterations; a task switch is ``env.unwrapped.set_task(task)``.
 
 from __future__ import annotations
 
+import copy
 import multiprocessing as mp
 import traceback
 from collections.abc import Mapping, Sequence
@@ -37,6 +41,7 @@ from metacpo.samplers.base import (
     set_task,
     worker_rng,
 )
+from metacpo.samplers.faults import FaultEvent, record_fault
 
 
 class WorkerDied(RuntimeError):
@@ -85,7 +90,7 @@ def worker_main(conn: Connection, env_id: str, seed: int, index: int) -> None:
                                 deterministic=snapshot.deterministic, task=task)
                     b.info["worker"] = index
                     out.append((job, b))
-                conn.send(("ok", out))
+                conn.send(("ok", (out, rng.bit_generator.state)))
             elif cmd == "get_state":
                 conn.send(("ok", rng.bit_generator.state))
             elif cmd == "set_state":
@@ -105,27 +110,35 @@ class ProcessSampler(Sampler):
     Work for several tasks is spread over workers with :func:`plan_jobs`; with ``num_workers=1``
     the batches equal :class:`LocalSampler`'s bit for bit (same generator, same order), and
     ``LocalSampler(num_virtual_workers=n)`` equals ``ProcessSampler(num_workers=n)``.
+
+    Faults: a worker found dead during :meth:`sample` is replaced (see the module docstring); at
+    most ``max_faults_per_call`` replacements per call, then ``RuntimeError``.
     """
 
-    def __init__(self, env_id: str, *, seed: int, num_workers: int | None = None, start_method: str = "spawn") -> None:
+    def __init__(self, env_id: str, *, seed: int, num_workers: int | None = None, start_method: str = "spawn",
+                 max_faults_per_call: int = 3) -> None:
         import os
 
         n = num_workers if num_workers is not None else (os.cpu_count() or 1)
         if n <= 0:
             raise ValueError(f"num_workers must be positive, got {n}")
+        if max_faults_per_call < 0:
+            raise ValueError(f"max_faults_per_call must be >= 0, got {max_faults_per_call}")
         self.env_id = env_id
         self._n = n
-        ctx = mp.get_context(start_method)
+        self._seed = seed
+        self._ctx = mp.get_context(start_method)
+        self.max_faults_per_call = max_faults_per_call
+        self.fault_events: list[FaultEvent] = []
+        self._calls = 0
+        # The parent's copy of every worker's generator state (updated by every reply).
+        self._states: list[dict[str, Any]] = [worker_rng(seed, i).bit_generator.state for i in range(n)]
         self._conns: list[Connection] = []
         self._procs: list[Any] = []
         try:
             for i in range(n):
-                parent, child = ctx.Pipe()
-                p = ctx.Process(target=worker_main, args=(child, env_id, seed, i), daemon=True,
-                                name=f"metacpo-sampler-{i}")
-                p.start()
-                child.close()
-                self._conns.append(parent)
+                conn, p = self._spawn(i)
+                self._conns.append(conn)
                 self._procs.append(p)
             for i in range(n):
                 self._recv(i, [])
@@ -133,9 +146,55 @@ class ProcessSampler(Sampler):
             self.close()
             raise
 
+    def _spawn(self, i: int) -> tuple[Connection, Any]:
+        parent, child = self._ctx.Pipe()
+        p = self._ctx.Process(target=worker_main, args=(child, self.env_id, self._seed, i), daemon=True,
+                              name=f"metacpo-sampler-{i}")
+        p.start()
+        child.close()
+        return parent, p
+
     @property
     def num_workers(self) -> int:
         return self._n
+
+    @property
+    def fault_count(self) -> int:
+        """Workers replaced so far (each one a :class:`FaultEvent` in ``fault_events``)."""
+        return len(self.fault_events)
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the current workers (replacements included)."""
+        return [int(p.pid) for p in self._procs]
+
+    def _replace(self, i: int) -> None:
+        """Start a fresh worker ``i`` in place of a dead one, at the generator state last known."""
+        old, conn = self._procs[i], self._conns[i]
+        conn.close()
+        if old.is_alive():
+            old.kill()
+        old.join(timeout=5)
+        self._conns[i], self._procs[i] = self._spawn(i)
+        self._recv(i, [])  # ready (a replacement that cannot start is a hard error)
+        self._conns[i].send(("set_state", self._states[i]))
+        self._recv(i, [])
+
+    def _send_work(self, w: int, msg: tuple[Any, ...], jobs: Sequence[Job], faults: list[int]) -> None:
+        while True:
+            try:
+                self._conns[w].send(msg)
+                return
+            except OSError as exc:  # BrokenPipeError / ConnectionResetError: died while idle
+                self._fault(w, jobs, faults, f"{type(exc).__name__} sending work")
+
+    def _fault(self, w: int, jobs: Sequence[Job], faults: list[int], reason: str) -> None:
+        faults[0] += 1
+        if faults[0] > self.max_faults_per_call:
+            raise RuntimeError(f"sampler workers died {faults[0]} times in one sample call "
+                               f"(max_faults_per_call={self.max_faults_per_call}); last: worker {w}, {reason}")
+        record_fault(self.fault_events, backend="process", worker=w, call=self._calls - 1, jobs=len(jobs),
+                     reason=reason)
+        self._replace(w)
 
     def _recv(self, i: int, jobs: Sequence[Job]) -> Any:
         try:
@@ -157,11 +216,22 @@ class ProcessSampler(Sampler):
         per_worker: dict[int, list[Job]] = {}
         for j in jobs:
             per_worker.setdefault(j.worker, []).append(j)
+        self._calls += 1
+        faults = [0]
+        msgs = {w: ("sample", snapshot, [(j, task_list[j.task_index]) for j in js]) for w, js in per_worker.items()}
         for w, js in per_worker.items():
-            self._conns[w].send(("sample", snapshot, [(j, task_list[j.task_index]) for j in js]))
+            self._send_work(w, msgs[w], js, faults)
         parts: dict[int, list[tuple[int, Batch]]] = {k: [] for k in range(len(task_list))}
         for w, js in per_worker.items():
-            for job, b in self._recv(w, js):
+            while True:
+                try:
+                    out, state = self._recv(w, js)
+                    break
+                except WorkerDied:  # replace it, restore its generator, re-run its jobs
+                    self._fault(w, js, faults, "pipe closed (process exited) while sampling")
+                    self._send_work(w, msgs[w], js, faults)
+            self._states[w] = state
+            for job, b in out:
                 parts[job.task_index].append((job.part, b))
         return [
             merge_parts([b for _, b in sorted(parts[k], key=lambda x: x[0])], task=task_list[k])
@@ -169,16 +239,18 @@ class ProcessSampler(Sampler):
         ]
 
     def state_dict(self) -> dict[str, Any]:
-        for c in self._conns:
-            c.send(("get_state",))
-        return {"worker_rngs": [self._recv(i, []) for i in range(self._n)]}
+        # The parent's copies equal the workers' states (every reply carries the state).
+        return {"worker_rngs": copy.deepcopy(self._states)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         rngs = check_rng_states(state, self._n)
-        for c, s in zip(self._conns, rngs, strict=True):
-            c.send(("set_state", s))
+        self._states = copy.deepcopy(list(rngs))
         for i in range(self._n):
-            self._recv(i, [])
+            try:
+                self._conns[i].send(("set_state", self._states[i]))
+                self._recv(i, [])
+            except (OSError, WorkerDied):  # dead while idle: the replacement starts at the new state
+                self._replace(i)
 
     def close(self) -> None:
         for c in self._conns:
