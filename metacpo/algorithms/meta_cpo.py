@@ -185,6 +185,10 @@ class MetaIterationStats:
         row: dict[str, float | int | str] = {
             "rollout/env_steps": self.env_steps,
             "rollout/iter_env_steps": self.iter_env_steps,
+            # the common rollout/* columns hold the post-adaptation figures (what meta-training optimises)
+            "rollout/ep_return_mean": self.post_return[0],
+            "rollout/ep_cost_mean": self.post_cost[0],
+            "rollout/j_c": self.post_j_c,
         }
         for name in ("pre_return", "pre_cost", "post_return", "post_cost"):
             m, lo, hi = getattr(self, name)

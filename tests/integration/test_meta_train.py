@@ -1,0 +1,136 @@
+"""Tiny-budget runs of the meta algorithms through the real CLI, training loop and envs;
+seeded determinism and exact resume of Meta-CPO with the local sampler."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from metacpo.algorithms.meta_cpo import MetaConfig, build_meta_cpo
+from metacpo.checkpoint import load_checkpoint
+from metacpo.cli import main
+from metacpo.config.schema import TrainConfig
+from metacpo.functional.params import flatten, params_of
+from metacpo.samplers.local import LocalSampler
+
+ENV = "SafetyPointStcircle1-v0"
+TINY = ["--env-id", ENV, "--sampler", "local", "--steps-per-iter", "500", "--no-progress",
+        "--set", "policy.hidden=[8]", "--set", "critic.hidden=[8]"]
+META = ["--set", "meta.meta_batch_size=2", "--set", "meta.inner_steps=1"]
+
+
+def _rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "progress.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_train_meta_cpo_cli(tmp_path):
+    rd = tmp_path / "mcpo"
+    assert main(["train", "--algo", "meta-cpo", "--iters", "2", "--run-dir", str(rd), *TINY, *META]) == 0
+    rows = _rows(rd)
+    assert len(rows) == 2
+    r = rows[-1]
+    # 2 tasks x (1 inner + 1 post) rounds x 500 steps (one episode) per iteration
+    assert int(r["rollout/iter_env_steps"]) == 2 * 2 * 500
+    assert int(r["rollout/env_steps"]) == 2 * 2 * 2 * 500
+    for key in ("meta/pre_ep_cost_mean", "meta/post_ep_cost_max", "meta/post_j_c", "outer/G_norm",
+                "outer/A_norm", "outer/ls_fraction", "time/sample_seconds", "time/meta_grad_seconds"):
+        assert math.isfinite(float(r[key])), key
+    assert float(r["outer/A_norm"]) > 0
+    assert r["solver/case"] in ("unconstrained", "active", "recovery")
+    assert int(r["inner/unconstrained"]) + int(r["inner/active"]) + int(r["inner/recovery"]) == 2
+    ck = load_checkpoint(rd / "checkpoint.pt")
+    assert ck["iteration"] == 2 and ck["config"]["algo"] == "meta-cpo"
+    assert ck["config"]["meta"]["inner_steps"] == 1
+
+
+def test_train_meta_trpo_cli_ignores_cost(tmp_path):
+    rd = tmp_path / "mtrpo"
+    assert main(["train", "--algo", "meta-trpo", "--iters", "1", "--run-dir", str(rd), *TINY, *META,
+                 "--set", "meta.first_order=true"]) == 0
+    (r,) = _rows(rd)
+    assert float(r["outer/A_norm"]) == 0.0
+    assert r["solver/case"] == "unconstrained" and float(r["solver/nu"]) == 0.0
+    assert int(r["inner/active"]) == 0 and int(r["inner/recovery"]) == 0
+
+
+def test_train_multitask_cpo_cli_switches_tasks(tmp_path):
+    rd = tmp_path / "mt"
+    assert main(["train", "--algo", "multitask-cpo", "--iters", "2", "--run-dir", str(rd), *TINY]) == 0
+    assert len(_rows(rd)) == 2
+    state = load_checkpoint(rd / "checkpoint.pt")["algorithm"]
+    assert set(state["current_task"]) == {"radius", "wall_distance"}
+
+
+def test_bad_meta_config_exits_2(tmp_path, capsys):
+    code = main(["train", "--algo", "meta-cpo", "--iters", "1", "--run-dir", str(tmp_path / "x"), *TINY,
+                 "--set", "meta.inner_delta=0"])
+    assert code == 2
+    assert "inner_delta" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="dco"):
+        MetaConfig(backend="dco", metric="fisher")
+
+
+def _config(seed: int) -> TrainConfig:
+    return TrainConfig.from_dict({
+        "algo": "meta-cpo", "env": {"env_id": ENV}, "policy": {"hidden": [8]}, "critic": {"hidden": [8]},
+        "sampler": {"kind": "local", "steps_per_iter": 200}, "run": {"seed": seed},
+        "meta": {"meta_batch_size": 2, "inner_steps": 2},
+    })
+
+
+def _one_iteration(seed: int):
+    cfg = _config(seed)
+    with LocalSampler(ENV, seed=seed) as sampler:
+        algo = build_meta_cpo(cfg, sampler=sampler, obs_dim=28, act_dim=2)
+        before = flatten(params_of(algo.policy, detach=True)).clone()
+        stats = algo.iterate(0)
+        after = flatten(params_of(algo.policy, detach=True)).clone()
+    row = {k: v for k, v in stats.log_row().items() if not k.startswith("time/")}
+    return before, after, row
+
+
+def test_one_meta_iteration_is_seeded_and_deterministic():
+    b1, a1, r1 = _one_iteration(3)
+    b2, a2, r2 = _one_iteration(3)
+    assert torch.equal(b1, b2) and torch.equal(a1, a2)
+    assert r1 == r2 or all((v == r2[k]) or (isinstance(v, float) and math.isnan(v) and math.isnan(r2[k]))
+                           for k, v in r1.items())
+    assert not torch.equal(a1, b1) or r1["outer/ls_accepted"] == 0  # the meta-step moved theta (if accepted)
+    _, a3, _ = _one_iteration(4)
+    assert not torch.equal(a1, a3)
+
+
+def test_resume_continues_exactly(tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    args = [*TINY, *META, "--set", "meta.fixed_tasks=true"]
+    assert main(["train", "--algo", "meta-cpo", "--iters", "2", "--run-dir", str(full), *args]) == 0
+    assert main(["train", "--algo", "meta-cpo", "--iters", "1", "--run-dir", str(part), *args]) == 0
+    assert main(["train", "--iters", "2", "--resume", str(part), "--no-progress"]) == 0
+    a = load_checkpoint(full / "checkpoint.pt")["algorithm"]
+    b = load_checkpoint(part / "checkpoint.pt")["algorithm"]
+    for k in a["policy"]:
+        assert torch.equal(a["policy"][k], b["policy"][k]), k
+    assert a["fixed_tasks"] == b["fixed_tasks"] and len(a["fixed_tasks"]) == 2
+    ra, rb = _rows(full)[-1], _rows(part)[-1]
+    assert ra["meta/post_ep_return_mean"] == rb["meta/post_ep_return_mean"]
+
+
+def test_task_draws_fixed_set_level0_and_annealing():
+    cfg = TrainConfig.from_dict({
+        "algo": "meta-cpo", "env": {"env_id": ENV}, "policy": {"hidden": [8]}, "critic": {"hidden": [8]},
+        "sampler": {"kind": "local", "steps_per_iter": 200}, "update": {"cost_limit": 10.0},
+        "meta": {"meta_batch_size": 3, "fixed_tasks": True, "include_level0": True,
+                 "anneal_cost_limit_from": 50.0, "anneal_iters": 4},
+    })
+    with LocalSampler(ENV, seed=0) as sampler:
+        algo = build_meta_cpo(cfg, sampler=sampler, obs_dim=28, act_dim=2)
+        t1, t2 = algo.draw_tasks(), algo.draw_tasks()
+        assert t1 == t2 and len(t1) == 3
+        assert t1[-1] == algo.level0_task and t1[0] != t1[1]
+        np.testing.assert_allclose([algo.cost_limit(i) for i in (0, 2, 4, 9)], [50.0, 30.0, 10.0, 10.0])
