@@ -21,6 +21,8 @@ order, so they are bit-identical; observations agree to rounding (vectorised tri
 
 from __future__ import annotations
 
+import copy
+import math
 import re
 import threading
 from types import ModuleType
@@ -28,6 +30,7 @@ from typing import Any
 
 import mujoco
 import numpy as np
+import yaml
 
 from metacpo.compat import import_safety_gymnasium
 
@@ -45,6 +48,8 @@ from metacpo.tasks.families import StButtonLevel, StCircleLevel  # noqa: E402
 _SKYBOX_RE = re.compile(r'<texture type="skybox"[^>]*?(/>|>\s*</texture>)')
 _BUILD_LOCK = threading.Lock()
 _STAGE_NONE = int(mujoco.mjtStage.mjSTAGE_NONE)
+_TWO_PI = np.pi * 2
+_SCALAR_LIDAR_MAX = 64  # below this many positions, plain floats beat numpy's per-call overhead
 
 
 class _MjModelWithoutSkybox:
@@ -56,6 +61,27 @@ class _MjModelWithoutSkybox:
         if n != 1:
             raise RuntimeError(f"expected exactly one skybox texture in the world XML, found {n}")
         return mujoco.MjModel.from_xml_string(stripped, *args, **kwargs)
+
+
+class _YamlView(ModuleType):
+    """The ``yaml`` module with ``load`` memoised per file: ``World.build`` re-parses the same
+    ``configs/assets.yaml`` (pure-Python YAML, ~70% of a build without the skybox) every reset.
+    Each call gets its own deep copy, as a fresh parse would give."""
+
+    def __init__(self) -> None:
+        super().__init__("yaml")
+        self._cache: dict[str, Any] = {}
+
+    def load(self, stream: Any, Loader: Any = None) -> Any:  # noqa: N803 - yaml's signature
+        name = getattr(stream, "name", None)
+        if not isinstance(name, str):
+            return yaml.load(stream, Loader=Loader)  # noqa: S506 - same call World.build makes
+        if name not in self._cache:
+            self._cache[name] = yaml.load(stream, Loader=Loader)  # noqa: S506
+        return copy.deepcopy(self._cache[name])
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(yaml, name)
 
 
 class _MujocoView(ModuleType):
@@ -70,6 +96,7 @@ class _MujocoView(ModuleType):
 
 
 _MUJOCO_VIEW = _MujocoView()
+_YAML_VIEW = _YamlView()
 
 
 class NoSkyboxWorld(World):
@@ -77,18 +104,19 @@ class NoSkyboxWorld(World):
 
     ``World.build`` reads the module-level name ``mujoco`` of ``safety_gymnasium.world``; for the
     duration of one build (under a lock) that name refers to a view of ``mujoco`` whose
-    ``MjModel.from_xml_string`` removes the skybox element first. Nothing else changes: the XML,
-    bodies, geoms and their order are those of the plain build. Only for envs that do not render.
+    ``MjModel.from_xml_string`` removes the skybox element first, and ``yaml`` to a view that
+    parses the (unchanging) asset config once. Nothing else changes: the XML, bodies, geoms and
+    their order are those of the plain build. Only for envs that do not render.
     """
 
     def build(self) -> None:
         with _BUILD_LOCK:
-            original = _sg_world.mujoco
-            _sg_world.mujoco = _MUJOCO_VIEW
+            original_mujoco, original_yaml = _sg_world.mujoco, _sg_world.yaml
+            _sg_world.mujoco, _sg_world.yaml = _MUJOCO_VIEW, _YAML_VIEW
             try:
                 super().build()
             finally:
-                _sg_world.mujoco = original
+                _sg_world.mujoco, _sg_world.yaml = original_mujoco, original_yaml
 
 
 class FastRandomGenerator(RandomGenerator):
@@ -242,6 +270,8 @@ class FastTaskMixin(FastBuildMixin):
         self._f_hinge_src = np.array(hinge_src, dtype=np.intp)
         self._f_ballquat = ballquat
         self._f_lidar = lidar
+        self._bind_lidar(lidar)
+        self._f_model, self._f_data = model, self.data
         self._f_compass = compass
         self._f_quat_mat = np.zeros(9)
         gremlins = self._mocaps.get("gremlins")
@@ -266,8 +296,8 @@ class FastTaskMixin(FastBuildMixin):
 
         Returns True on a MuJoCo exception (as ``simulation_forward`` does).
         """
-        model, data = self.model, self.data
-        data.ctrl[:] = np.clip(action, self._f_ctrl_lo, self._f_ctrl_hi)
+        model, data = self._f_model, self._f_data
+        data.ctrl[:] = np.minimum(np.maximum(action, self._f_ctrl_lo), self._f_ctrl_hi)  # = np.clip
         if self.action_noise:
             data.ctrl[:] += self.action_noise * self.random_generator.randn(self.agent.body_info.nu)
         n = self.random_generator.binomial(self.sim_conf.frameskip_binom_n, self.sim_conf.frameskip_binom_p)
@@ -299,17 +329,17 @@ class FastTaskMixin(FastBuildMixin):
         position stage is not exact either. To keep physics bit-identical all three solves
         stay; only the sensor evaluation of this one is skipped.
         """
-        mujoco.mj_forwardSkip(self.model, self.data, _STAGE_NONE, 1)
+        mujoco.mj_forwardSkip(self._f_model, self._f_data, _STAGE_NONE, 1)
 
     def agent_pos(self) -> np.ndarray:
         """The agent body's world position (a copy)."""
-        return self.data.xpos[self._f_agent_body].copy()
+        return self._f_data.xpos[self._f_agent_body].copy()
 
     def agent_vel(self) -> np.ndarray:
         """The agent body's world linear velocity, as ``get_body_xvelp`` computes it."""
         jacp = self._f_jacp
-        mujoco.mj_jacBody(self.model, self.data, jacp, None, self._f_agent_body)
-        return np.dot(jacp, self.data.qvel)
+        mujoco.mj_jacBody(self._f_model, self._f_data, jacp, None, self._f_agent_body)
+        return np.dot(jacp, self._f_data.qvel)
 
     def fast_calculate_reward(self) -> float:
         """The task reward (overridden per family)."""
@@ -325,37 +355,119 @@ class FastTaskMixin(FastBuildMixin):
 
     # ---- observations ------------------------------------------------------------------------
 
-    def _lidar(self, positions: np.ndarray, agent_pos: np.ndarray, agent_mat: np.ndarray) -> np.ndarray:
+    def _bind_lidar(self, lidar: list) -> None:
+        """One batched lidar over all observed obstacles: positions, group per position, output map."""
+        nbins = self.lidar_conf.num_bins
+        bodies: list[int] = []
+        groups: list[int] = []
+        statics: list[tuple[int, np.ndarray]] = []
+        self._f_lidar_slow: list[tuple[int, Any]] = []
+        out_idx: list[int] = []
+        g = 0
+        for off, obstacle, ids in lidar:
+            if ids is not None:
+                bodies.extend(int(i) for i in ids)
+                groups.extend([g] * len(ids))
+            elif isinstance(obstacle, Circle):
+                statics.append((g, np.asarray(obstacle.pos, dtype=float)))
+            else:
+                self._f_lidar_slow.append((off, obstacle))
+                continue
+            out_idx.extend(range(off, off + nbins))
+            g += 1
+        self._f_lidar_bodies = np.array(bodies, dtype=np.intp)
+        self._f_lidar_groups = np.array(groups + [gs for gs, _ in statics], dtype=np.intp)
+        self._f_lidar_static = (np.array([p[:2] for _, p in statics], dtype=float).reshape(-1, 2)
+                                if statics else None)
+        self._f_lidar_out = np.array(out_idx, dtype=np.intp)
+        self._f_lidar_ngroups = g
+        self._f_lidar_group_list = self._f_lidar_groups.tolist()
+        self._f_lidar_count = len(self._f_lidar_group_list)
+
+    def _lidar_all(self) -> np.ndarray:
+        """Pseudo-lidar of every batched obstacle, concatenated in observation order.
+
+        The same formula as ``BaseTask._obs_lidar_pseudo`` (positions projected on z = 0, ego
+        frame, closeness = (max_dist - dist) / max_dist, aliasing into the neighbour bins).
+        """
         conf = self.lidar_conf
         nbins = conf.num_bins
-        obs = np.zeros(nbins)
-        if positions.shape[0] == 0:
+        data = self._f_data
+        if self._f_lidar_count <= _SCALAR_LIDAR_MAX:
+            return self._lidar_scalar()
+        obs = np.zeros(self._f_lidar_ngroups * nbins)
+        xy = data.xpos[self._f_lidar_bodies, :2]
+        if self._f_lidar_static is not None:
+            xy = np.concatenate([xy, self._f_lidar_static])
+        if xy.shape[0] == 0:
             return obs
-        world = np.zeros((positions.shape[0], 3))
-        world[:, :2] = positions[:, :2]
-        ego = np.matmul(world - agent_pos, agent_mat)
-        x, y = ego[:, 0], ego[:, 1]
+        ax, ay, az = data.xpos[self._f_agent_body].tolist()
+        m00, m01, _, m10, m11, _, m20, m21, _ = data.xmat[self._f_agent_body].tolist()
+        rx = xy[:, 0] - ax
+        ry = xy[:, 1] - ay
+        rz = -az
+        # ego = [rx, ry, rz] @ mat (first two columns)
+        x = rx * m00 + ry * m10 + rz * m20
+        y = rx * m01 + ry * m11 + rz * m21
         dist = np.hypot(x, y)
-        angle = np.arctan2(y, x) % (np.pi * 2)
-        bin_size = (np.pi * 2) / nbins
+        angle = np.arctan2(y, x)
+        angle = np.where(angle < 0, angle + _TWO_PI, angle)  # == angle % (2 pi) for atan2's range
+        bin_size = _TWO_PI / nbins
         bins = (angle / bin_size).astype(np.intp)
         if conf.max_dist is None:
             sensor = np.exp(-conf.exp_gain * dist)
         else:
-            sensor = np.maximum(0, conf.max_dist - dist) / conf.max_dist
-        np.maximum.at(obs, bins, sensor)
+            sensor = np.maximum(conf.max_dist - dist, 0.0) / conf.max_dist
+        base = self._f_lidar_groups * nbins
         if conf.alias:
             alias = (angle - bin_size * bins) / bin_size
-            np.maximum.at(obs, (bins + 1) % nbins, alias * sensor)
-            np.maximum.at(obs, (bins - 1) % nbins, (1 - alias) * sensor)
+            idx = np.concatenate([base + bins, base + (bins + 1) % nbins, base + (bins - 1) % nbins])
+            val = np.concatenate([sensor, alias * sensor, (1 - alias) * sensor])
+            np.maximum.at(obs, idx, val)
+        else:
+            np.maximum.at(obs, base + bins, sensor)
         return obs
+
+    def _lidar_scalar(self) -> np.ndarray:
+        """:meth:`_lidar_all` in plain floats (faster for the few dozen positions of our tasks)."""
+        conf = self.lidar_conf
+        nbins = conf.num_bins
+        out = [0.0] * (self._f_lidar_ngroups * nbins)
+        data = self._f_data
+        xy = data.xpos[self._f_lidar_bodies, :2].tolist()
+        if self._f_lidar_static is not None:
+            xy += self._f_lidar_static.tolist()
+        ax, ay, az = data.xpos[self._f_agent_body].tolist()
+        m00, m01, _, m10, m11, _, m20, m21, _ = data.xmat[self._f_agent_body].tolist()
+        bin_size = _TWO_PI / nbins
+        for g, (px, py) in zip(self._f_lidar_group_list, xy):
+            rx, ry, rz = px - ax, py - ay, -az
+            x = rx * m00 + ry * m10 + rz * m20
+            y = rx * m01 + ry * m11 + rz * m21
+            dist = math.hypot(x, y)
+            angle = math.atan2(y, x)
+            if angle < 0:
+                angle += _TWO_PI
+            b = int(angle / bin_size)
+            if conf.max_dist is None:
+                sensor = math.exp(-conf.exp_gain * dist)
+            else:
+                sensor = max(0.0, conf.max_dist - dist) / conf.max_dist
+            base = g * nbins
+            out[base + b] = max(out[base + b], sensor)
+            if conf.alias:
+                alias = (angle - bin_size * b) / bin_size
+                up, down = base + (b + 1) % nbins, base + (b - 1) % nbins
+                out[up] = max(out[up], alias * sensor)
+                out[down] = max(out[down], (1 - alias) * sensor)
+        return np.array(out)
 
     def obs(self) -> np.ndarray:
         """The flat observation, equal to the plain ``obs()`` (no space check, no dict flattening)."""
         if self.observe_vision or not self.observation_flatten:
             return super().obs()
-        data = self.data
-        mujoco.mj_forward(self.model, data)  # as the plain obs() does (see cost_forward)
+        data = self._f_data
+        mujoco.mj_forward(self._f_model, data)  # as the plain obs() does (see cost_forward)
         out = np.empty(self._f_obs_size)
         sd = data.sensordata
         out[self._f_direct_out] = sd[self._f_direct_src]
@@ -366,16 +478,10 @@ class FastTaskMixin(FastBuildMixin):
         for off, adr in self._f_ballquat:
             mujoco.mju_quat2Mat(self._f_quat_mat, sd[adr: adr + 4])
             out[off: off + 9] = self._f_quat_mat
-        nbins = self.lidar_conf.num_bins
-        if self._f_lidar:
-            agent_pos = data.xpos[self._f_agent_body]
-            agent_mat = data.xmat[self._f_agent_body].reshape(3, 3)
-            for off, obstacle, bodies in self._f_lidar:
-                if bodies is not None:
-                    positions = data.xpos[bodies]
-                else:
-                    positions = np.array(obstacle.pos, dtype=float, ndmin=2)
-                out[off: off + nbins] = self._lidar(positions, agent_pos, agent_mat)
+        if self._f_lidar_ngroups:
+            out[self._f_lidar_out] = self._lidar_all()
+        for off, obstacle in self._f_lidar_slow:
+            out[off: off + self.lidar_conf.num_bins] = self._obs_lidar(obstacle.pos, obstacle.group)
         for off, obstacle in self._f_compass:
             vec = self._obs_compass(obstacle.pos)
             out[off: off + vec.size] = vec
@@ -390,33 +496,29 @@ class FastStCircleLevel(FastTaskMixin, StCircleLevel):
     """:class:`~metacpo.tasks.families.StCircleLevel`, fast."""
 
     def _bind_family(self) -> None:
-        self._f_walls = self.sigwalls  # pylint: disable=no-member
+        others = [o for o in self._obstacles if not isinstance(o, (Circle, Sigwalls))]
+        if others:
+            raise ValueError(f"FastStCircleLevel supports circle and sigwalls only, got {others}")
+        self._f_walls = getattr(self, "sigwalls", None)
+        self._f_radius = float(self.circle.radius)  # pylint: disable=no-member
 
     def fast_calculate_reward(self) -> float:
-        # Same expression, same operand order as CircleLevel0.calculate_reward.
-        reward = 0.0
-        x, y, _ = self.agent_pos()
-        u, v, _ = self.agent_vel()
-        radius = np.sqrt(x**2 + y**2)
-        reward += (((-u * y + v * x) / radius) / (1 + np.abs(radius - self.circle.radius))) * self.reward_factor
-        return reward
+        # Same expression and operand order as CircleLevel0.calculate_reward, on Python floats
+        # (IEEE double like numpy's scalars; sqrt and pow(x, 2) are correctly rounded in both).
+        x, y, _ = self._f_data.xpos[self._f_agent_body].tolist()
+        u, v, _ = self.agent_vel().tolist()
+        radius = math.sqrt(x**2 + y**2)
+        return 0.0 + (((-u * y + v * x) / radius) / (1 + abs(radius - self._f_radius))) * self.reward_factor
 
     def fast_calculate_cost(self) -> dict:
-        cost: dict = {}
-        for obstacle in self._obstacles:
-            if isinstance(obstacle, Sigwalls):
-                if obstacle.is_constrained:
-                    pos = self.data.xpos[self._f_agent_body]
-                    out = np.abs(pos[0]) > obstacle.locate_factor
-                    if obstacle.num == 4:
-                        out = out or np.abs(pos[1]) > obstacle.locate_factor
-                    cost["cost_out_of_boundary"] = out
-            elif isinstance(obstacle, Circle):
-                continue
-            else:
-                cost.update(obstacle.cal_cost())
-        cost["cost_sum"] = sum(v for k, v in cost.items() if k.startswith("cost_"))
-        return cost
+        walls = self._f_walls
+        if walls is None or not walls.is_constrained:
+            return {"cost_sum": 0}
+        x, y, _ = self._f_data.xpos[self._f_agent_body].tolist()
+        out = abs(x) > walls.locate_factor
+        if walls.num == 4:
+            out = out or abs(y) > walls.locate_factor
+        return {"cost_out_of_boundary": out, "cost_sum": 0 + out}
 
     def fast_goal_achieved(self) -> bool:
         return False
@@ -435,27 +537,44 @@ class FastStButtonLevel(FastTaskMixin, StButtonLevel):
         self._f_hazard_bodies = np.array(
             [model.body(f"hazard{i}").id for i in range(self.hazards.num)], dtype=np.intp)  # pylint: disable=no-member
         self._f_step_contacts: tuple | None = None
+        self._f_step_goal: tuple | None = None
+        self._f_buttons = self.buttons  # pylint: disable=no-member
+        self._f_hazards = self.hazards  # pylint: disable=no-member
+        kinds = (Buttons, Goal, Hazards)
+        others = [o for o in self._obstacles if not isinstance(o, kinds)]
+        if others:
+            raise ValueError(f"FastStButtonLevel supports buttons, goal and hazards only, got {others}")
 
     def _contacts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        data = self.data
-        con = data.contact
+        """Contact geom pairs and which touch the agent (cached until the next physics step)."""
+        cached = self._f_step_contacts
+        if cached is not None and cached[0] == self._f_data.time:
+            return cached[1]
+        con = self._f_data.contact
         g1 = np.asarray(con.geom1)
         g2 = np.asarray(con.geom2)
         touches_agent = self._f_is_agent[g1] | self._f_is_agent[g2]
-        return g1, g2, touches_agent
+        result = (g1, g2, touches_agent)
+        self._f_step_contacts = (self._f_data.time, result)
+        return result
 
     def _goal_geom(self) -> int:
         return self._f_button_geom.get(f"button{self.buttons.goal_button}", -1)  # pylint: disable=no-member
 
     def fast_goal_achieved(self) -> bool:
+        cached = self._f_step_goal
+        if cached is not None and cached[0] == self._f_data.time:
+            return cached[1]
         g1, g2, touches_agent = self._contacts()
         goal = self._goal_geom()
-        return bool(np.any(touches_agent & ((g1 == goal) | (g2 == goal))))
+        achieved = bool(touches_agent.any() and np.any(touches_agent & ((g1 == goal) | (g2 == goal))))
+        self._f_step_goal = (self._f_data.time, achieved)
+        return achieved
 
     def dist_goal_fast(self) -> float:
         """``dist_goal()`` without name lookups (same operations)."""
-        goal = self.data.xpos[self._f_goal_body][:2]
-        agent = self.data.xpos[self._f_agent_body][:2]
+        goal = self._f_data.xpos[self._f_goal_body][:2]
+        agent = self._f_data.xpos[self._f_agent_body][:2]
         return np.sqrt(np.sum(np.square(goal - agent)))
 
     def fast_calculate_reward(self) -> float:
@@ -469,39 +588,30 @@ class FastStButtonLevel(FastTaskMixin, StButtonLevel):
         return reward
 
     def fast_calculate_cost(self) -> dict:
+        # The keys, order and sums of Buttons/Hazards.cal_cost (Goal adds no cost).
         cost: dict = {}
-        g1, g2, touches_agent = self._contacts()
-        agent_xy = self.data.xpos[self._f_agent_body][:2]
-        for obstacle in self._obstacles:
-            if isinstance(obstacle, Buttons):
-                if obstacle.is_constrained and obstacle.timer == 0:
-                    goal = self._goal_geom()
-                    wrong = touches_agent & (self._f_is_button[g1] | self._f_is_button[g2])
-                    wrong &= ~((g1 == goal) | (g2 == goal))
-                    total = 0
-                    for _ in range(int(np.count_nonzero(wrong))):
-                        total += obstacle.cost
-                    cost["cost_buttons"] = total
-            elif isinstance(obstacle, Hazards):
-                if obstacle.is_constrained:
-                    total = 0
-                    if obstacle.num:
-                        pos = self.data.xpos[self._f_hazard_bodies][:, :2]
-                        dist = np.sqrt(np.sum(np.square(pos - agent_xy), axis=1))
-                        for d in dist[dist <= obstacle.size]:
-                            total += obstacle.cost * (obstacle.size - d)
-                    cost["cost_hazards"] = total
-            elif isinstance(obstacle, Gremlins):
-                if obstacle.is_constrained:
-                    hits = touches_agent & (self._f_is_gremlin[g1] | self._f_is_gremlin[g2])
-                    total = 0
-                    for _ in range(int(np.count_nonzero(hits))):
-                        total += obstacle.contact_cost
-                    cost["cost_gremlins"] = total
-            elif isinstance(obstacle, Goal):
-                continue
-            else:
-                cost.update(obstacle.cal_cost())
+        buttons, hazards = self._f_buttons, self._f_hazards
+        if buttons.is_constrained and buttons.timer == 0:
+            total = 0
+            g1, g2, touches_agent = self._contacts()
+            if touches_agent.any():
+                goal = self._goal_geom()
+                wrong = touches_agent & (self._f_is_button[g1] | self._f_is_button[g2])
+                wrong &= ~((g1 == goal) | (g2 == goal))
+                for _ in range(int(np.count_nonzero(wrong))):
+                    total += buttons.cost
+            cost["cost_buttons"] = total
+        if hazards.is_constrained:
+            total = 0
+            if hazards.num:
+                agent_xy = self._f_data.xpos[self._f_agent_body, :2]
+                pos = self._f_data.xpos[self._f_hazard_bodies, :2]
+                dist = np.sqrt(np.sum(np.square(pos - agent_xy), axis=1))
+                inside = dist <= hazards.size
+                if inside.any():
+                    for d in dist[inside]:
+                        total += hazards.cost * (hazards.size - d)
+            cost["cost_hazards"] = total
         cost["cost_sum"] = sum(v for k, v in cost.items() if k.startswith("cost_"))
         return cost
 
