@@ -210,3 +210,51 @@ def test_hvp_with_wrong_shape_is_reported() -> None:
     metric = FisherMetric(hvp=lambda v: torch.cat([v, v]), cg_iters=3)
     with pytest.raises(ValueError, match=r"hvp returned shape \(8,\) for an input of shape \(4,\)"):
         solve_cpo(g=torch.ones(4, dtype=F64), a=None, b=None, delta=0.1, metric=metric)
+
+
+def _kkt_residual(case: SolverCase, z: torch.Tensor, H: torch.Tensor, g, a, b, delta) -> torch.Tensor:
+    """The active KKT equations F(z; g, a, b, delta) = 0 of each case, z = (x, lam[, nu])."""
+    n = g.numel()
+    x, lam = z[:n], z[n]
+    Hx = H @ x
+    trust = (0.5 * x @ Hx - delta).reshape(1)
+    if case == SolverCase.UNCONSTRAINED:
+        return torch.cat([g + lam * Hx, trust])
+    if case == SolverCase.RECOVERY:  # min a^T x s.t. trust region
+        return torch.cat([a + lam * Hx, trust])
+    nu = z[n + 1]
+    return torch.cat([g + lam * Hx + nu * a, trust, (b + a @ x).reshape(1)])
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_fisher_gradient_equals_dense_implicit_function_gradient(case: SolverCase) -> None:
+    """Reference VJP from the implicit function theorem on the KKT system with dense matrices:
+    u^T dz/dtheta = -(J_z^-T u)^T dF/dtheta, J_z = dF/dz at the solution."""
+    gen = torch.Generator().manual_seed(30 + int(case))
+    for i in range(15):
+        n = 4 + i % 6
+        F = _spd(n, gen)
+        damping = 0.1
+        H = F + damping * torch.eye(n, dtype=F64)
+        inst = random_instance(n=n, case=case, generator=gen, matrix=H)
+        u = torch.randn(n, generator=gen, dtype=F64)
+        ts = [t.clone().requires_grad_(True) for t in (inst.g, inst.a, inst.b, inst.delta)]
+        fisher = FisherMetric(hvp=lambda v, F=F: F @ v, cg_iters=4 * n, damping=damping)
+        sol = solve_cpo(g=ts[0], a=ts[1], b=ts[2], delta=ts[3], metric=fisher, normalize=False)
+        assert sol.case == case
+        grads = torch.autograd.grad(u @ sol.step, ts, allow_unused=True)
+
+        parts = [sol.step.detach(), sol.lam.detach().reshape(1)]
+        if case == SolverCase.ACTIVE:
+            parts.append(sol.nu.detach().reshape(1))
+        z = torch.cat(parts)
+        theta = [t.detach().clone().requires_grad_(True) for t in (inst.g, inst.a, inst.b, inst.delta)]
+        assert float(_kkt_residual(case, z, H, *theta).detach().norm()) <= 1e-9
+        J = torch.autograd.functional.jacobian(lambda zz: _kkt_residual(case, zz, H, *theta), z)
+        u_z = torch.cat([u, torch.zeros(z.numel() - n, dtype=F64)])
+        adj = torch.linalg.solve(J.T, u_z)
+        ref = torch.autograd.grad(-(adj @ _kkt_residual(case, z, H, *theta)), theta, allow_unused=True)
+        for got, want in zip(grads, ref):
+            got = torch.zeros(()) if got is None else got
+            want = torch.zeros(()) if want is None else want
+            torch.testing.assert_close(got, want.expand_as(got) if got.dim() else want, rtol=1e-7, atol=1e-10)
