@@ -1,0 +1,261 @@
+"""Ray sampler: one Ray actor per worker, each holding its own environment across iterations.
+
+``import ray`` happens only when a :class:`RaySampler` is built (``import metacpo`` never imports
+Ray; install it with the ``metacpo[ray]`` extra). Per :meth:`RaySampler.sample` call the policy
+snapshot goes into the object store once (``ray.put``) and every actor reads it from there; the
+jobs are the same :func:`~metacpo.samplers.base.plan_jobs` split as the other backends (whole tasks
+round-robin over actors, or a task split into parts when there are fewer tasks than actors), and
+each actor runs the same :func:`~metacpo.samplers.base.rollout` with the same per-worker generator,
+so ``RaySampler(num_workers=n)`` gives the batches of ``LocalSampler(num_virtual_workers=n)`` and
+``ProcessSampler(num_workers=n)`` bit for bit.
+
+Cluster: ``ray_address=None`` starts (or reuses) Ray on this machine; ``"auto"`` or
+``"ray://host:10001"``/``"host:6379"`` joins an existing cluster (every node needs metacpo and its
+dependencies installed in the same Python environment). See ``docs/scaling.md``.
+
+Faults: an actor whose process dies (``RayActorError``, e.g. SIGKILL or a lost node) is replaced by
+a fresh actor restored to the generator state the driver last knew for it, its jobs are re-run
+and a :class:`~metacpo.samplers.faults.FaultEvent` is recorded (``fault_events``/``fault_count``,
+logged as a warning). The re-sampled share is what the dead actor would have produced.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from metacpo.data.batch import Batch
+from metacpo.samplers.base import (
+    Job,
+    PolicySnapshot,
+    Sampler,
+    Task,
+    check_rng_states,
+    make_env_for,
+    merge_parts,
+    plan_jobs,
+    rollout,
+    set_task,
+    worker_rng,
+)
+from metacpo.samplers.faults import FaultEvent, record_fault
+
+
+def import_ray() -> Any:
+    """``import ray`` with a clear error when the optional extra is missing."""
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("the ray sampler needs Ray: pip install 'metacpo[ray]' (ray[default]>=2.40,<2.61)") from None
+    return ray
+
+
+class SamplerActor:
+    """Body of one actor (a plain class; :class:`RaySampler` wraps it with ``ray.remote``)."""
+
+    def __init__(self, env_id: str, seed: int, index: int) -> None:
+        import torch
+
+        torch.set_num_threads(1)
+        self.index = index
+        self.env = make_env_for(env_id)
+        self.rng = worker_rng(seed, index)
+        self.policy: Any = None
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def sample(self, snapshot: PolicySnapshot, work: Sequence[tuple[Job, Task]]) -> tuple[list[tuple[Job, Batch]], dict[str, Any]]:
+        """Run ``work`` in order; returns the parts and the generator state afterwards."""
+        from metacpo.models.policy import GaussianMLPPolicy
+
+        if self.policy is None or self.policy.spec != snapshot.spec:
+            self.policy = GaussianMLPPolicy(snapshot.spec)
+        snapshot.load_into(self.policy)
+        out = []
+        for job, task in work:
+            if task is not None:
+                set_task(self.env, task)
+            b = rollout(self.env, self.policy, snapshot.obs_norm, job.num_steps, self.rng,
+                        deterministic=snapshot.deterministic, task=task)
+            b.info["worker"] = self.index
+            out.append((job, b))
+        return out, self.rng.bit_generator.state
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        self.rng.bit_generator.state = dict(state)
+
+    def get_state(self) -> dict[str, Any]:
+        return self.rng.bit_generator.state
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class RaySampler(Sampler):
+    """``num_workers`` Ray actors (default: every CPU of the Ray cluster / ``num_cpus_per_worker``).
+
+    Args:
+        env_id: environment id (ours or any Safety-Gymnasium id).
+        seed: run seed; actor ``i`` owns ``worker_rng(seed, i)``.
+        num_workers: number of actors (None: as many as the cluster's CPUs allow).
+        ray_address: None starts/reuses Ray locally; ``"auto"`` or an address joins a cluster.
+        num_cpus_per_worker: CPUs Ray reserves per actor.
+        init_kwargs: extra ``ray.init`` arguments (only used when this sampler starts Ray).
+        max_faults_per_call: actor replacements allowed per :meth:`sample` call before
+            ``RuntimeError``.
+
+    If Ray is not running yet, the sampler starts it (no dashboard, worker logs not forwarded)
+    and shuts it down on :meth:`close`; a Ray session started by the caller is left running.
+    """
+
+    def __init__(
+        self,
+        env_id: str,
+        *,
+        seed: int,
+        num_workers: int | None = None,
+        ray_address: str | None = None,
+        num_cpus_per_worker: float = 1.0,
+        init_kwargs: Mapping[str, Any] | None = None,
+        max_faults_per_call: int = 3,
+    ) -> None:
+        if num_workers is not None and num_workers <= 0:
+            raise ValueError(f"num_workers must be positive, got {num_workers}")
+        if num_cpus_per_worker <= 0:
+            raise ValueError(f"num_cpus_per_worker must be positive, got {num_cpus_per_worker}")
+        if max_faults_per_call < 0:
+            raise ValueError(f"max_faults_per_call must be >= 0, got {max_faults_per_call}")
+        ray = import_ray()
+        self._ray = ray
+        self._owns_ray = False
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"address": ray_address or None, "include_dashboard": False,
+                                      "log_to_driver": False, "logging_level": logging.WARNING}
+            kwargs.update(init_kwargs or {})
+            ray.init(**kwargs)
+            self._owns_ray = True
+        self.env_id = env_id
+        self._seed = seed
+        self.max_faults_per_call = max_faults_per_call
+        self.fault_events: list[FaultEvent] = []
+        self._calls = 0
+        self._actors: list[Any] = []
+        try:
+            cpus = float(ray.cluster_resources().get("CPU", 0.0))
+            n = num_workers if num_workers is not None else max(1, int(cpus // num_cpus_per_worker))
+            if n * num_cpus_per_worker > cpus:
+                raise ValueError(f"{n} ray sampler workers x {num_cpus_per_worker} CPU need {n * num_cpus_per_worker:g} "
+                                 f"CPUs but the Ray cluster has {cpus:g}; lower --workers")
+            self._n = n
+            self._actor_cls = ray.remote(SamplerActor).options(num_cpus=num_cpus_per_worker, max_restarts=0)
+            self._states: list[dict[str, Any]] = [worker_rng(seed, i).bit_generator.state for i in range(n)]
+            self._actors = [self._actor_cls.remote(env_id, seed, i) for i in range(n)]
+            self._pids = self._get_all([a.pid.remote() for a in self._actors], "start")
+        except BaseException:
+            self.close()
+            raise
+
+    def _get_all(self, refs: list[Any], what: str) -> list[Any]:
+        try:
+            return self._ray.get(refs)
+        except self._ray.exceptions.RayActorError as exc:
+            raise RuntimeError(f"ray sampler actor failed to {what} ({self.env_id!r}): {exc}") from None
+
+    @property
+    def num_workers(self) -> int:
+        return self._n
+
+    @property
+    def fault_count(self) -> int:
+        """Actors replaced so far (each one a :class:`FaultEvent` in ``fault_events``)."""
+        return len(self.fault_events)
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the current actors (replacements included)."""
+        return list(self._pids)
+
+    def actor(self, i: int) -> Any:
+        """The handle of actor ``i`` (e.g. to query it)."""
+        return self._actors[i]
+
+    def _replace(self, i: int) -> None:
+        """A fresh actor ``i`` in place of a dead one, at the generator state last known."""
+        try:
+            self._ray.kill(self._actors[i], no_restart=True)
+        except Exception:  # already gone
+            pass
+        actor = self._actor_cls.remote(self.env_id, self._seed, i)
+        self._actors[i] = actor
+        self._pids[i] = self._get_all([actor.pid.remote()], "restart")[0]
+        self._get_all([actor.set_state.remote(self._states[i])], "restore its generator")
+
+    def _fault(self, w: int, jobs: int, faults: list[int], exc: BaseException) -> None:
+        faults[0] += 1
+        reason = f"{type(exc).__name__}: " + " ".join(str(exc).split())[:200]
+        if faults[0] > self.max_faults_per_call:
+            raise RuntimeError(f"ray sampler actors died {faults[0]} times in one sample call "
+                               f"(max_faults_per_call={self.max_faults_per_call}); last: worker {w}, {reason}")
+        record_fault(self.fault_events, backend="ray", worker=w, call=self._calls - 1, jobs=jobs, reason=reason)
+        self._replace(w)
+
+    def sample(
+        self, *, snapshot: PolicySnapshot, num_steps: int, tasks: Sequence[Task] | None = None
+    ) -> list[Batch]:
+        ray = self._ray
+        task_list: list[Task] = [None] if tasks is None else list(tasks)
+        jobs = plan_jobs(num_tasks=len(task_list), num_steps=num_steps, num_workers=self._n)
+        per_worker: dict[int, list[tuple[Job, Task]]] = {}
+        for j in jobs:
+            per_worker.setdefault(j.worker, []).append((j, task_list[j.task_index]))
+        self._calls += 1
+        faults = [0]
+        snap_ref = ray.put(snapshot)  # once per call; every actor reads it from the object store
+        refs = {w: self._actors[w].sample.remote(snap_ref, work) for w, work in per_worker.items()}
+        parts: dict[int, list[tuple[int, Batch]]] = {k: [] for k in range(len(task_list))}
+        for w, work in per_worker.items():
+            while True:
+                try:
+                    out, state = ray.get(refs[w])
+                    break
+                except ray.exceptions.RayActorError as exc:  # replace, restore generator, re-run
+                    self._fault(w, len(work), faults, exc)
+                    refs[w] = self._actors[w].sample.remote(snap_ref, work)
+            self._states[w] = state
+            for job, b in out:
+                parts[job.task_index].append((job.part, b))
+        return [
+            merge_parts([b for _, b in sorted(parts[k], key=lambda x: x[0])], task=task_list[k])
+            for k in range(len(task_list))
+        ]
+
+    def state_dict(self) -> dict[str, Any]:
+        # The driver's copies equal the actors' states (every reply carries the state).
+        return {"worker_rngs": copy.deepcopy(self._states)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._states = copy.deepcopy(list(check_rng_states(state, self._n)))
+        refs = [a.set_state.remote(s) for a, s in zip(self._actors, self._states, strict=True)]
+        for i, ref in enumerate(refs):
+            try:
+                self._ray.get(ref)
+            except self._ray.exceptions.RayActorError:  # dead while idle: restart at the new state
+                self._replace(i)
+
+    def close(self) -> None:
+        ray = getattr(self, "_ray", None)
+        if ray is None:
+            return
+        for a in self._actors:
+            try:
+                ray.kill(a, no_restart=True)
+            except Exception:  # already gone
+                pass
+        self._actors = []
+        if self._owns_ray and ray.is_initialized():
+            ray.shutdown()
+        self._owns_ray = False
+        self._ray = None
