@@ -29,7 +29,7 @@ _ALLOWED: dict[str, tuple[str, ...]] = {
     "critic_optimizer": ("adam", "lbfgs"),
     "metric": ("fisher", "identity"),
     "backend": ("analytic", "dco"),
-    "sampler": ("local", "process"),
+    "sampler": ("local", "process", "ray"),
 }
 
 
@@ -189,11 +189,13 @@ class SamplerConfig:
     """Experience collection."""
 
     kind: str = "process"
-    """Sampler backend: local (in-process) or process (persistent worker processes)."""
+    """Sampler backend: local (in-process), process (persistent worker processes) or ray (Ray actors)."""
     workers: int = 0
-    """Number of sampler workers (0 = os.cpu_count())."""
+    """Number of sampler workers (0 = os.cpu_count(); with ray: the Ray cluster's CPUs)."""
     steps_per_iter: int = 4000
     """Environment steps collected per iteration (per task)."""
+    ray_address: str = ""
+    """Ray cluster to join with the ray sampler ('' = start Ray on this machine; 'auto' = the running cluster)."""
 
     def __post_init__(self) -> None:
         _choice("sampler.kind", self.kind, "sampler")
