@@ -19,6 +19,7 @@ FLAGS: dict[str, tuple[str, str]] = {
     "--iters": ("run", "iters"),
     "--workers": ("sampler", "workers"),
     "--sampler": ("sampler", "kind"),
+    "--ray-address": ("sampler", "ray_address"),
     "--run-dir": ("run", "run_dir"),
 }
 
@@ -59,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         doc = field_docs(sections[section]).get(key, "")
         parser.add_argument(flag, default=None, metavar=key.upper(), help=f"{doc} [{section}.{key}]")
     parser.add_argument("--resume", default=None, metavar="RUN_DIR",
-                        help="continue the run in RUN_DIR exactly where it stopped (only --iters may be changed)")
+                        help="continue the run in RUN_DIR exactly where it stopped (only --iters and --ray-address may be given)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -76,7 +77,7 @@ def build_config(args: argparse.Namespace) -> Any:
         raw = getattr(args, flag.lstrip("-").replace("-", "_"))
         if raw is not None:
             apply_override(data, f"{section}.{key}={raw}")
-            if key == "run_dir":  # keep the directory a string even if it looks like a number
+            if key in ("run_dir", "ray_address"):  # keep these strings even if they look like numbers
                 data[section][key] = str(raw)
     return TrainConfig.from_dict(data)
 
@@ -86,9 +87,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resume:
         others = [f for f in ("algo", "preset") if getattr(args, f) is not None] + (["--set"] if args.overrides else [])
-        others += [flag for flag in FLAGS if flag != "--iters" and getattr(args, flag.lstrip("-").replace("-", "_")) is not None]
+        others += [flag for flag in FLAGS if flag not in ("--iters", "--ray-address")
+                   and getattr(args, flag.lstrip("-").replace("-", "_")) is not None]
         if others:
-            raise ValueError(f"--resume continues the saved config; it cannot be combined with {', '.join(others)} (only --iters)")
+            raise ValueError(f"--resume continues the saved config; it cannot be combined with {', '.join(others)} "
+                             "(only --iters, --ray-address)")
         config = load_run_config(args.resume)
         run_cfg = dataclasses.replace(config.run, run_dir=str(args.resume))
         if args.iters is not None:
@@ -96,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
 
             run_cfg = dataclasses.replace(run_cfg, iters=_coerce(_yaml_value(args.iters), int, "run.iters"))
         config = dataclasses.replace(config, run=run_cfg)
+        if args.ray_address is not None:  # the cluster may live elsewhere now
+            config = dataclasses.replace(config, sampler=dataclasses.replace(config.sampler, ray_address=str(args.ray_address)))
         result = train(config, resume=True, progress=not args.no_progress)
     else:
         config = build_config(args)
