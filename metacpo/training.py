@@ -38,7 +38,7 @@ from metacpo.samplers.base import PolicySnapshot, Sampler, env_dims, make_env_fo
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # Config keys that may differ between a checkpoint and the run resuming it.
-RESUMABLE_CHANGES = ("run.iters", "run.run_dir")
+RESUMABLE_CHANGES = ("run.iters", "run.run_dir", "sampler.ray_address")
 
 
 @runtime_checkable
@@ -72,14 +72,12 @@ class Algorithm(Protocol):
 
 def build_sampler(config: TrainConfig) -> Sampler:
     """The sampler named by ``config.sampler`` for ``config.env.env_id``."""
+    from metacpo.samplers import make_sampler
+
     s = config.sampler
-    if s.kind == "local":
-        from metacpo.samplers.local import LocalSampler
-
-        return LocalSampler(config.env.env_id, seed=config.run.seed)
-    from metacpo.samplers.process import ProcessSampler
-
-    return ProcessSampler(config.env.env_id, seed=config.run.seed, num_workers=s.num_workers)
+    workers = s.num_workers if s.kind == "process" or s.workers else None  # ray: None = the cluster's CPUs
+    return make_sampler(s.kind, config.env.env_id, seed=config.run.seed, num_workers=workers,
+                        ray_address=s.ray_address or None)
 
 
 def _dims(env_id: str) -> tuple[int, int]:
