@@ -1,0 +1,68 @@
+"""`metacpo adapt`: meta-testing trained runs (and CPO from scratch) on held-out level-2 tasks."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+
+from metacpo.adaptation import TEST_SEED_BASE, held_out_tasks
+from metacpo.cli import main
+
+ENV = "SafetyPointStcircle1-v0"
+TINY = ["--env-id", ENV, "--sampler", "local", "--steps-per-iter", "500", "--no-progress",
+        "--set", "policy.hidden=[8]", "--set", "critic.hidden=[8]"]
+
+
+def test_adapt_two_runs_and_from_scratch(tmp_path, capsys):
+    a, b, out = tmp_path / "meta", tmp_path / "multi", tmp_path / "out"
+    assert main(["train", "--algo", "meta-cpo", "--iters", "1", "--run-dir", str(a), *TINY,
+                 "--set", "meta.meta_batch_size=2", "--set", "meta.inner_steps=1"]) == 0
+    assert main(["train", "--algo", "multitask-cpo", "--iters", "1", "--run-dir", str(b), *TINY]) == 0
+    capsys.readouterr()
+    code = main(["adapt", str(a), str(b), "--tasks", "2", "--seeds", "2", "--adapt-iters", "1",
+                 "--steps-per-iter", "500", "--from-scratch", "--out", str(out), "--quiet"])
+    assert code == 0
+    assert "cpo-from-scratch" in capsys.readouterr().out
+
+    with open(out / "adapt.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    # 3 curves x 2 tasks x 2 seeds x (initialisation + 1 update)
+    assert len(rows) == 3 * 2 * 2 * 2
+    assert {r["label"] for r in rows} == {"meta", "multi", "cpo-from-scratch"}
+    assert {int(r["seed"]) for r in rows} == {TEST_SEED_BASE, TEST_SEED_BASE + 1}
+    for r in rows:
+        assert (r["limit_ok"] == "True") == (float(r["j_c"]) <= 25.0)
+
+    summary = json.loads((out / "adapt.json").read_text())
+    assert summary["settings"]["cost_limit"] == 25.0 and summary["settings"]["level"] == 2
+    assert summary["settings"]["env_id"] == "SafetyPointStcircle2-v0"
+    _, tasks = held_out_tasks(ENV, level=2, count=2)
+    assert summary["settings"]["tasks"] == [t.as_dict() for t in tasks]
+    # meta runs adapt with their inner step; the others with CPO proper
+    assert summary["settings"]["updates"]["meta"]["metric"] == "identity"
+    assert summary["settings"]["updates"]["multi"]["metric"] == "fisher"
+    for label, curve in summary["curves"].items():
+        assert [c["step"] for c in curve] == [0, 1]
+        for c in curve:
+            vals = [float(r["ep_return"]) for r in rows if r["label"] == label and int(r["step"]) == c["step"]]
+            assert c["n"] == 4
+            np.testing.assert_allclose(c["return_mean"], np.mean(vals))
+            # 95% Student-t half-width with 3 degrees of freedom (t = 3.18245)
+            np.testing.assert_allclose(c["return_ci95"], 3.182446 * np.std(vals, ddof=1) / 2.0, rtol=1e-5)
+            assert 0.0 <= c["limit_ok_frac"] <= 1.0 and math.isfinite(c["cost_mean"])
+    # step 0 of the same run is the same policy on the same tasks and seeds whatever else is adapted
+    steps0 = [(r["task_index"], r["seed"], r["ep_return"]) for r in rows if r["label"] == "meta" and r["step"] == "0"]
+    assert len(steps0) == 4
+    png = out / "adapt.png"
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_adapt_bad_input(tmp_path, capsys):
+    assert main(["adapt", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["adapt", str(tmp_path / "empty"), "--tasks", "0"]) == 2
+    assert "--tasks must be >= 1" in capsys.readouterr().err
