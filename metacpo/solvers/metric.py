@@ -117,32 +117,37 @@ def conjugate_gradient(
     """Approximately solve ``H x = b`` for SPD ``H`` given as ``hvp(v) = H v``.
 
     Starts from x = 0, runs at most ``iters`` iterations and stops early once
-    ``||b - H x|| <= tol * ||b||``. Pure function; no autograd graph is built.
+    ``||b - H x|| <= tol * ||b||``. Pure function; the result carries no autograd graph
+    (``hvp`` is called with grad mode on, so it may use double backprop, and its output is
+    treated as a constant).
     """
     if iters < 1:
         raise ValueError(f"conjugate_gradient needs iters >= 1, got {iters}")
-    with torch.no_grad():
-        x = torch.zeros_like(b)
-        r = b.clone()
-        p = r.clone()
-        rr = r @ r
-        stop = (tol * torch.linalg.vector_norm(b)) ** 2
-        if rr <= stop:
-            return x
-        for _ in range(iters):
+    b = b.detach()
+    x = torch.zeros_like(b)
+    r = b.clone()
+    p = r.clone()
+    rr = r @ r
+    stop = (tol * torch.linalg.vector_norm(b)) ** 2
+    if rr <= stop:
+        return x
+    for _ in range(iters):
+        # the product may itself use autograd (double backprop); its result is a constant here
+        with torch.enable_grad():
             hp = hvp(p)
-            php = p @ hp
-            if not torch.isfinite(php) or php <= 0:
-                # H is not positive definite along p (or numerical breakdown): stop here.
-                break
-            alpha = rr / php
-            x = x + alpha * p
-            r = r - alpha * hp
-            rr_new = r @ r
-            if rr_new <= stop:
-                break
-            p = r + (rr_new / rr) * p
-            rr = rr_new
+        hp = hp.detach()
+        php = p @ hp
+        if not torch.isfinite(php) or php <= 0:
+            # H is not positive definite along p (or numerical breakdown): stop here.
+            break
+        alpha = rr / php
+        x = x + alpha * p
+        r = r - alpha * hp
+        rr_new = r @ r
+        if rr_new <= stop:
+            break
+        p = r + (rr_new / rr) * p
+        rr = rr_new
     return x
 
 

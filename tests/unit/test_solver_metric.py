@@ -258,3 +258,20 @@ def test_fisher_gradient_equals_dense_implicit_function_gradient(case: SolverCas
             got = torch.zeros(()) if got is None else got
             want = torch.zeros(()) if want is None else want
             torch.testing.assert_close(got, want.expand_as(got) if got.dim() else want, rtol=1e-7, atol=1e-10)
+
+
+def test_conjugate_gradient_accepts_an_autograd_hvp_even_under_no_grad() -> None:
+    gen = torch.Generator().manual_seed(4)
+    M = _spd(6, gen)
+
+    def hvp(v: torch.Tensor) -> torch.Tensor:  # Hessian of 1/2 th^T M th, by double backprop
+        th = torch.zeros(6, dtype=F64, requires_grad=True)
+        (gr,) = torch.autograd.grad(0.5 * th @ M @ th, th, create_graph=True)
+        (hv,) = torch.autograd.grad(gr @ v, th)
+        return hv
+
+    b = torch.randn(6, generator=gen, dtype=F64)
+    with torch.no_grad():
+        x = conjugate_gradient(hvp, b, iters=30, tol=1e-14)
+    assert not x.requires_grad
+    torch.testing.assert_close(x, torch.linalg.solve(M, b), rtol=1e-10, atol=1e-12)
