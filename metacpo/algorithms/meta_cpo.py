@@ -258,11 +258,21 @@ def _ep_mean(x: np.ndarray) -> float:
 
 
 def surrogate_objective(policy: GaussianMLPPolicy):
-    """The importance-ratio surrogates of :mod:`metacpo.algorithms.common` as an Objective."""
+    """The importance-ratio surrogates of :mod:`metacpo.algorithms.common` as an Objective.
+
+    ``loss_r = -mean(ratio A_r)``, ``loss_c = cost_scale mean(ratio A_c)`` with per-timestep
+    ratios ``pi_params(a|s) / pi_behaviour(a|s)``; their Hessians are the low-variance curvature
+    (LVC) estimates of ProMP. ``j_c`` is the first-order estimate of J_C at ``params``.
+    """
 
     def objective(params: Params, data: ProcessedBatch) -> Surrogates:
         loss_r, loss_c = surrogate_losses(policy, params, data)
-        return Surrogates(loss_r=loss_r, loss_c=loss_c, j_c=torch.tensor(data.j_c, dtype=loss_r.dtype))
+        # J_C(params) ~= J_C(behaviour) + L_C(params) - L_C(behaviour): the batch's estimate in
+        # value at the behaviour parameters, with gradient a. Differentiating b = J_C - d through
+        # the inner steps therefore includes db/dtheta (the constraint's own dependence on theta).
+        old_c = data.cost_scale * data.adv_c.mean()  # L_C at the behaviour parameters (ratio = 1)
+        j_c = data.j_c + (loss_c - old_c)
+        return Surrogates(loss_r=loss_r, loss_c=loss_c, j_c=j_c)
 
     return objective
 
