@@ -1,0 +1,97 @@
+"""ProcessSampler worker faults: a worker SIGKILLed mid-call (or while idle) is replaced, its jobs
+re-run from the generator state the parent knew, and the batch is the one without the fault.
+Also: one call with several tasks runs them in parallel on all workers, batches in task order."""
+
+import logging
+import os
+import signal
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from metacpo.data.normalizer import NormalizerState
+from metacpo.models.policy import GaussianMLPPolicy, PolicySpec
+from metacpo.samplers import LocalSampler, PolicySnapshot
+from metacpo.samplers.process import ProcessSampler
+from metacpo.tasks import get_distribution
+
+ENV = "SafetyPointStcircle1-v0"  # ~1.5k steps/s with the policy: a 2000-step job lasts > 1 s
+TASKS = get_distribution(ENV).sample_n(np.random.default_rng(0), 2)
+
+
+def _snapshot():
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(PolicySpec(obs_dim=28, act_dim=2, hidden=(8,)))
+    return PolicySnapshot.from_policy(policy, NormalizerState.identity(28))
+
+
+def _assert_same(x, y):
+    for k in ("obs", "actions", "rewards", "costs", "terminated", "truncated", "log_probs", "episode_returns"):
+        np.testing.assert_array_equal(getattr(x, k), getattr(y, k), err_msg=k)
+    assert x.info["episode_seeds"] == y.info["episode_seeds"]
+
+
+def _kill_later(pid: int, delay: float) -> threading.Thread:
+    t = threading.Thread(target=lambda: (threading.Event().wait(delay), os.kill(pid, signal.SIGKILL)), daemon=True)
+    t.start()
+    return t
+
+
+def test_tasks_run_in_parallel_and_a_worker_killed_mid_sample_is_replaced(caplog):
+    snap = _snapshot()
+    steps = 2000  # per task: task 0 on worker 0, task 1 on worker 1; the kill lands 0.4 s into the call
+    with LocalSampler(ENV, seed=11, num_virtual_workers=2) as loc:
+        expected = loc.sample(snapshot=snap, num_steps=steps, tasks=TASKS)
+        expected_next = loc.sample(snapshot=snap, num_steps=300, tasks=TASKS[:1])[0]  # split over both workers
+        expected_state = loc.state_dict()
+    with ProcessSampler(ENV, seed=11, num_workers=2) as proc:
+        pids = proc.worker_pids()
+        killer = _kill_later(pids[1], 0.4)
+        with caplog.at_level(logging.WARNING, logger="metacpo.samplers"):
+            got = proc.sample(snapshot=snap, num_steps=steps, tasks=TASKS)
+        killer.join()
+        assert proc.fault_count == 1
+        ev = proc.fault_events[0]
+        assert (ev.backend, ev.worker, ev.call, ev.jobs) == ("process", 1, 0, 1)
+        assert any("sampler worker 1 (process) died" in r.getMessage() for r in caplog.records)
+        new_pids = proc.worker_pids()
+        assert new_pids[0] == pids[0] and new_pids[1] != pids[1]
+        # Per-task batches in task order, each from its own worker: all workers used by one call.
+        assert [b.task for b in got] == TASKS
+        assert [b.info["workers"] for b in got] == [[0], [1]]
+        # The full batch, and exactly the one an undisturbed run gives.
+        for g, e in zip(got, expected, strict=True):
+            assert len(g) == steps
+            _assert_same(g, e)
+        # The replacement continues the dead worker's generator stream.
+        (nxt,) = proc.sample(snapshot=snap, num_steps=300, tasks=TASKS[:1])
+        assert nxt.info["workers"] == [0, 1]
+        _assert_same(nxt, expected_next)
+        assert proc.state_dict() == expected_state
+        assert proc.fault_count == 1
+
+
+def test_worker_dead_while_idle_is_replaced_at_next_call():
+    snap = _snapshot()
+    with LocalSampler(ENV, seed=4, num_virtual_workers=2) as loc:
+        expected = loc.sample(snapshot=snap, num_steps=200, tasks=TASKS[:1])
+    with ProcessSampler(ENV, seed=4, num_workers=2) as proc:
+        pid = proc.worker_pids()[0]
+        os.kill(pid, signal.SIGKILL)
+        proc._procs[0].join(timeout=10)  # it is gone before the call starts
+        got = proc.sample(snapshot=snap, num_steps=200, tasks=TASKS[:1])
+        assert proc.fault_count == 1 and proc.fault_events[0].worker == 0
+        assert proc.worker_pids()[0] != pid
+    _assert_same(got[0], expected[0])
+
+
+def test_worker_that_keeps_dying_fails_loudly():
+    snap = _snapshot()
+    with ProcessSampler(ENV, seed=4, num_workers=1, max_faults_per_call=0) as proc:
+        os.kill(proc.worker_pids()[0], signal.SIGKILL)
+        proc._procs[0].join(timeout=10)
+        with pytest.raises(RuntimeError, match=r"died 1 times .*max_faults_per_call=0"):
+            proc.sample(snapshot=snap, num_steps=50)
+        assert proc.fault_count == 0
