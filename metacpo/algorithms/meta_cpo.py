@@ -90,8 +90,11 @@ class MetaConfig:
     metric: str = "identity"
     """Trust-region metric H: identity (seed; meta-gradient exact) or Fisher (treated as a
     constant on the meta-gradient path)."""
-    normalize_grads: bool = True
-    """Normalise g and a (G and A) to unit norm before solving (seed)."""
+    normalize_grads: bool = False
+    """Normalise g and a (G and A) to unit norm before solving, as the seed does. Off by
+    default: b is not rescaled with a, so after normalisation the linearised constraint
+    b + a^T x <= 0 no longer predicts the cost change and is almost never active (the steps
+    are either unconstrained or recovery)."""
     critic_epochs: int = 2
     """Adam epochs (L-BFGS: iterations x 5) of critic fitting over ALL the meta-iteration's data
     (meta_batch_size x (inner_steps + 1) batches); replaces critic.iters for meta algorithms."""

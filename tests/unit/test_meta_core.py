@@ -127,18 +127,19 @@ def rel_err(x, y):
     return float((x - y).norm() / max(float(y.norm()), 1e-12))
 
 
+@pytest.mark.parametrize("normalize", [True, False])
 @pytest.mark.parametrize("backend", ["analytic", "dco"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_second_order_meta_gradient_matches_finite_differences(case, backend):
+def test_second_order_meta_gradient_matches_finite_differences(case, backend, normalize):
     theta, inner, post = problem(case)
-    rule = StepRule(delta=DELTA, backend=backend)
+    rule = StepRule(delta=DELTA, backend=backend, normalize=normalize)
     mg, stats = second_order(theta, inner, post, rule)
     # every inner step of every task is in the targeted solver case
     assert {s.case for st in stats for s in st} == {int(case)}
     # finite differences of the exact function (analytic forward: the dco forward is an iterative
     # solve whose tolerance would swamp the differences; its equality with the analytic forward is
     # checked separately below and by the solver tests)
-    fd_r, fd_c = finite_diff(theta, inner, post, StepRule(delta=DELTA, backend="analytic"))
+    fd_r, fd_c = finite_diff(theta, inner, post, StepRule(delta=DELTA, backend="analytic", normalize=normalize))
     assert rel_err(mg.G, fd_r) <= 1e-4, (mg.G, fd_r)
     assert rel_err(mg.A, fd_c) <= 1e-4, (mg.A, fd_c)
     # the Jacobian term matters here (otherwise the test would not distinguish orders)
