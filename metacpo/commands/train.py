@@ -40,7 +40,16 @@ def _epilog() -> str:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
             lines.append(f"  {name}.{f.name} = {default!r}")
             lines.append(f"      {docs.get(f.name, '')}")
-    lines.append("algorithm-specific sections (e.g. meta) are listed in the algorithm's docs.")
+    from metacpo.algorithms.registry import algorithm_names, get_algorithm
+
+    for algo in algorithm_names():
+        for name, cls in get_algorithm(algo).sections.items():
+            docs = field_docs(cls)
+            lines.append(f"[{name}] section (algo {algo} only):")
+            for f in dataclasses.fields(cls):
+                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+                lines.append(f"  {name}.{f.name} = {default!r}")
+                lines.append(f"      {docs.get(f.name, '')}")
     return "\n".join(lines)
 
 

@@ -132,3 +132,25 @@ def test_non_finite_advantages_skip_the_update_and_leave_params_untouched():
     assert "non-finite advantages" in stats.skip_reason and stats.step_norm == 0.0
     for k in params:
         assert torch.equal(params[k], before[k])
+
+
+def test_algorithm_counts_and_reports_skipped_updates_on_a_real_env():
+    from metacpo.algorithms.cpo import TrustRegionAlgorithm
+    from metacpo.config import TrainConfig
+    from metacpo.samplers import LocalSampler
+
+    cfg = TrainConfig.from_dict({"policy": {"hidden": [8]}, "critic": {"hidden": [8], "iters": 1},
+                                 "sampler": {"kind": "local", "steps_per_iter": 40}, "run": {"seed": 1}})
+    with LocalSampler(cfg.env.env_id, seed=1) as sampler:
+        algo = TrustRegionAlgorithm(cfg, sampler=sampler, constrained=True, obs_dim=28, act_dim=2)
+        with torch.no_grad():
+            algo.critic_r.net[-1].bias.fill_(float("nan"))  # poisoned critic -> non-finite advantages
+        before = {k: v.clone() for k, v in algo.policy.state_dict().items()}
+        stats = algo.iterate(0)
+        assert stats.update.skipped and stats.skipped_total == 1 and algo.skipped_total == 1
+        row = stats.log_row()
+        assert row["update/skipped"] == 1 and row["solver/case"] == "skipped"
+        assert stats.events() == ["update skipped: non-finite advantages or J_C"]
+        for k, v in algo.policy.state_dict().items():
+            assert torch.equal(v, before[k])
+        assert algo.env_steps == 40 and algo.normalizer.count == 40  # sampling itself went on
