@@ -1,0 +1,94 @@
+"""Training curves from a run's progress.csv (return and episode cost vs environment steps).
+
+``python -m metacpo.logging.curves RUN_DIR OUT.png [--cost-limit D] [--window K]`` writes the plot
+and prints summary figures (first/last-window means), so a results page can quote them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import numpy as np
+
+from metacpo.logging.writers import read_progress
+
+
+def _col(rows: list[dict[str, str]], key: str) -> np.ndarray:
+    return np.array([float(r[key]) if r[key] not in ("", "nan") else math.nan for r in rows])
+
+
+def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over the last ``window`` entries (fewer at the start), ignoring NaN."""
+    return np.array([np.nanmean(x[max(0, i - window + 1) : i + 1]) for i in range(len(x))])
+
+
+def summarize(run_dir: str | Path, *, window: int = 10) -> dict[str, float]:
+    """Mean return / episode cost / J_C over the first and the last ``window`` iterations."""
+    rows = read_progress(Path(run_dir) / "progress.csv")
+    if not rows:
+        raise ValueError(f"{run_dir}/progress.csv has no rows")
+    ret, cost = _col(rows, "rollout/ep_return_mean"), _col(rows, "rollout/ep_cost_mean")
+    jc = _col(rows, "rollout/j_c")
+    w = min(window, len(rows))
+    return {
+        "iterations": len(rows),
+        "env_steps": float(rows[-1]["rollout/env_steps"]),
+        "return_first": float(np.nanmean(ret[:w])),
+        "return_last": float(np.nanmean(ret[-w:])),
+        "cost_first": float(np.nanmean(cost[:w])),
+        "cost_last": float(np.nanmean(cost[-w:])),
+        "jc_last": float(np.nanmean(jc[-w:])),
+    }
+
+
+def plot_run(run_dir: str | Path, out: str | Path, *, cost_limit: float | None, window: int = 10, title: str = "") -> Path:
+    """Two panels (return, episode cost) per iteration with a trailing ``window`` mean."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_progress(Path(run_dir) / "progress.csv")
+    steps = _col(rows, "rollout/env_steps") / 1000.0
+    ret, cost = _col(rows, "rollout/ep_return_mean"), _col(rows, "rollout/ep_cost_mean")
+    fig, (ax_r, ax_c) = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, y, label in ((ax_r, ret, "episode return"), (ax_c, cost, "episode cost")):
+        ax.plot(steps, y, color="0.7", lw=1, label="per iteration")
+        ax.plot(steps, rolling_mean(y, window), color="C0" if ax is ax_r else "C3", lw=2,
+                label=f"mean of last {window} iterations")
+        ax.set_xlabel("environment steps (thousands)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    if cost_limit is not None:
+        ax_c.axhline(cost_limit, color="k", ls="--", lw=1, label=f"cost limit d = {cost_limit:g}")
+    ax_r.legend(loc="best", fontsize=8)
+    ax_c.legend(loc="best", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run_dir")
+    p.add_argument("out")
+    p.add_argument("--cost-limit", type=float, default=None)
+    p.add_argument("--window", type=int, default=10)
+    p.add_argument("--title", default="")
+    a = p.parse_args(argv)
+    plot_run(a.run_dir, a.out, cost_limit=a.cost_limit, window=a.window, title=a.title)
+    for k, v in summarize(a.run_dir, window=a.window).items():
+        if not (isinstance(v, float) and math.isnan(v)):
+            print(f"{k}: {v:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
