@@ -134,3 +134,27 @@ def test_task_draws_fixed_set_level0_and_annealing():
         assert t1 == t2 and len(t1) == 3
         assert t1[-1] == algo.level0_task and t1[0] != t1[1]
         np.testing.assert_allclose([algo.cost_limit(i) for i in (0, 2, 4, 9)], [50.0, 30.0, 10.0, 10.0])
+
+
+class _NaNRewards(LocalSampler):
+    """A local sampler whose batches carry a NaN reward (a corrupted environment signal)."""
+
+    def sample(self, **kw):
+        out = super().sample(**kw)
+        for b in out:
+            b.rewards[3] = float("nan")
+        return out
+
+
+def test_non_finite_data_skips_the_meta_update_and_leaves_theta_untouched():
+    cfg = _config(5)
+    with LocalSampler(ENV, seed=5) as good:
+        ok_keys = set(build_meta_cpo(cfg, sampler=good, obs_dim=28, act_dim=2).iterate(0).log_row())
+    with _NaNRewards(ENV, seed=5) as sampler:
+        algo = build_meta_cpo(cfg, sampler=sampler, obs_dim=28, act_dim=2)
+        before = flatten(params_of(algo.policy, detach=True)).clone()
+        st = algo.iterate(0)
+        assert torch.equal(flatten(params_of(algo.policy, detach=True)), before)
+    assert st.skipped and "non-finite" in st.skip_reason and st.skipped_total == 1
+    assert st.events() and "skipped" in st.events()[0]
+    assert set(st.log_row()) == ok_keys  # same progress.csv columns as a normal iteration
