@@ -171,15 +171,27 @@ class FastBuildMixin:
             self.random_generator.set_placements_info(
                 self.placements_conf.placements, self.placements_conf.extents, self.placements_conf.margin)
         self.world_info.layout = self.random_generator.build_layout()
-        self.world_info.world_config_dict = self._build_world_config(self.world_info.layout)
+        config = self._build_world_config(self.world_info.layout)
+        self.world_info.world_config_dict = config
+        if self.world is not None and self._reuse_model(config):
+            self._bind_fast()
+            return
         if self.world is None:
-            self.world = NoSkyboxWorld(self.agent, self._obstacles, self.world_info.world_config_dict)
+            self.world = NoSkyboxWorld(self.agent, self._obstacles, config)
             self.world.reset()
             self.world.build()
         else:
             self.world.reset(build=False)
-            self.world.rebuild(self.world_info.world_config_dict, state=False)
+            self.world.rebuild(config, state=False)
+        self._remember_model(config)
         self._bind_fast()
+
+    def _reuse_model(self, config: dict) -> bool:  # noqa: ARG002 - overridden
+        """Move the bodies of the current model to ``config``'s layout instead of rebuilding."""
+        return False
+
+    def _remember_model(self, config: dict) -> None:
+        """Called after a full build (hook for :meth:`_reuse_model`)."""
 
     def install_fast_random_generator(self) -> None:
         """Swap in :class:`FastRandomGenerator` (same draws); call right after construction."""
@@ -208,11 +220,88 @@ def with_fast_build(task_class: type) -> type:
     return cls
 
 
+def _structure_key(config: dict) -> tuple:
+    """Everything of a world config that shapes the compiled model except positions/rotations."""
+    def freeze(v: Any) -> Any:
+        if isinstance(v, np.ndarray):
+            return ("a", tuple(v.ravel().tolist()), v.shape)
+        if isinstance(v, dict):
+            return tuple((k, freeze(x)) for k, x in v.items())
+        if isinstance(v, (list, tuple)):
+            return tuple(freeze(x) for x in v)
+        return v
+
+    parts = [("floor", config["floor_type"], freeze(config["floor_size"]), config["agent_base"])]
+    for kind in ("geoms", "free_geoms", "mocaps"):
+        for name, obj in config[kind].items():
+            parts.append((kind, name, tuple((k, freeze(v)) for k, v in obj.items() if k not in ("pos", "rot"))))
+    return tuple(parts)
+
+
+def _xml_float(x: float) -> float:
+    """A float as MuJoCo reads it back from Safety-Gymnasium's XML text (``str`` round trip)."""
+    return float(str(np.float64(x)))
+
+
+def _compiled_quat(rot: float) -> np.ndarray:
+    """``rot2quat(rot)`` written to XML text and normalised as MuJoCo's compiler does."""
+    q = [_xml_float(v) for v in (np.cos(rot / 2), 0.0, 0.0, np.sin(rot / 2))]
+    norm = math.sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3])
+    return np.array([v / norm for v in q])
+
+
 class FastTaskMixin(FastBuildMixin):
     """Mixed in before a built-in task class: fast build, observation, forward, cost and reward.
 
     Used by :class:`metacpo.tasks.builder.StochasticBuilder` when the env does not render.
+
+    Resets whose world differs from the previous one only in positions (same task structure)
+    reuse the compiled model: bodies are moved as the XML would place them, the model's
+    configuration-dependent constants are recomputed (``mj_setConst``, as the compiler does),
+    and a fresh ``MjData`` gets the same two ``mj_forward`` calls a rebuild makes. Only the
+    tracking camera and view statistics (rendering only) are not updated.
     """
+
+    def _remember_model(self, config: dict) -> None:
+        self._f_struct = _structure_key(config)
+        model = self.model
+        self._f_geom_body = {name: model.body(name).id for name in config["geoms"]}
+        agent = model.body("agent").id
+        self._f_agent_body_id = agent
+        jnt = model.body_jntadr[agent]
+        self._f_agent_free_qpos = int(model.jnt_qposadr[jnt]) if (
+            jnt >= 0 and model.jnt_type[jnt] == mujoco.mjtJoint.mjJNT_FREE) else None
+
+    def _reuse_model(self, config: dict) -> bool:
+        if self._f_struct is None or config["free_geoms"] or config["mocaps"] \
+                or _structure_key(config) != self._f_struct:
+            return False
+        model = self.model
+        for name, geom in config["geoms"].items():
+            bid = self._f_geom_body[name]
+            model.body_pos[bid] = [_xml_float(v) for v in np.asarray(geom["pos"])]
+            model.body_quat[bid] = _compiled_quat(geom["rot"])
+        agent = self._f_agent_body_id
+        pos = [_xml_float(v) for v in np.r_[config["agent_xy"], self.agent.z_height]]
+        quat = _compiled_quat(config["agent_rot"])
+        model.body_pos[agent] = pos
+        model.body_quat[agent] = quat
+        adr = self._f_agent_free_qpos
+        if adr is not None:  # a free joint starts at the body's pose; hinge/slide joints at 0
+            for arr in (model.qpos0, model.qpos_spring):
+                arr[adr: adr + 3] = pos
+                arr[adr + 3: adr + 7] = quat
+        mujoco.mj_setConst(model, mujoco.MjData(model))
+        data = mujoco.MjData(model)
+        mujoco.mj_forward(model, data)  # World.build
+        mujoco.mj_forward(model, data)  # World.rebuild
+        self.world.engine.update(model, data)
+        self.reused_builds += 1
+        return True
+
+    _f_struct: tuple | None = None
+    reused_builds: int = 0
+    """How many resets reused the compiled model (for tests and benchmarks)."""
 
     def _bind_fast(self) -> None:
         """Precompute ids and index plans for the freshly built model."""

@@ -63,24 +63,72 @@ def _run_pair(agent: str, family: str, tasks, steps: int, seed: int):
             events["cost"] += r1[2]
             if r1[3] or r1[4]:
                 break
+    events["reused"] = fast.task.reused_builds
     return events
 
 
 @pytest.mark.parametrize("agent", ["Point", "Car"])
 def test_circle_equivalence(agent):
-    tasks = [CircleTask(radius=1.2, wall_distance=0.7), CircleTask(radius=2.3, wall_distance=1.4)]
-    ev = _run_pair(agent, "circle", tasks, steps=250, seed=3)
-    assert ev["cost"] >= 0
+    t1, t2 = CircleTask(radius=1.2, wall_distance=0.7), CircleTask(radius=2.3, wall_distance=1.4)
+    ev = _run_pair(agent, "circle", [t1, t1, t2, t2], steps=120, seed=3)
+    assert ev["reused"] == 2  # same task again: the compiled model was moved, not rebuilt
 
 
 def test_button_equivalence_point_presses_buttons():
-    tasks = [ButtonTask(half_size=1.2, num_buttons=5, num_hazards=4, wrong_button_cost=1.0),
-             ButtonTask(half_size=1.9, num_buttons=3, num_hazards=6, wrong_button_cost=0.0)]
-    ev = _run_pair("Point", "button", tasks, steps=500, seed=5)
+    t1 = ButtonTask(half_size=1.2, num_buttons=5, num_hazards=4, wrong_button_cost=1.0)
+    t2 = ButtonTask(half_size=1.9, num_buttons=3, num_hazards=6, wrong_button_cost=0.0)
+    ev = _run_pair("Point", "button", [t1, t1, t2], steps=300, seed=5)
+    assert ev["reused"] == 1
     assert ev["goal_met"] >= 1, ev  # the goal path was exercised
     assert ev["cost"] > 0, ev
 
 
-def test_button_equivalence_car():
-    tasks = [ButtonTask(half_size=2.0, num_buttons=6, num_hazards=9, wrong_button_cost=1.0)]
-    _run_pair("Car", "button", tasks, steps=300, seed=7)
+@pytest.mark.parametrize("agent", ["Car", "Doggo", "Racecar"])
+def test_button_equivalence_other_agents(agent):
+    t1 = ButtonTask(half_size=2.0, num_buttons=6, num_hazards=9, wrong_button_cost=1.0)
+    ev = _run_pair(agent, "button", [t1, t1], steps=100 if agent == "Car" else 30, seed=7)
+    assert ev["reused"] == 1
+
+
+_RENDER_ONLY = {"cam_pos", "cam_quat", "cam_pos0", "cam_poscom0", "cam_mat0"}
+
+
+@pytest.mark.parametrize(("agent", "family", "task"), [
+    ("Car", "button", ButtonTask(half_size=2.0, num_buttons=6, num_hazards=9, wrong_button_cost=1.0)),
+    ("Point", "circle", CircleTask(radius=1.3, wall_distance=0.9)),
+])
+def test_reused_model_equals_freshly_compiled_model(agent, family, task):
+    """Moving the bodies of a compiled model + mj_setConst == compiling the new layout's XML."""
+    reuse = StochasticBuilder(agent, family, 1, task=task)
+    fresh = StochasticBuilder(agent, family, 1, task=task)
+    for seed in (1, 2):
+        fresh.task._f_struct = None  # force a full XML build
+        reuse.reset(seed=seed)
+        fresh.reset(seed=seed)
+    assert reuse.task.reused_builds == 1 and fresh.task.reused_builds == 0
+    m1, m2 = reuse.task.model, fresh.task.model
+    # The inertial frame of a massless body welded to the world has no physical effect (no
+    # dofs, zero weight in every centre of mass); MuJoCo derives it from compile-time details.
+    inert = (m2.body_mass == 0) & (m2.body_jntnum == 0)
+    assert not inert[m2.body("agent").id]
+    compared = 0
+    for name in dir(m2):
+        if name.startswith("_") or name in _RENDER_ONLY:
+            continue
+        try:
+            a, b = getattr(m1, name), getattr(m2, name)
+        except Exception:  # noqa: BLE001 - non-array attributes
+            continue
+        if isinstance(b, np.ndarray):
+            compared += 1
+            if name in ("body_ipos", "body_iquat"):
+                a, b = a[~inert], b[~inert]
+            np.testing.assert_array_equal(a, b, err_msg=name)
+    assert compared > 100
+    for sub in ("opt",):
+        for f in ("timestep", "gravity", "tolerance", "impratio"):
+            assert np.array_equal(getattr(getattr(m1, sub), f), getattr(getattr(m2, sub), f))
+    assert m1.stat.meaninertia == m2.stat.meaninertia and m1.stat.meanmass == m2.stat.meanmass
+    d1, d2 = reuse.task.data, fresh.task.data
+    for f in ("qpos", "qvel", "qacc", "qacc_warmstart", "xpos", "sensordata"):
+        np.testing.assert_array_equal(getattr(d1, f), getattr(d2, f), err_msg=f)
