@@ -61,7 +61,7 @@ class SamplerActor:
 
         torch.set_num_threads(1)
         self.index = index
-        self.env = make_env_for(env_id)
+        self.env = make_env_for(env_id, seed=seed)  # our ids: the default task is a function of the seed
         self.rng = worker_rng(seed, index)
         self.policy: Any = None
 
