@@ -36,7 +36,7 @@ from metacpo.algorithms.common import (
 from metacpo.algorithms.registry import register_algorithm
 from metacpo.config.schema import TrainConfig, UpdateConfig
 from metacpo.data.normalizer import NormalizerState, RunningNormalizer
-from metacpo.functional.params import Params, add_flat, flat_grad, flatten
+from metacpo.functional.params import Params, add_flat, flat_grad
 from metacpo.models.policy import GaussianMLPPolicy, PolicySpec, ValueCritic
 from metacpo.samplers.base import PolicySnapshot, Sampler, env_dims, make_env_for
 from metacpo.solvers import FisherMetric, SolverCase, solve_cpo_with_fallback
