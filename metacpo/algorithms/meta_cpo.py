@@ -178,6 +178,8 @@ class MetaIterationStats:
     skipped: bool
     skip_reason: str
     skipped_total: int
+    fallback_total: int
+    """Solves (inner and outer) where the dco backend failed and the analytic one was used."""
     sample_seconds: float
     inner_seconds: float
     meta_grad_seconds: float
@@ -220,6 +222,7 @@ class MetaIterationStats:
             "outer/ls_accepted": int(self.ls_accepted),
             "update/skipped": int(self.skipped),
             "update/skipped_total": self.skipped_total,
+            "solver/fallback_total": self.fallback_total,
             "time/sample_seconds": self.sample_seconds,
             "time/inner_seconds": self.inner_seconds,
             "time/meta_grad_seconds": self.meta_grad_seconds,
@@ -336,6 +339,7 @@ class MetaLearner:
         self.iteration = 0
         self.env_steps = 0
         self.skipped_total = 0
+        self.fallback_total = 0
         self._fixed: list[Any] | None = None
         self.objective = surrogate_objective(policy)
         self.inner_rule = StepRule(delta=meta.inner_delta, constrained=constrained, backend=meta.backend,
@@ -463,6 +467,7 @@ class MetaLearner:
                         second_order=not meta.first_order, metric_fn=self.metric_fn,
                     )
                     cases[st.case] += 1
+                    self.fallback_total += int(st.fell_back)
                     norms.append(st.step_norm)
                 t_inner += time.perf_counter() - t
             if meta.inner_steps > 0:
@@ -531,7 +536,7 @@ class MetaLearner:
             ls_fraction=float(outer["fraction"]), ls_accepted=bool(outer["accepted"]),
             ls_reason=str(outer["reason"]),
             skipped=bool(skip_reason), skip_reason=skip_reason, skipped_total=self.skipped_total,
-            sample_seconds=t_sample, inner_seconds=t_inner, meta_grad_seconds=t_grad,
+            fallback_total=self.fallback_total, sample_seconds=t_sample, inner_seconds=t_inner, meta_grad_seconds=t_grad,
             outer_seconds=t_outer, critic_seconds=t_critic,
         )
 
@@ -566,8 +571,9 @@ class MetaLearner:
         meta = self.meta
         pre = [data[0] for data in inner_data] if meta.inner_steps > 0 else post
         metric = self._outer_metric(theta, pre)
-        sol = solve_step(self.outer_rule, g=mg.G, a=mg.A if self.constrained else None,
-                         b=mg.B if self.constrained else None, metric=metric)
+        sol, fell_back = solve_step(self.outer_rule, g=mg.G, a=mg.A if self.constrained else None,
+                                    b=mg.B if self.constrained else None, metric=metric)
+        self.fallback_total += int(fell_back)
         step = sol.step.detach()
         projected = False
         if meta.project_meta_step and self.constrained:
@@ -630,7 +636,7 @@ class MetaLearner:
             "torch_generator": self.torch_gen.get_state(),
             "task_rng": self.rng.bit_generator.state,
             "counters": {"iteration": self.iteration, "env_steps": self.env_steps,
-                         "skipped_total": self.skipped_total},
+                         "skipped_total": self.skipped_total, "fallback_total": self.fallback_total},
             "fixed_tasks": [_task_to_state(t) for t in self._fixed] if self._fixed is not None else [],
             "sampler": self.sampler.state_dict(),
         }
@@ -649,8 +655,8 @@ class MetaLearner:
         self.torch_gen.set_state(state["torch_generator"])
         self.rng.bit_generator.state = state["task_rng"]
         c = state["counters"]
-        self.iteration, self.env_steps, self.skipped_total = (
-            int(c["iteration"]), int(c["env_steps"]), int(c["skipped_total"]))
+        self.iteration, self.env_steps, self.skipped_total, self.fallback_total = (
+            int(c["iteration"]), int(c["env_steps"]), int(c["skipped_total"]), int(c["fallback_total"]))
         if state["fixed_tasks"]:
             cls = type(self.task_distribution.sample(np.random.default_rng(0)))
             self._fixed = [cls(**t["params"]) for t in state["fixed_tasks"]]

@@ -106,6 +106,8 @@ class AdaptStepStats:
     """``L_R`` before the step."""
     j_c: float
     """``J_C`` before the step."""
+    fell_back: bool = False
+    """The dco backend failed and the analytic backend solved this step."""
 
 
 def meta_parameters(params: Params) -> Params:
@@ -117,16 +119,29 @@ MetricFn = Callable[[Params, Any], Any]
 """``metric_fn(params, data) -> Metric``: a metric built at the current parameters (e.g. Fisher)."""
 
 
-def solve_step(rule: StepRule, *, g: Tensor, a: Tensor | None, b: Tensor | float | None, metric: Any = None):
-    """The CPO (or, for an unconstrained rule, TRPO) sub-problem for ``rule``."""
-    from metacpo.solvers import solve_cpo
+def solve_step(rule: StepRule, *, g: Tensor, a: Tensor | None, b: Tensor | float | None,
+               metric: Any = None) -> tuple[Any, bool]:
+    """The CPO (or, for an unconstrained rule, TRPO) sub-problem for ``rule``.
+
+    Returns ``(solution, fell_back)``: a dco (cvxpylayers) failure falls back to the analytic
+    backend (also differentiable), and the caller counts it.
+    """
+    from metacpo.solvers import solve_cpo_with_fallback
 
     metric = rule.metric if metric is None else metric
-    if rule.constrained:
-        return solve_cpo(g=g, a=a, b=b, delta=rule.delta, backend=rule.backend, metric=metric,
-                         normalize=rule.normalize)
-    return solve_cpo(g=g, a=None, b=None, delta=rule.delta, backend=rule.backend, metric=metric,
-                     normalize=rule.normalize)
+    dtype = g.dtype
+    if rule.backend == "dco" and dtype != torch.float64:
+        # cvxpylayers solves in float64; solve there and cast back (casts are differentiable)
+        g = g.double()
+        a = a.double() if a is not None else None
+        b = b.double() if isinstance(b, Tensor) else b
+    sol, fell_back = solve_cpo_with_fallback(
+        g=g, a=a if rule.constrained else None, b=b if rule.constrained else None, delta=rule.delta,
+        backend=rule.backend, metric=metric, normalize=rule.normalize,
+    )
+    if sol.step.dtype != dtype:
+        sol = type(sol)(step=sol.step.to(dtype), lam=sol.lam, nu=sol.nu, case=sol.case)
+    return sol, fell_back
 
 
 def adapt_step(
@@ -160,7 +175,7 @@ def adapt_step(
     if not second_order:
         g = g.detach()
     metric = metric_fn(params, data) if metric_fn is not None else None
-    sol = solve_step(rule, g=g, a=a, b=b, metric=metric)
+    sol, fell_back = solve_step(rule, g=g, a=a, b=b, metric=metric)
     step = sol.step if second_order else sol.step.detach()
     if not torch.isfinite(step).all():
         raise FloatingPointError("non-finite inner adaptation step")
@@ -172,6 +187,7 @@ def adapt_step(
         step_norm=float(step.detach().norm()),
         loss_r=float(s.loss_r.detach()),
         j_c=float(s.j_c.detach()),
+        fell_back=fell_back,
     )
     return new, stats
 

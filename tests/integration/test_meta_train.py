@@ -158,3 +158,18 @@ def test_non_finite_data_skips_the_meta_update_and_leaves_theta_untouched():
     assert st.skipped and "non-finite" in st.skip_reason and st.skipped_total == 1
     assert st.events() and "skipped" in st.events()[0]
     assert set(st.log_row()) == ok_keys  # same progress.csv columns as a normal iteration
+
+
+@pytest.mark.parametrize("settings", [{"backend": "dco", "inner_steps": 1, "max_backtracks": 2},
+                                      {"metric": "fisher", "inner_steps": 1, "max_backtracks": 2},
+                                      {"project_meta_step": True, "inner_steps": 0}])
+def test_meta_iteration_variants_run(settings):
+    """The dco backend, the Fisher metric and inner_steps=0 with the safety projection each run
+    one meta-iteration end to end and produce a finite meta-gradient."""
+    data = _config(6).to_dict()
+    data["meta"].update(settings)
+    cfg = TrainConfig.from_dict(data)
+    with LocalSampler(ENV, seed=6) as sampler:
+        st = build_meta_cpo(cfg, sampler=sampler, obs_dim=28, act_dim=2).iterate(0)
+    assert not st.skipped and math.isfinite(st.g_norm) and st.a_norm > 0
+    assert sum(st.inner_case_counts) == 2 * cfg.extra["meta"].inner_steps
