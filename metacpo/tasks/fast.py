@@ -220,8 +220,9 @@ def with_fast_build(task_class: type) -> type:
     return cls
 
 
-def _structure_key(config: dict) -> tuple:
-    """Everything of a world config that shapes the compiled model except positions/rotations."""
+def _structure_key(config: dict, resizable: frozenset[str] = frozenset()) -> tuple:
+    """Everything of a world config that shapes the compiled model except positions/rotations
+    (and the sizes of the ``resizable`` geoms)."""
     def freeze(v: Any) -> Any:
         if isinstance(v, np.ndarray):
             return ("a", tuple(v.ravel().tolist()), v.shape)
@@ -234,7 +235,8 @@ def _structure_key(config: dict) -> tuple:
     parts = [("floor", config["floor_type"], freeze(config["floor_size"]), config["agent_base"])]
     for kind in ("geoms", "free_geoms", "mocaps"):
         for name, obj in config[kind].items():
-            parts.append((kind, name, tuple((k, freeze(v)) for k, v in obj.items() if k not in ("pos", "rot"))))
+            skip = ("pos", "rot", "size") if name in resizable else ("pos", "rot")
+            parts.append((kind, name, tuple((k, freeze(v)) for k, v in obj.items() if k not in skip)))
     return tuple(parts)
 
 
@@ -250,6 +252,47 @@ def _compiled_quat(rot: float) -> np.ndarray:
     return np.array([v / norm for v in q])
 
 
+def _resize_cylinder(model: mujoco.MjModel, gid: int, geom: dict) -> None:
+    """Set a non-colliding cylinder's size and derived bounds as the compiler would."""
+    if geom["type"] != "cylinder" or geom.get("contype", 1) != 0 or geom.get("conaffinity", 1) != 0:
+        raise ValueError(f"only non-colliding cylinders can be resized in place, got {geom}")
+    r, h = (_xml_float(v) for v in np.asarray(geom["size"])[:2])
+    model.geom_size[gid, :2] = (r, h)
+    model.geom_rbound[gid] = math.sqrt(r * r + h * h)
+    model.geom_aabb[gid, 3:] = (r, r, h)
+
+
+class _ModelCache:
+    """Process-wide LRU of compiled models by (agent, world structure): a task seen before in
+    this process (by any env) starts from a copy instead of an XML compile."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._models: dict[tuple, mujoco.MjModel] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> mujoco.MjModel | None:
+        with self._lock:
+            model = self._models.pop(key, None)
+            if model is not None:
+                self._models[key] = model
+            return model
+
+    def put(self, key: tuple, model: mujoco.MjModel) -> None:
+        with self._lock:
+            self._models.pop(key, None)
+            self._models[key] = model
+            while len(self._models) > self.size:
+                self._models.pop(next(iter(self._models)))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+
+_MODEL_CACHE = _ModelCache()
+
+
 class FastTaskMixin(FastBuildMixin):
     """Mixed in before a built-in task class: fast build, observation, forward, cost and reward.
 
@@ -262,8 +305,16 @@ class FastTaskMixin(FastBuildMixin):
     tracking camera and view statistics (rendering only) are not updated.
     """
 
+    _RESIZABLE: frozenset[str] = frozenset()
+    """Names of contype-0 cylinder geoms whose size may change without a rebuild."""
+
     def _remember_model(self, config: dict) -> None:
-        self._f_struct = _structure_key(config)
+        key = (self.agent.base, _structure_key(config, self._RESIZABLE))
+        self._f_struct = key
+        _MODEL_CACHE.put(key, copy.copy(self.model))  # MjModel copies are deep
+        self._index_model(config)
+
+    def _index_model(self, config: dict) -> None:
         model = self.model
         self._f_geom_body = {name: model.body(name).id for name in config["geoms"]}
         agent = model.body("agent").id
@@ -273,14 +324,25 @@ class FastTaskMixin(FastBuildMixin):
             jnt >= 0 and model.jnt_type[jnt] == mujoco.mjtJoint.mjJNT_FREE) else None
 
     def _reuse_model(self, config: dict) -> bool:
-        if self._f_struct is None or config["free_geoms"] or config["mocaps"] \
-                or _structure_key(config) != self._f_struct:
+        if config["free_geoms"] or config["mocaps"]:
             return False
-        model = self.model
+        key = (self.agent.base, _structure_key(config, self._RESIZABLE))
+        if key == self._f_struct:
+            model = self.model
+        else:
+            template = _MODEL_CACHE.get(key)
+            if template is None:
+                return False
+            model = copy.copy(template)
+            self.world.engine.update(model, self.data)
+            self._f_struct = key
+            self._index_model(config)
         for name, geom in config["geoms"].items():
             bid = self._f_geom_body[name]
             model.body_pos[bid] = [_xml_float(v) for v in np.asarray(geom["pos"])]
             model.body_quat[bid] = _compiled_quat(geom["rot"])
+            if name in self._RESIZABLE:
+                _resize_cylinder(model, model.geom(name).id, geom)
         agent = self._f_agent_body_id
         pos = [_xml_float(v) for v in np.r_[config["agent_xy"], self.agent.z_height]]
         quat = _compiled_quat(config["agent_rot"])
@@ -583,6 +645,8 @@ class FastTaskMixin(FastBuildMixin):
 
 class FastStCircleLevel(FastTaskMixin, StCircleLevel):
     """:class:`~metacpo.tasks.families.StCircleLevel`, fast."""
+
+    _RESIZABLE = frozenset({"circle"})  # the radius only resizes a non-colliding marker
 
     def _bind_family(self) -> None:
         others = [o for o in self._obstacles if not isinstance(o, (Circle, Sigwalls))]
