@@ -199,7 +199,7 @@ class ProcessSampler(Sampler):
     def _recv(self, i: int, jobs: Sequence[Job]) -> Any:
         try:
             status, payload = self._conns[i].recv()
-        except EOFError:
+        except (EOFError, ConnectionResetError):  # reset: it died with our request unread
             raise WorkerDied(i, jobs) from None
         if status != "ok":
             first = payload.strip().splitlines()[-1] if payload.strip() else payload
@@ -228,7 +228,7 @@ class ProcessSampler(Sampler):
                     out, state = self._recv(w, js)
                     break
                 except WorkerDied:  # replace it, restore its generator, re-run its jobs
-                    self._fault(w, js, faults, "pipe closed (process exited) while sampling")
+                    self._fault(w, js, faults, "pipe closed (process exited) during the call")
                     self._send_work(w, msgs[w], js, faults)
             self._states[w] = state
             for job, b in out:
