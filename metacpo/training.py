@@ -157,12 +157,16 @@ def train(
             start = int(ckpt["iteration"])
         logger = RunLogger(run_dir, tensorboard=config.run.tensorboard, start_iteration=start)
         last_row: dict[str, Any] = {}
+        faults_seen = 0
         bar = _progress(range(start, config.run.iters), start, config.run.iters, progress)
         for it in bar:
             stats = algo.iterate(it)
             last_row = stats.log_row()
             logger.log(it, last_row)
-            for ev in stats.events():
+            faults = getattr(sampler, "fault_events", [])  # replaced sampler workers (process/ray)
+            events = list(stats.events()) + [f.message() for f in faults[faults_seen:]]
+            faults_seen = len(faults)
+            for ev in events:
                 with (run_dir / "events.log").open("a") as f:
                     f.write(f"iteration {it}: {ev}\n")
                 logger.text("events", ev, it)
