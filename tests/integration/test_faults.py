@@ -95,3 +95,36 @@ def test_worker_that_keeps_dying_fails_loudly():
         with pytest.raises(RuntimeError, match=r"died 1 times .*max_faults_per_call=0"):
             proc.sample(snapshot=snap, num_steps=50)
         assert proc.fault_count == 0
+
+
+def test_training_survives_a_killed_worker_and_logs_the_event(tmp_path):
+    import multiprocessing as mp
+
+    from metacpo.config.schema import TrainConfig
+    from metacpo.training import train
+
+    run_dir = tmp_path / "run"
+    config = TrainConfig.from_dict({
+        "algo": "cpo", "env": {"env_id": "SafetyPointStcircle0-v0"},
+        "policy": {"hidden": [8]}, "critic": {"hidden": [8]},
+        "sampler": {"kind": "process", "workers": 2, "steps_per_iter": 1000},
+        "run": {"iters": 3, "seed": 2, "run_dir": str(run_dir), "tensorboard": False},
+    })
+    killed: list[int] = []
+
+    def kill_once_iteration_0_is_logged():
+        while not (run_dir / "progress.csv").exists():
+            threading.Event().wait(0.01)
+        workers = [p for p in mp.active_children() if p.name.startswith("metacpo-sampler-")]
+        os.kill(workers[0].pid, signal.SIGKILL)
+        killed.append(workers[0].pid)
+
+    killer = threading.Thread(target=kill_once_iteration_0_is_logged, daemon=True)
+    killer.start()
+    result = train(config, progress=False)
+    killer.join(timeout=5)
+    assert killed and result.iterations == 3
+    rows = (run_dir / "progress.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 3
+    log = (run_dir / "events.log").read_text()
+    assert log.count("(process) died") == 1 and "replaced it and re-ran its jobs" in log
