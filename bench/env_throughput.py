@@ -29,15 +29,21 @@ from metacpo.compat import import_safety_gymnasium
 sg = import_safety_gymnasium()
 
 
-def run_episodes(env, episodes: int, seed: int) -> tuple[int, float, float]:
-    """Steps, total seconds, reset seconds over ``episodes`` full episodes of random actions."""
+def run_episodes(env, episodes: int, seed: int, new_tasks=None) -> tuple[int, float, float]:
+    """Steps, total seconds, reset seconds over ``episodes`` full episodes of random actions.
+
+    ``new_tasks``: a task per episode, switched to (``set_task``) before its reset.
+    """
     rng = np.random.default_rng(seed)
     low, high = env.action_space.low, env.action_space.high
+    env.reset(seed=seed - 1)  # warm-up: the env's first build is not counted
     steps = 0
     t_reset = 0.0
     t0 = time.perf_counter()
     for ep in range(episodes):
         t = time.perf_counter()
+        if new_tasks is not None:
+            env.set_task(new_tasks[ep])
         env.reset(seed=seed + ep)
         t_reset += time.perf_counter() - t
         done = False
@@ -72,31 +78,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--level", type=int, default=1)
     args = parser.parse_args(argv)
 
-    head = (f"{'agent':<8}{'family':<8}{'env':<9}{'steps/s+reset':>14}{'step only':>11}{'reset ms':>10}"
-            f"{'raw phys':>10}  ratios")
+    print("steps/s = env steps per second; +reset: full episodes incl. resets; ours-new: a new task "
+          "(set_task) every episode;\nstep: resets excluded; raw: frameskip x mj_step only. "
+          "Ratios: ours/plain and ours/raw (>= 0.33 means within 3x of raw physics).")
+    head = (f"{'agent':<8}{'family':<7}{'plain+reset':>12}{'plain step':>11}{'ours+reset':>11}"
+            f"{'ours-new':>9}{'ours step':>10}{'raw':>8}{'reset ms':>9}{'new ms':>7} |"
+            f"{'x+reset':>8}{'x step':>7}{'/raw':>6}{'new/raw':>8}")
     print(head)
-    print("-" * len(head) + "-" * 40)
+    print("-" * len(head))
     for family in args.families:
         for agent in args.agents:
             ours_id = f"Safety{agent}St{family}{args.level}-v0"
             plain_id = f"Safety{agent}{family.capitalize()}{args.level}-v0"
             ours = tasks.make_env(ours_id, seed=0).unwrapped
             plain = sg.make(plain_id).unwrapped
-            res = {}
-            for name, env, eps in (("ours", ours, args.episodes), ("plain", plain, args.plain_episodes)):
-                steps, total, t_reset = run_episodes(env, eps, seed=1)
-                res[name] = (steps / total, steps / (total - t_reset), 1000 * t_reset / eps)
+            new_tasks = tasks.get_distribution(ours_id).sample_n(np.random.default_rng(1), args.episodes)
+            p_steps, p_total, p_reset = run_episodes(plain, args.plain_episodes, seed=1)
+            o_steps, o_total, o_reset = run_episodes(ours, args.episodes, seed=1)
+            n_steps, n_total, n_reset = run_episodes(ours, args.episodes, seed=1, new_tasks=new_tasks)
             raw = raw_physics_rate(ours)
-            for name in ("ours", "plain"):
-                with_r, step_only, reset_ms = res[name]
-                print(f"{agent:<8}{family:<8}{name:<9}{with_r:>14,.0f}{step_only:>11,.0f}{reset_ms:>10.1f}"
-                      f"{raw if name == 'ours' else float('nan'):>10,.0f}", end="")
-                if name == "ours":
-                    print(f"  ours/plain {with_r / res['plain'][0]:5.1f}x with resets, "
-                          f"{step_only / res['plain'][1]:4.1f}x stepping; "
-                          f"ours/raw {with_r / raw:4.2f}")
-                else:
-                    print()
+            plain_r, plain_s = p_steps / p_total, p_steps / (p_total - p_reset)
+            ours_r, ours_s = o_steps / o_total, o_steps / (o_total - o_reset)
+            new_r = n_steps / n_total
+            print(f"{agent:<8}{family:<7}{plain_r:>12,.0f}{plain_s:>11,.0f}{ours_r:>11,.0f}{new_r:>9,.0f}"
+                  f"{ours_s:>10,.0f}{raw:>8,.0f}{1000 * o_reset / args.episodes:>9.1f}"
+                  f"{1000 * n_reset / args.episodes:>7.1f} |{ours_r / plain_r:>7.1f}x{ours_s / plain_s:>6.1f}x"
+                  f"{ours_r / raw:>6.2f}{new_r / raw:>8.2f}", flush=True)
     return 0
 
 

@@ -453,6 +453,16 @@ class FastTaskMixin(FastBuildMixin):
             data.ctrl[:] += self.action_noise * self.random_generator.randn(self.agent.body_info.nu)
         n = self.random_generator.binomial(self.sim_conf.frameskip_binom_n, self.sim_conf.frameskip_binom_p)
         gremlin_ids = self._f_gremlin_mocap
+        if gremlin_ids is None and not self._f_other_mocaps:
+            step = mujoco.mj_step
+            try:
+                for _ in range(n):
+                    step(model, data)
+            except MujocoException as exc:  # pragma: no cover - mirrors simulation_forward
+                print("MujocoException", exc)
+                return True
+            mujoco.mj_forward(model, data)
+            return False
         try:
             for _ in range(n):
                 if gremlin_ids is not None:
@@ -591,26 +601,38 @@ class FastTaskMixin(FastBuildMixin):
         ax, ay, az = data.xpos[self._f_agent_body].tolist()
         m00, m01, _, m10, m11, _, m20, m21, _ = data.xmat[self._f_agent_body].tolist()
         bin_size = _TWO_PI / nbins
+        max_dist, alias_on = conf.max_dist, conf.alias
+        zx, zy = -az * m20, -az * m21
+        hypot, atan2 = math.hypot, math.atan2
         for g, (px, py) in zip(self._f_lidar_group_list, xy):
-            rx, ry, rz = px - ax, py - ay, -az
-            x = rx * m00 + ry * m10 + rz * m20
-            y = rx * m01 + ry * m11 + rz * m21
-            dist = math.hypot(x, y)
-            angle = math.atan2(y, x)
+            rx, ry = px - ax, py - ay
+            x = rx * m00 + ry * m10 + zx
+            y = rx * m01 + ry * m11 + zy
+            dist = hypot(x, y)
+            if max_dist is None:
+                sensor = math.exp(-conf.exp_gain * dist)
+            elif dist < max_dist:
+                sensor = (max_dist - dist) / max_dist
+            else:
+                continue  # reads 0 in every bin it touches
+            angle = atan2(y, x)
             if angle < 0:
                 angle += _TWO_PI
             b = int(angle / bin_size)
-            if conf.max_dist is None:
-                sensor = math.exp(-conf.exp_gain * dist)
-            else:
-                sensor = max(0.0, conf.max_dist - dist) / conf.max_dist
             base = g * nbins
-            out[base + b] = max(out[base + b], sensor)
-            if conf.alias:
+            i = base + b
+            if sensor > out[i]:
+                out[i] = sensor
+            if alias_on:
                 alias = (angle - bin_size * b) / bin_size
-                up, down = base + (b + 1) % nbins, base + (b - 1) % nbins
-                out[up] = max(out[up], alias * sensor)
-                out[down] = max(out[down], (1 - alias) * sensor)
+                v = alias * sensor
+                i = base + (b + 1) % nbins
+                if v > out[i]:
+                    out[i] = v
+                v = (1 - alias) * sensor
+                i = base + (b - 1) % nbins
+                if v > out[i]:
+                    out[i] = v
         return np.array(out)
 
     def obs(self) -> np.ndarray:
