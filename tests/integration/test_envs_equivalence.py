@@ -142,3 +142,23 @@ def test_reused_model_equals_freshly_compiled_model(agent, family, first, task):
     d1, d2 = reuse.task.data, fresh.task.data
     for f in ("qpos", "qvel", "qacc", "qacc_warmstart", "xpos", "sensordata"):
         np.testing.assert_array_equal(getattr(d1, f), getattr(d2, f), err_msg=f)
+
+
+def test_batched_lidar_paths_match_safety_gymnasium_lidar():
+    """Both lidar implementations (plain floats, numpy batch) equal BaseTask._obs_lidar."""
+    env = StochasticBuilder("Car", "button", 2, task=ButtonTask(half_size=2.8, num_buttons=10,
+                                                               num_hazards=16, wrong_button_cost=1.0))
+    env.reset(seed=4)
+    task = env.task
+    rng = np.random.default_rng(0)
+    nbins = task.lidar_conf.num_bins
+    for _ in range(20):
+        env.step(rng.uniform(-1, 1, 2))
+        expected = np.concatenate([task._obs_lidar(o.pos, o.group) for _, o, _ in task._f_lidar])
+        scalar = task._lidar_scalar()
+        task._f_lidar_count, count = 10**6, task._f_lidar_count
+        batched = task._lidar_all()
+        task._f_lidar_count = count
+        assert expected.shape == (3 * nbins,) and expected.max() > 0
+        np.testing.assert_allclose(scalar, expected, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(batched, expected, rtol=0, atol=1e-12)
