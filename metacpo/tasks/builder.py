@@ -32,7 +32,7 @@ class StochasticBuilder(Builder):
     """A Safety-Gymnasium env for one task of a stochastic family.
 
     ``task`` fixes the task; otherwise one is drawn from the (family, level) distribution with
-    ``numpy.random.default_rng(seed)``. ``env.unwrapped.task_params`` is the current task and
+    ``numpy.random.default_rng(seed)``; a ``seed`` also seeds the layouts of unseeded resets. ``env.unwrapped.task_params`` is the current task and
     :meth:`set_task` switches to another task of the same family at the next reset (spaces stay
     the same). When not rendering (and unless ``fast=False``) resets compile without the skybox
     texture and sample layouts vectorised, and the built-in families use their fast task classes
@@ -75,6 +75,8 @@ class StochasticBuilder(Builder):
             camera_id=camera_id,
             camera_name=camera_name,
         )
+        if seed is not None:  # unseeded resets are then reproducible too (layout stream != task draw)
+            self.set_seed(int(np.random.SeedSequence([int(seed), 1]).generate_state(1)[0]))
         gymnasium.utils.EzPickle.__init__(
             self, agent=agent, family=family, level=level, task=task, seed=seed,
             render_mode=render_mode, width=width, height=height, camera_id=camera_id,
@@ -281,7 +283,7 @@ def make_env(env_id: str, *, task: Task | None = None, seed: int | None = None,
 
     For our ids (``Safety{Agent}St{family}{Level}-v0``) ``task`` fixes the task; otherwise
     ``seed`` picks the task drawn from the level's distribution (same seed, same task; None:
-    fresh entropy). Built-in Safety-Gymnasium ids work too; they have no task (``task`` must be
+    fresh entropy) and seeds the layouts of resets called without a seed. Built-in Safety-Gymnasium ids work too; they have no task (``task`` must be
     None) and ``seed`` is unused there (pass it to ``reset``). ``fast=False`` runs our envs
     through Safety-Gymnasium's own (slower) reset/step code.
     """

@@ -100,6 +100,10 @@ def test_seeded_task_and_first_observation_are_deterministic():
     np.testing.assert_array_equal(o1, o2)
     o1b, _ = e1.reset(seed=6)
     assert not np.array_equal(o1, o1b)
+    # a seeded env's unseeded resets are reproducible as well
+    f1, f2 = tasks.make_env(eid, seed=11), tasks.make_env(eid, seed=11)
+    for _ in range(2):
+        np.testing.assert_array_equal(f1.reset()[0], f2.reset()[0])
 
 
 def test_plain_safety_gymnasium_make_draws_tasks_from_the_level():
