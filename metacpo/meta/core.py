@@ -47,6 +47,7 @@ __all__ = [
     "meta_parameters",
     "post_adaptation_values",
     "project_onto_halfspace",
+    "solve_step",
 ]
 
 
