@@ -34,7 +34,7 @@ class LocalSampler(Sampler):
             raise ValueError(f"num_virtual_workers must be positive, got {num_virtual_workers}")
         self.env_id = env_id
         self._n = num_virtual_workers
-        self._env = make_env_for(env_id)
+        self._env = make_env_for(env_id, seed=seed)  # our stochastic ids: the default task follows the seed
         self._rngs = [worker_rng(seed, i) for i in range(num_virtual_workers)]
         self._policy: GaussianMLPPolicy | None = None
 
