@@ -61,7 +61,7 @@ def worker_main(conn: Connection, env_id: str, seed: int, index: int) -> None:
 
     torch.set_num_threads(1)
     try:
-        env = make_env_for(env_id)
+        env = make_env_for(env_id, seed=seed)  # our stochastic ids: the default task follows the seed
     except Exception:
         conn.send(("error", traceback.format_exc()))
         return
