@@ -64,7 +64,13 @@ def test_train_multitask_cpo_cli_switches_tasks(tmp_path):
     assert main(["train", "--algo", "multitask-cpo", "--iters", "2", "--run-dir", str(rd), *TINY]) == 0
     assert len(_rows(rd)) == 2
     state = load_checkpoint(rd / "checkpoint.pt")["algorithm"]
-    assert set(state["current_task"]) == {"radius", "wall_distance"}
+    # one task per iteration from default_rng([seed, 31337]) on level 1: the second draw is current
+    from metacpo.tasks import get_distribution
+
+    rng = np.random.default_rng([0, 31337])
+    dist = get_distribution("circle", 1)
+    first, second = dist.sample(rng), dist.sample(rng)
+    assert state["current_task"] == second.as_dict() != first.as_dict()
 
 
 def test_bad_meta_config_exits_2(tmp_path, capsys):
