@@ -747,10 +747,13 @@ class FastStButtonLevel(FastTaskMixin, StButtonLevel):
         return achieved
 
     def dist_goal_fast(self) -> float:
-        """``dist_goal()`` without name lookups (same operations)."""
-        goal = self._f_data.xpos[self._f_goal_body][:2]
-        agent = self._f_data.xpos[self._f_agent_body][:2]
-        return np.sqrt(np.sum(np.square(goal - agent)))
+        """``dist_goal()`` without name lookups: sqrt(dx*dx + dy*dy), the same IEEE operations
+        as numpy's sqrt(sum(square(.))) of two components."""
+        xpos = self._f_data.xpos
+        gx, gy, _ = xpos[self._f_goal_body].tolist()
+        ax, ay, _ = xpos[self._f_agent_body].tolist()
+        dx, dy = gx - ax, gy - ay
+        return math.sqrt(dx * dx + dy * dy)
 
     def fast_calculate_reward(self) -> float:
         # Same operations and order as ButtonLevel0.calculate_reward.
@@ -779,13 +782,14 @@ class FastStButtonLevel(FastTaskMixin, StButtonLevel):
         if hazards.is_constrained:
             total = 0
             if hazards.num:
-                agent_xy = self._f_data.xpos[self._f_agent_body, :2]
-                pos = self._f_data.xpos[self._f_hazard_bodies, :2]
-                dist = np.sqrt(np.sum(np.square(pos - agent_xy), axis=1))
-                inside = dist <= hazards.size
-                if inside.any():
-                    for d in dist[inside]:
-                        total += hazards.cost * (hazards.size - d)
+                xpos = self._f_data.xpos
+                ax, ay, _ = xpos[self._f_agent_body].tolist()
+                size, unit = hazards.size, hazards.cost
+                for hx, hy, _ in xpos[self._f_hazard_bodies].tolist():
+                    dx, dy = hx - ax, hy - ay
+                    d = math.sqrt(dx * dx + dy * dy)  # as agent.dist_xy
+                    if d <= size:
+                        total += unit * (size - d)
             cost["cost_hazards"] = total
         cost["cost_sum"] = sum(v for k, v in cost.items() if k.startswith("cost_"))
         return cost
