@@ -7,6 +7,10 @@ defaults ("mutable default <class 'numpy.ndarray'> for field color is not allowe
 hook that turns each such default into ``field(default_factory=<copy of the array>)`` -- which
 is what the authors meant, and gives every instance its own array -- and removes the hook as
 soon as the import returns. Files under site-packages are never edited.
+
+gymnasium-robotics 1.2.2 prints a notice about its AdroitHand environments' rewards to stderr
+whenever it is imported (through ``farama_notifications``). metacpo never uses those environments,
+so during the import that one notice is held back (the notifications table is restored after).
 """
 
 from __future__ import annotations
@@ -61,6 +65,21 @@ def ndarray_defaults_as_factories() -> Iterator[None]:
             dataclasses._get_field = original  # type: ignore[attr-defined]
 
 
+@contextlib.contextmanager
+def _quiet_robotics_notice() -> Iterator[None]:
+    try:
+        from farama_notifications import notifications  # type: ignore[import-not-found]
+    except Exception:  # not installed: nothing to hold back
+        yield
+        return
+    held = notifications.pop("gymnasium_robotics", None)
+    try:
+        yield
+    finally:
+        if held is not None:
+            notifications["gymnasium_robotics"] = held
+
+
 def import_safety_gymnasium() -> ModuleType:
     """Import and return ``safety_gymnasium`` on Python 3.11 (see the module docstring).
 
@@ -68,5 +87,5 @@ def import_safety_gymnasium() -> ModuleType:
     """
     if "safety_gymnasium" in sys.modules:
         return sys.modules["safety_gymnasium"]
-    with ndarray_defaults_as_factories():
+    with ndarray_defaults_as_factories(), _quiet_robotics_notice():
         return importlib.import_module("safety_gymnasium")

@@ -70,3 +70,15 @@ def test_import_safety_gymnasium_in_fresh_interpreter():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("OK")
+
+
+def test_import_metacpo_holds_back_only_the_robotics_notice():
+    code = (
+        "import metacpo\n"
+        "from farama_notifications import notifications\n"
+        "assert 'gymnasium_robotics' in notifications, 'notifications table not restored'\n"
+        "print('OK')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "AdroitHand" not in out.stderr
