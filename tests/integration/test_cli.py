@@ -1,0 +1,58 @@
+"""The CLI's own contract: every command has truthful --help, bad input is one line + exit 2."""
+
+import subprocess
+import sys
+
+import pytest
+
+from metacpo.cli import COMMANDS, build_parser, main
+
+
+def test_top_level_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for name in COMMANDS:
+        assert name in out
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_command_has_help(name, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([name, "--help"])
+    assert exc.value.code == 0
+    assert f"usage: metacpo {name}" in capsys.readouterr().out
+
+
+def test_all_commands_are_built():
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert set(sub.choices) == set(COMMANDS)
+
+
+def test_value_error_is_one_line_exit_2():
+    out = subprocess.run(
+        [sys.executable, "-m", "metacpo.cli", "train", "--algo", "nope", "--iters", "1"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 2
+    lines = [ln for ln in out.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
+    assert "'nope'" in lines[0] and "cpo" in lines[0]
+    assert "Traceback" not in out.stderr
+
+
+def test_demo_runs_and_reports_where_results_went(tmp_path, capsys):
+    run_dir = tmp_path / "demo"
+    rc = main(["demo", "--iters", "1", "--steps-per-iter", "300", "--adapt-iters", "1",
+               "--run-dir", str(run_dir)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    for name in ("progress.csv", "checkpoint.pt", "adapt.csv", "adapt.json", "adapt.png"):
+        assert (run_dir / name).is_file(), name
+        assert str(run_dir / name) in out
+    import csv
+
+    rows = list(csv.DictReader((run_dir / "adapt.csv").open()))
+    assert {r["label"] for r in rows} == {"demo", "cpo-from-scratch"}
+    assert len(rows) == 2 * 2 * 2  # 2 curves x 2 held-out tasks x (initial + 1 update)
