@@ -705,14 +705,13 @@ class FastStButtonLevel(FastTaskMixin, StButtonLevel):
     def _bind_family(self) -> None:
         model = self.model
         names = self._f_geom_names
-        self._f_is_button = np.array([n.startswith("button") for n in names], dtype=bool)
-        self._f_is_gremlin = np.array([n.startswith("gremlin") for n in names], dtype=bool)
+        self._f_is_button_list = [n.startswith("button") for n in names]
+        self._f_is_agent_list = self._f_is_agent.tolist()
         self._f_button_geom = {n: i for i, n in enumerate(names) if n.startswith("button")}
         self._f_goal_body = model.body("goal").id
         self._f_hazard_bodies = np.array(
             [model.body(f"hazard{i}").id for i in range(self.hazards.num)], dtype=np.intp)  # pylint: disable=no-member
         self._f_step_contacts: tuple | None = None
-        self._f_step_goal: tuple | None = None
         self._f_buttons = self.buttons  # pylint: disable=no-member
         self._f_hazards = self.hazards  # pylint: disable=no-member
         kinds = (Buttons, Goal, Hazards)
@@ -720,31 +719,30 @@ class FastStButtonLevel(FastTaskMixin, StButtonLevel):
         if others:
             raise ValueError(f"FastStButtonLevel supports buttons, goal and hazards only, got {others}")
 
-    def _contacts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Contact geom pairs and which touch the agent (cached until the next physics step)."""
+    def _contacts(self) -> list[tuple[int, int]]:
+        """Geom pairs of the contacts that touch the agent (cached until the next physics step).
+
+        Plain lists: there are only a handful of contacts per step.
+        """
         cached = self._f_step_contacts
-        if cached is not None and cached[0] == self._f_data.time:
+        time_now = self._f_data.time
+        if cached is not None and cached[0] == time_now:
             return cached[1]
         con = self._f_data.contact
-        g1 = np.asarray(con.geom1)
-        g2 = np.asarray(con.geom2)
-        touches_agent = self._f_is_agent[g1] | self._f_is_agent[g2]
-        result = (g1, g2, touches_agent)
-        self._f_step_contacts = (self._f_data.time, result)
-        return result
+        is_agent = self._f_is_agent_list
+        pairs = [(a, b) for a, b in zip(con.geom1.tolist(), con.geom2.tolist()) if is_agent[a] or is_agent[b]]
+        self._f_step_contacts = (time_now, pairs)
+        return pairs
 
     def _goal_geom(self) -> int:
         return self._f_button_geom.get(f"button{self.buttons.goal_button}", -1)  # pylint: disable=no-member
 
     def fast_goal_achieved(self) -> bool:
-        cached = self._f_step_goal
-        if cached is not None and cached[0] == self._f_data.time:
-            return cached[1]
-        g1, g2, touches_agent = self._contacts()
+        pairs = self._contacts()
+        if not pairs:
+            return False
         goal = self._goal_geom()
-        achieved = bool(touches_agent.any() and np.any(touches_agent & ((g1 == goal) | (g2 == goal))))
-        self._f_step_goal = (self._f_data.time, achieved)
-        return achieved
+        return any(a == goal or b == goal for a, b in pairs)
 
     def dist_goal_fast(self) -> float:
         """``dist_goal()`` without name lookups: sqrt(dx*dx + dy*dy), the same IEEE operations
@@ -771,13 +769,13 @@ class FastStButtonLevel(FastTaskMixin, StButtonLevel):
         buttons, hazards = self._f_buttons, self._f_hazards
         if buttons.is_constrained and buttons.timer == 0:
             total = 0
-            g1, g2, touches_agent = self._contacts()
-            if touches_agent.any():
+            pairs = self._contacts()
+            if pairs:
                 goal = self._goal_geom()
-                wrong = touches_agent & (self._f_is_button[g1] | self._f_is_button[g2])
-                wrong &= ~((g1 == goal) | (g2 == goal))
-                for _ in range(int(np.count_nonzero(wrong))):
-                    total += buttons.cost
+                is_button = self._f_is_button_list
+                for a, b in pairs:
+                    if (is_button[a] or is_button[b]) and a != goal and b != goal:
+                        total += buttons.cost
             cost["cost_buttons"] = total
         if hazards.is_constrained:
             total = 0
