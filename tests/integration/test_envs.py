@@ -19,6 +19,9 @@ from metacpo.tasks import ButtonTask, CircleTask
 sg = import_safety_gymnasium()
 from safety_gymnasium.wrappers.env_checker import SafePassiveEnvChecker  # noqa: E402
 
+# safety-gymnasium 1.0.0 reads joint types with a deprecated numpy conversion (Car, Racecar)
+pytestmark = pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0:DeprecationWarning")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUR_IDS = [i for i in tasks.registered_ids() if "Stcircle" in i or "Stbutton" in i]
 

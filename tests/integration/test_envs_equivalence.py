@@ -13,6 +13,9 @@ import pytest
 from metacpo.tasks import ButtonTask, CircleTask, ReferenceBuilder, StochasticBuilder
 from metacpo.tasks.fast import _MODEL_CACHE
 
+# safety-gymnasium 1.0.0 reads joint types with a deprecated numpy conversion (Car, Racecar)
+pytestmark = pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0:DeprecationWarning")
+
 
 def _steer(env, rng: np.random.Generator) -> np.ndarray:
     """Point/Car-style action: turn toward the goal and drive, with noise."""
