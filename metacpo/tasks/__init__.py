@@ -45,8 +45,6 @@ CIRCLE = circle_family(StCircleLevel, FastStCircleLevel)
 BUTTON = button_family(StButtonLevel, FastStButtonLevel)
 """The built-in Button family."""
 
-_registered = False
-
 
 def register_family(family: TaskFamily, *, replace: bool = False) -> list[str]:
     """Add a (user-defined) family and register its env ids for every agent and level.
@@ -59,13 +57,11 @@ def register_family(family: TaskFamily, *, replace: bool = False) -> list[str]:
 
 def register_all() -> list[str]:
     """Register the built-in families' ids with Safety-Gymnasium (idempotent)."""
-    global _registered  # noqa: PLW0603
     ids = []
     for fam in (CIRCLE, BUTTON):
         if families().get(fam.name) is not fam:
             add_family(fam, replace=True)
         ids += register_ids(fam)
-    _registered = True
     return ids
 
 

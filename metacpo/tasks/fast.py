@@ -8,7 +8,7 @@ Where the plain Safety-Gymnasium env spends its time, and what is done here inst
 - layout rejection sampling checks distances in a Python double loop;
   :class:`FastRandomGenerator` draws exactly the same random numbers in the same order and
   checks each candidate against all placed objects at once, so layouts are bit-identical.
-- per step: name lookups (gremlin mocaps, sensors, bodies, contact geoms), a Python lidar loop,
+- per step: name lookups (sensors, bodies, contact geoms), a Python lidar loop,
   the observation-space ``contains`` assert and dict flattening. :class:`FastTaskMixin`
   precomputes ids after every model build, computes the flat observation directly in the order
   of the observation space and vectorises lidar and contact/cost checks. The two extra
@@ -38,7 +38,6 @@ import_safety_gymnasium()
 
 import safety_gymnasium.world as _sg_world  # noqa: E402
 from safety_gymnasium.assets.geoms import Buttons, Circle, Goal, Hazards, Sigwalls  # noqa: E402
-from safety_gymnasium.assets.mocaps import Gremlins  # noqa: E402
 from safety_gymnasium.utils.common_utils import MujocoException  # noqa: E402
 from safety_gymnasium.utils.random_generator import RandomGenerator  # noqa: E402
 from safety_gymnasium.world import World  # noqa: E402
@@ -151,8 +150,6 @@ def _lidar_bodies(obstacle: Any, model: mujoco.MjModel) -> np.ndarray | None:
         return np.array([model.body(f"button{i}").id for i in range(obstacle.num)], dtype=np.intp)
     if isinstance(obstacle, Hazards):
         return np.array([model.body(f"hazard{i}").id for i in range(obstacle.num)], dtype=np.intp)
-    if isinstance(obstacle, Gremlins):
-        return np.array([model.body(f"gremlin{i}obj").id for i in range(obstacle.num)], dtype=np.intp)
     if isinstance(obstacle, Goal):
         return np.array([model.body("goal").id], dtype=np.intp)
     return None
@@ -425,16 +422,7 @@ class FastTaskMixin(FastBuildMixin):
         self._f_model, self._f_data = model, self.data
         self._f_compass = compass
         self._f_quat_mat = np.zeros(9)
-        gremlins = self._mocaps.get("gremlins")
-        if gremlins is not None and gremlins.num > 0:
-            self._f_gremlin_mocap = np.array(
-                [model.body_mocapid[model.body(f"gremlin{i}mocap").id] for i in range(gremlins.num)],
-                dtype=np.intp)
-            self._f_gremlin = gremlins
-        else:
-            self._f_gremlin_mocap = None
-            self._f_gremlin = None
-        self._f_other_mocaps = [m for m in self._mocaps.values() if not isinstance(m, Gremlins)]
+        self._f_mocaps = list(self._mocaps.values())
         self._bind_family()
 
     def _bind_family(self) -> None:
@@ -452,27 +440,13 @@ class FastTaskMixin(FastBuildMixin):
         if self.action_noise:
             data.ctrl[:] += self.action_noise * self.random_generator.randn(self.agent.body_info.nu)
         n = self.random_generator.binomial(self.sim_conf.frameskip_binom_n, self.sim_conf.frameskip_binom_p)
-        gremlin_ids = self._f_gremlin_mocap
-        if gremlin_ids is None and not self._f_other_mocaps:
-            step = mujoco.mj_step
-            try:
-                for _ in range(n):
-                    step(model, data)
-            except MujocoException as exc:  # pragma: no cover - mirrors simulation_forward
-                print("MujocoException", exc)
-                return True
-            mujoco.mj_forward(model, data)
-            return False
+        mocaps = self._f_mocaps
+        step = mujoco.mj_step
         try:
             for _ in range(n):
-                if gremlin_ids is not None:
-                    g = self._f_gremlin
-                    phase = float(data.time)
-                    target = np.array([np.sin(phase), np.cos(phase)]) * g.travel
-                    data.mocap_pos[gremlin_ids] = np.r_[target, [g.size]]
-                for mocap in self._f_other_mocaps:
+                for mocap in mocaps:
                     mocap.move()
-                mujoco.mj_step(model, data)
+                step(model, data)
         except MujocoException as exc:  # pragma: no cover - mirrors simulation_forward
             print("MujocoException", exc)
             return True

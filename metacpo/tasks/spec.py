@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -528,8 +528,3 @@ def load_distribution_overrides(path: str, *, apply: bool = True) -> list[TaskDi
         for d in dists:
             set_distribution(d)
     return dists
-
-
-def sequence_of_tasks(tasks: Sequence[Task]) -> list[dict[str, Any]]:
-    """Tasks as plain dicts (for logging)."""
-    return [dict(t.as_dict(), family=t.family) for t in tasks]
