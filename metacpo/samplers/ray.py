@@ -9,7 +9,8 @@ each actor runs the same :func:`~metacpo.samplers.base.rollout` with the same pe
 so ``RaySampler(num_workers=n)`` gives the batches of ``LocalSampler(num_virtual_workers=n)`` and
 ``ProcessSampler(num_workers=n)`` bit for bit.
 
-Cluster: ``ray_address=None`` starts (or reuses) Ray on this machine; ``"auto"`` or
+Cluster: ``ray_address=None`` starts a private Ray instance on this machine (unless the caller
+already runs Ray in this process, which is then used); ``"auto"`` or
 ``"ray://host:10001"``/``"host:6379"`` joins an existing cluster (every node needs metacpo and its
 dependencies installed in the same Python environment). See ``docs/scaling.md``.
 
@@ -96,13 +97,14 @@ class SamplerActor:
 
 
 class RaySampler(Sampler):
-    """``num_workers`` Ray actors (default: every CPU of the Ray cluster / ``num_cpus_per_worker``).
+    """``num_workers`` Ray actors (default: every free CPU of the Ray cluster / ``num_cpus_per_worker``).
 
     Args:
         env_id: environment id (ours or any Safety-Gymnasium id).
         seed: run seed; actor ``i`` owns ``worker_rng(seed, i)``.
         num_workers: number of actors (None: as many as the cluster's CPUs allow).
-        ray_address: None starts/reuses Ray locally; ``"auto"`` or an address joins a cluster.
+        ray_address: None starts a private local Ray instance; ``"auto"`` or an address joins
+            a running cluster.
         num_cpus_per_worker: CPUs Ray reserves per actor.
         init_kwargs: extra ``ray.init`` arguments (only used when this sampler starts Ray).
         max_faults_per_call: actor replacements allowed per :meth:`sample` call before
@@ -133,7 +135,7 @@ class RaySampler(Sampler):
         self._ray = ray
         self._owns_ray = False
         if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"address": ray_address or None, "include_dashboard": False,
+            kwargs: dict[str, Any] = {"address": ray_address or "local", "include_dashboard": False,
                                       "log_to_driver": False, "logging_level": logging.WARNING}
             kwargs.update(init_kwargs or {})
             ray.init(**kwargs)
@@ -146,10 +148,11 @@ class RaySampler(Sampler):
         self._actors: list[Any] = []
         try:
             cpus = float(ray.cluster_resources().get("CPU", 0.0))
-            n = num_workers if num_workers is not None else max(1, int(cpus // num_cpus_per_worker))
-            if n * num_cpus_per_worker > cpus:
+            free = float(ray.available_resources().get("CPU", 0.0))
+            n = num_workers if num_workers is not None else max(1, int(free // num_cpus_per_worker))
+            if n * num_cpus_per_worker > free:  # fail loudly instead of waiting forever for CPUs
                 raise ValueError(f"{n} ray sampler workers x {num_cpus_per_worker} CPU need {n * num_cpus_per_worker:g} "
-                                 f"CPUs but the Ray cluster has {cpus:g}; lower --workers")
+                                 f"CPUs but the Ray cluster has {free:g} free (of {cpus:g}); lower --workers")
             self._n = n
             self._actor_cls = ray.remote(SamplerActor).options(num_cpus=num_cpus_per_worker, max_restarts=0)
             self._states: list[dict[str, Any]] = [worker_rng(seed, i).bit_generator.state for i in range(n)]
