@@ -76,12 +76,12 @@ def test_tasks_run_in_parallel_and_a_worker_killed_mid_sample_is_replaced(caplog
 def test_worker_dead_while_idle_is_replaced_at_next_call():
     snap = _snapshot()
     with LocalSampler(ENV, seed=4, num_virtual_workers=2) as loc:
-        expected = loc.sample(snapshot=snap, num_steps=200, tasks=TASKS[:1])
+        expected = loc.sample(snapshot=snap, num_steps=200)  # the env's own task (drawn from the seed)
     with ProcessSampler(ENV, seed=4, num_workers=2) as proc:
         pid = proc.worker_pids()[0]
         os.kill(pid, signal.SIGKILL)
         proc._procs[0].join(timeout=10)  # it is gone before the call starts
-        got = proc.sample(snapshot=snap, num_steps=200, tasks=TASKS[:1])
+        got = proc.sample(snapshot=snap, num_steps=200)  # the replacement draws the same own task
         assert proc.fault_count == 1 and proc.fault_events[0].worker == 0
         assert proc.worker_pids()[0] != pid
     _assert_same(got[0], expected[0])

@@ -29,7 +29,7 @@ TASKS = get_distribution(ENV).sample_n(np.random.default_rng(1), 3)
 def ray_sampler():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
              object_store_memory=100 * 1024**2, logging_level=logging.WARNING)
     try:
         with RaySampler(ENV, seed=7, num_workers=2) as s:
@@ -63,6 +63,9 @@ def test_ray_equals_local_spreads_tasks_over_actors_and_round_trips_state(ray_sa
     snap = _snapshot()
     with LocalSampler(ENV, seed=7, num_virtual_workers=2) as loc:
         s.load_state_dict(loc.state_dict())
+        # First use of the module's sampler: tasks=None samples each env's own task, drawn from
+        # the run seed, hence the same on every backend.
+        _assert_same(s.sample(snapshot=snap, num_steps=100)[0], loc.sample(snapshot=snap, num_steps=100)[0])
         start = s.state_dict()
         # 3 tasks on 2 actors: tasks 0 and 2 on actor 0, task 1 on actor 1; one task: split in two.
         expected = loc.sample(snapshot=snap, num_steps=150, tasks=TASKS)
@@ -88,8 +91,9 @@ def test_ray_equals_local_spreads_tasks_over_actors_and_round_trips_state(ray_sa
 def test_factory_and_bad_sizes_fail_loudly(ray_sampler):
     with pytest.raises(ValueError, match="unknown sampler kind 'dask'"):
         make_sampler("dask", ENV, seed=0)
-    with pytest.raises(ValueError, match="need 3 CPUs but the Ray cluster has 2"):
-        RaySampler(ENV, seed=0, num_workers=3)
+    # The module's sampler holds both CPUs: a second one fails at once instead of waiting forever.
+    with pytest.raises(ValueError, match=r"need 1 CPUs but the Ray cluster has 0 free \(of 2\)"):
+        RaySampler(ENV, seed=0, num_workers=1)
     with pytest.raises(ValueError, match="num_workers must be positive"):
         RaySampler(ENV, seed=0, num_workers=0)
 
