@@ -106,7 +106,7 @@ def main() -> None:
             from metacpo.samplers.ray import RaySampler
 
             # 3 logical CPUs so the idle 1-actor and the 2-actor samplers can coexist (only one runs at a time).
-            ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+            ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
             samplers["ray 1w"] = RaySampler(env_id, seed=0, num_workers=1)
             samplers["ray 2w"] = RaySampler(env_id, seed=0, num_workers=2)
 
