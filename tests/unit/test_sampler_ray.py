@@ -96,6 +96,9 @@ def test_factory_and_bad_sizes_fail_loudly(ray_sampler):
         RaySampler(ENV, seed=0, num_workers=1)
     with pytest.raises(ValueError, match="num_workers must be positive"):
         RaySampler(ENV, seed=0, num_workers=0)
+    import ray
+
+    assert ray.is_initialized()  # a sampler never shuts down a Ray session it did not start
 
 
 def test_actor_killed_mid_sample_is_replaced_and_batch_is_unchanged(ray_sampler, caplog):
