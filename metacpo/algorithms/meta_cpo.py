@@ -700,6 +700,13 @@ def build_meta(config: TrainConfig, *, sampler: Sampler, obs_dim: int, act_dim: 
     meta: MetaConfig = config.section("meta")
     dist, level0 = task_distributions(config.env.env_id, meta.task_level)
     policy, critic_r, critic_c = build_modules(config, obs_dim=obs_dim, act_dim=act_dim)
+    if meta.backend == "dco":
+        from metacpo.solvers.dco import DCO_MAX_PARAMS
+
+        n = sum(p.numel() for p in policy.parameters())
+        if n > DCO_MAX_PARAMS:
+            raise ValueError(f"meta.backend 'dco' supports policies of at most {DCO_MAX_PARAMS} parameters; "
+                             f"this policy has {n} (use meta.backend=analytic or a smaller policy.hidden)")
     return MetaLearner(
         policy=policy, critic_r=critic_r, critic_c=critic_c,
         normalizer=RunningNormalizer(obs_dim, clip=config.advantage.obs_clip),
