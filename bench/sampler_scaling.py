@@ -2,9 +2,14 @@
 
 All samplers are built first and then timed in interleaved rounds (one sample() call per sampler
 per round, after one warm-up call each), so a load change on a shared machine hits every backend
-alike. One call samples ``--tasks`` tasks x ``--steps`` steps each with a small policy, like a
+alike. One call samples ``--tasks`` tasks x ``--steps`` steps each with a (64, 64) policy, like a
 meta-iteration's pre-adaptation round. Reference: the plain env step rate (random actions, no
 policy, one process, resets included).
+
+Besides wall-clock steps/s, the CPU cost per step is shown (steps per CPU-second of the driver
+plus the workers, from /proc; Ray's own daemons not counted): on a machine shared with other
+work, wall-clock scaling is capped by the cores left free, while the CPU cost shows whether a
+backend adds per-step overhead.
 
 Printed ratios and the targets of issue 5 (on a 2-core machine):
 
@@ -65,6 +70,19 @@ def plain_env_rate(env_id: str, steps: int) -> float:
     return rate
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of this process and of ``pids`` (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = time.process_time()
+    for pid in pids:
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--env", default=None, help="env id (default: SafetyPointStcircle1-v0 if registered)")
@@ -112,15 +130,19 @@ def main() -> None:
 
         steps: dict[str, int] = {k: 0 for k in samplers}
         secs: dict[str, float] = {k: 0.0 for k in samplers}
+        cpu: dict[str, float] = {k: 0.0 for k in samplers}
         for name, s in samplers.items():  # warm-up: lazy imports, first policy build
             s.sample(snapshot=snap, num_steps=args.steps, tasks=tasks)
         for _ in range(args.rounds):
             for name, s in samplers.items():
-                t0 = time.perf_counter()
+                pids = s.worker_pids() if hasattr(s, "worker_pids") else []
+                c0, t0 = cpu_seconds(pids), time.perf_counter()
                 batches = s.sample(snapshot=snap, num_steps=args.steps, tasks=tasks)
                 secs[name] += time.perf_counter() - t0
+                cpu[name] += cpu_seconds(pids) - c0
                 steps[name] += sum(len(b) for b in batches)
         rate = {k: steps[k] / secs[k] for k in samplers}
+        cpu_rate = {k: steps[k] / cpu[k] for k in samplers}
     finally:
         for s in samplers.values():
             s.close()
@@ -129,10 +151,10 @@ def main() -> None:
 
             ray.shutdown()
 
-    print(f"{'sampler':<12} {'steps/s':>9} {'x plain env':>12}")
+    print(f"{'sampler':<12} {'steps/s':>9} {'x plain env':>12} {'steps/CPU-s':>12}")
     print(f"{'plain env':<12} {plain:>9.0f} {1.0:>12.2f}")
     for k, r in rate.items():
-        print(f"{k:<12} {r:>9.0f} {r / plain:>12.2f}")
+        print(f"{k:<12} {r:>9.0f} {r / plain:>12.2f} {cpu_rate[k]:>12.0f}")
 
     def ratio(a: str, b: str, target: str = "") -> None:
         if a in rate and b in rate:
@@ -143,6 +165,9 @@ def main() -> None:
     ratio("ray 2w", "process 2w", ">= 0.91, i.e. ray costs <= 10% over process")
     ratio("ray 1w", "process 1w")
     ratio("process 1w", "local 1w")
+    for a, b in (("process 2w", "process 1w"), ("ray 2w", "process 2w"), ("ray 1w", "process 1w")):
+        if a in cpu_rate and b in cpu_rate:
+            print(f"  CPU cost per step {a} / {b}: {cpu_rate[b] / cpu_rate[a]:.2f}")
     if "local 1w" in rate:
         print(f"  local 1w / plain env: {rate['local 1w'] / plain:.2f}")
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
