@@ -117,6 +117,14 @@ def solve_dco(
     Raises :class:`SolverError` when the solver fails or returns a non-finite or infeasible
     point. ``solver_args`` override :data:`DCO_SOLVER_ARGS`.
     """
+    if g.dtype != torch.float64:
+        # cvxpylayers/diffcp work in float64; solve there (differentiably) and cast back, so
+        # float32 policies can use the dco backend.
+        def to64(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(torch.float64)
+
+        sol = solve_dco(g=to64(g), a=to64(a), b=to64(b), delta=to64(delta), solver_args=solver_args)  # type: ignore[arg-type]
+        return CPOSolution(step=sol.step.to(g.dtype), lam=sol.lam.to(g.dtype), nu=sol.nu.to(g.dtype), case=sol.case)
     if g.numel() > DCO_MAX_PARAMS:
         raise ValueError(
             f"backend 'dco' supports at most DCO_MAX_PARAMS={DCO_MAX_PARAMS} parameters, got "

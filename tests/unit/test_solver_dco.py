@@ -178,3 +178,20 @@ def test_solver_failure_raises_solver_error_and_falls_back_to_analytic() -> None
     with pytest.raises(ValueError, match="delta must be > 0"):
         solve_cpo_with_fallback(g=inst.g, a=inst.a, b=inst.b, delta=-1.0)
     assert math.isfinite(float(sol.lam))
+
+
+def test_dco_accepts_float32_and_matches_analytic():
+    import torch
+
+    from metacpo.solvers import solve_cpo
+
+    gen = torch.Generator().manual_seed(5)
+    g = torch.randn(20, generator=gen, dtype=torch.float32, requires_grad=True)
+    a = torch.randn(20, generator=gen, dtype=torch.float32, requires_grad=True)
+    b = torch.tensor(0.05, dtype=torch.float32)
+    dco = solve_cpo(g=g, a=a, b=b, delta=0.01, backend="dco", normalize=False)
+    ana = solve_cpo(g=g, a=a, b=b, delta=0.01, backend="analytic", normalize=False)
+    assert dco.step.dtype == torch.float32 and dco.case == ana.case
+    torch.testing.assert_close(dco.step, ana.step, rtol=1e-4, atol=1e-6)
+    (dco.step.sum()).backward()
+    assert g.grad is not None and g.grad.dtype == torch.float32 and torch.isfinite(g.grad).all()
