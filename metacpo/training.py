@@ -230,7 +230,8 @@ def evaluate(run_dir: str | os.PathLike[str], *, episodes: int, seed: int = 0, d
     state = ckpt["algorithm"]
     if "policy" not in state or "obs_norm" not in state:
         raise CheckpointError(f"checkpoint {ckpt_path} lacks the policy or obs_norm state needed for evaluation")
-    env = make_env_for(config.env.env_id)
+    # The training run's default task (our stochastic ids draw it from the run seed, as the samplers do).
+    env = make_env_for(config.env.env_id, seed=config.run.seed)
     try:
         obs_dim, act_dim = env_dims(env)
         pc = config.policy

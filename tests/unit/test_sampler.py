@@ -81,3 +81,27 @@ def test_task_switch_on_plain_env_and_unknown_env_fail_loudly():
     env.close()
     with pytest.raises(ValueError, match="unknown env.*NoSuchEnv-v0"):
         make_env_for("NoSuchEnv-v0")
+
+
+def test_several_tasks_are_spread_over_workers_and_switched_with_set_task():
+    from metacpo.tasks import get_distribution
+
+    env_id = "SafetyPointStcircle1-v0"  # metacpo's stochastic circle family
+    rng = np.random.default_rng(0)
+    tasks = [get_distribution(env_id).sample(rng) for _ in range(3)]
+    assert len(set(tasks)) == 3
+    _, snap = _snapshot(deterministic=True)
+    with LocalSampler(env_id, seed=2, num_virtual_workers=2) as s:
+        batches = s.sample(snapshot=snap, tasks=tasks, num_steps=30)
+        assert s.env.unwrapped.task_params == tasks[1]  # worker 0 ran tasks 0 and 2, then worker 1 task 1
+        start = s.state_dict()
+        again = s.sample(snapshot=snap, tasks=tasks, num_steps=30)
+        s.load_state_dict(start)
+        replay = s.sample(snapshot=snap, tasks=tasks, num_steps=30)
+    assert [b.task for b in batches] == tasks
+    assert [b.info["workers"] for b in batches] == [[0], [1], [0]]
+    assert all(len(b) == 30 and b.truncated[-1] for b in batches)
+    for x, y in zip(again, replay):
+        _assert_batches_equal(x, y)
+    # Same policy, different tasks: different dynamics/rewards.
+    assert not np.allclose(batches[0].rewards, batches[1].rewards)
