@@ -52,6 +52,26 @@ def _assert_same(x, y):
     assert x.info["episode_seeds"] == y.info["episode_seeds"]
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _kill_when_busy(pid: int, cpu: float = 0.2) -> threading.Thread:
+    """SIGKILL ``pid`` once it has used ``cpu`` more CPU-seconds, i.e. in the middle of its job
+    (an idle worker blocks on its pipe and uses none), whatever the machine's speed."""
+    start = _cpu_seconds(pid)
+
+    def run() -> None:
+        while _cpu_seconds(pid) - start < cpu:
+            threading.Event().wait(0.005)
+        os.kill(pid, signal.SIGKILL)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
 def test_import_metacpo_does_not_import_ray():
     code = ("import sys, metacpo, metacpo.samplers, metacpo.samplers.ray, metacpo.training, metacpo.cli; "
             "assert 'ray' not in sys.modules, 'ray imported'")
@@ -104,7 +124,7 @@ def test_factory_and_bad_sizes_fail_loudly(ray_sampler):
 def test_actor_killed_mid_sample_is_replaced_and_batch_is_unchanged(ray_sampler, caplog):
     s = ray_sampler
     snap = _snapshot(1)
-    steps = 2000  # per task: a job lasts over a second; the kill lands 0.5 s into the call
+    steps = 2000  # per task: >= 0.5 CPU-s per job; the actor is killed mid-job
     with LocalSampler(ENV, seed=7, num_virtual_workers=2) as loc:
         s.load_state_dict(loc.state_dict())
         expected = loc.sample(snapshot=snap, num_steps=steps, tasks=TASKS[:2])
@@ -114,8 +134,7 @@ def test_actor_killed_mid_sample_is_replaced_and_batch_is_unchanged(ray_sampler,
 
     assert pids == ray.get([s.actor(i).pid.remote() for i in range(2)])
     before = s.fault_count
-    killer = threading.Thread(target=lambda: (threading.Event().wait(0.5), os.kill(pids[0], signal.SIGKILL)))
-    killer.start()
+    killer = _kill_when_busy(pids[0])
     with caplog.at_level(logging.WARNING, logger="metacpo.samplers"):
         got = s.sample(snapshot=snap, num_steps=steps, tasks=TASKS[:2])
     killer.join()
