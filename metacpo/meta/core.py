@@ -130,19 +130,11 @@ def solve_step(rule: StepRule, *, g: Tensor, a: Tensor | None, b: Tensor | float
     from metacpo.solvers import solve_cpo_with_fallback
 
     metric = rule.metric if metric is None else metric
-    dtype = g.dtype
-    if rule.backend == "dco" and dtype != torch.float64:
-        # cvxpylayers solves in float64; solve there and cast back (casts are differentiable)
-        g = g.double()
-        a = a.double() if a is not None else None
-        b = b.double() if isinstance(b, Tensor) else b
-    sol, fell_back = solve_cpo_with_fallback(
+    # (the dco backend itself solves float32 inputs in float64 and casts back)
+    return solve_cpo_with_fallback(
         g=g, a=a if rule.constrained else None, b=b if rule.constrained else None, delta=rule.delta,
         backend=rule.backend, metric=metric, normalize=rule.normalize,
     )
-    if sol.step.dtype != dtype:
-        sol = type(sol)(step=sol.step.to(dtype), lam=sol.lam, nu=sol.nu, case=sol.case)
-    return sol, fell_back
 
 
 def adapt_step(
