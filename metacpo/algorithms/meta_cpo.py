@@ -393,19 +393,12 @@ class MetaLearner:
 
     # ------------------------------------------------------------------ sampling
     def _sample(self, snapshots: Sequence[PolicySnapshot], tasks: Sequence[Any]) -> list[Batch]:
-        """One batch per task, task ``i`` sampled with ``snapshots[i]``.
+        """One batch per task, task ``i`` sampled with ``snapshots[i]``, in ONE sampler call.
 
-        One sampler call for all tasks when they share a snapshot (pre-adaptation); otherwise
-        one call per task, each spread over all workers (the Sampler interface takes one
-        snapshot per call; see docs/meta.md).
+        Pre-adaptation all tasks share theta's snapshot; after each inner step every task has
+        its own adapted policy. Either way the round's tasks are spread over all workers at once.
         """
-        n = self.steps_per_task
-        if all(s is snapshots[0] for s in snapshots):
-            return self.sampler.sample(snapshot=snapshots[0], num_steps=n, tasks=list(tasks))
-        out: list[Batch] = []
-        for snap, task in zip(snapshots, tasks, strict=True):
-            out.extend(self.sampler.sample(snapshot=snap, num_steps=n, tasks=[task]))
-        return out
+        return self.sampler.sample(snapshot=list(snapshots), num_steps=self.steps_per_task, tasks=list(tasks))
 
     def _process(self, batch: Batch, params: Params, norm: NormalizerState) -> ProcessedBatch:
         adv = self.advantage

@@ -46,7 +46,13 @@ class CurrentTaskSampler(Sampler):
         self.inner = inner
         self.current: Task = None
 
-    def sample(self, *, snapshot: PolicySnapshot, num_steps: int, tasks: Sequence[Task] | None = None) -> list[Batch]:
+    def sample(
+        self,
+        *,
+        snapshot: PolicySnapshot | Sequence[PolicySnapshot],
+        num_steps: int,
+        tasks: Sequence[Task] | None = None,
+    ) -> list[Batch]:
         if tasks is None and self.current is not None:
             tasks = [self.current]
         return self.inner.sample(snapshot=snapshot, num_steps=num_steps, tasks=tasks)

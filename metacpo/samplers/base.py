@@ -6,7 +6,7 @@ with the same module-level :func:`rollout`, so a backend only decides *where* ro
 
 Seeding: worker ``i`` of a run with seed ``s`` owns ``numpy.random.default_rng([s, i])``. Every
 episode is reset with its own seed drawn from that generator, and the action noise of a rollout
-comes from a ``torch.Generator`` seeded from it, so batches are a deterministic function of
+comes from a numpy generator seeded from it, so batches are a deterministic function of
 ``(run seed, worker index, call number)`` and start states differ across episodes and workers.
 """
 
@@ -113,6 +113,102 @@ def env_dims(env: Any) -> tuple[int, int]:
     return int(obs_shape[0]), int(act_shape[0])
 
 
+_NP_ACTIVATIONS = {
+    "tanh": np.tanh,
+    "relu": lambda x: np.maximum(x, 0.0),
+    "elu": lambda x: np.where(x > 0.0, x, np.expm1(np.minimum(x, 0.0))),
+}
+_LOG_SQRT_2PI = 0.5 * float(np.log(2.0 * np.pi))
+
+
+class NumpyActor:
+    """The policy's mean network and log-std as numpy arrays, for one action at a time.
+
+    Acting is the hot loop of sampling; a torch forward of these small nets costs ~10x more than
+    the same matrix products in numpy (dispatch, autograd bookkeeping, building a
+    ``Normal``). Weights are copied from ``policy`` at construction (once per rollout) and the
+    arithmetic is done in the policy's dtype, so actions and log-probabilities agree with
+    :meth:`GaussianMLPPolicy.log_prob` to rounding (the driver recomputes log-probs in torch and
+    checks the gap).
+    """
+
+    def __init__(self, policy: GaussianMLPPolicy) -> None:
+        linears = [m for m in policy.mu if isinstance(m, torch.nn.Linear)]
+        self.dtype = np.dtype(str(policy.log_std.dtype).replace("torch.", ""))
+        self.layers = [
+            (m.weight.detach().cpu().numpy().T.copy(), m.bias.detach().cpu().numpy().copy()) for m in linears
+        ]
+        self.log_std = policy.log_std.detach().cpu().numpy().copy()
+        self.std = np.exp(self.log_std)
+        self.act_dim = int(self.log_std.shape[0])
+        self.activation = _NP_ACTIVATIONS[policy.spec.activation]
+        self._lp_const = float(-self.log_std.sum() - self.act_dim * _LOG_SQRT_2PI)
+
+    def mean(self, obs: np.ndarray) -> np.ndarray:
+        h = np.asarray(obs, dtype=self.dtype)
+        last = len(self.layers) - 1
+        for i, (w, b) in enumerate(self.layers):
+            h = h @ w + b
+            if i < last:
+                h = self.activation(h)
+        return h
+
+    def act(self, obs: np.ndarray, noise: np.ndarray | None) -> tuple[np.ndarray, float]:
+        """``(action, log pi(action|obs))``: the mean when ``noise`` is None, else mean + std * noise."""
+        mean = self.mean(obs)
+        if noise is None:
+            return mean.astype(np.float64), self._lp_const
+        z = noise.astype(self.dtype)
+        action = mean + self.std * z
+        return action.astype(np.float64), self._lp_const - 0.5 * float(np.dot(z, z))
+
+
+def per_task_snapshots(
+    snapshot: "PolicySnapshot | Sequence[PolicySnapshot]", num_tasks: int
+) -> list["PolicySnapshot"]:
+    """One snapshot per task: a single snapshot is shared by all tasks; a sequence must match."""
+    if isinstance(snapshot, PolicySnapshot):
+        return [snapshot] * num_tasks
+    snaps = list(snapshot)
+    if len(snaps) != num_tasks or not all(isinstance(s, PolicySnapshot) for s in snaps):
+        raise ValueError(
+            f"got {len(snaps)} policy snapshots for {num_tasks} tasks: pass one PolicySnapshot, "
+            "or one per task"
+        )
+    return snaps
+
+
+def run_jobs(
+    env: Any,
+    policy: GaussianMLPPolicy | None,
+    snapshots: Sequence["PolicySnapshot"],
+    work: Sequence[tuple["Job", Task]],
+    rng: np.random.Generator,
+    *,
+    worker: int,
+) -> tuple[GaussianMLPPolicy | None, list[tuple["Job", Batch]]]:
+    """What every worker (local, process, Ray) does with its share of one sample call.
+
+    Runs ``work`` in order, job ``j`` on task ``task`` with ``snapshots[j.task_index]``, and
+    returns the (possibly rebuilt) worker policy with the ``(job, batch)`` parts.
+    """
+    out: list[tuple[Job, Batch]] = []
+    loaded: PolicySnapshot | None = None
+    for job, task in work:
+        snap = snapshots[job.task_index]
+        if policy is None or policy.spec != snap.spec:
+            policy, loaded = GaussianMLPPolicy(snap.spec), None
+        if snap is not loaded:
+            snap.load_into(policy)
+            loaded = snap
+        if task is not None:
+            set_task(env, task)
+        b = rollout(env, policy, snap.obs_norm, job.num_steps, rng, deterministic=snap.deterministic, task=task)
+        b.info["worker"] = worker
+        out.append((job, b))
+    return policy, out
+
+
 def rollout(
     env: Any,
     policy: GaussianMLPPolicy,
@@ -136,12 +232,12 @@ def rollout(
     if num_steps <= 0:
         raise ValueError(f"num_steps must be positive, got {num_steps}")
     t0 = time.perf_counter()
-    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    actor = NumpyActor(policy)
+    noise_rng = np.random.default_rng(int(rng.integers(2**62)))
     low, high = env.action_space.low, env.action_space.high
     obs_l, act_l, rew_l, cost_l, term_l, trunc_l, next_l, lp_l = ([] for _ in range(8))
     ep_ret, ep_cost, ep_len = [], [], []
     seeds: list[int] = []
-    dtype = policy.log_std.dtype
     steps = 0
     cut = False
     while True:
@@ -151,13 +247,8 @@ def rollout(
         ret = cst = 0.0
         length = 0
         while True:
-            o = torch.as_tensor(obs_norm.normalize(obs), dtype=dtype).unsqueeze(0)
-            with torch.no_grad():
-                mean, log_std = policy(o)
-                std = log_std.exp()
-                a = mean if deterministic else mean + std * torch.randn(mean.shape, generator=gen, dtype=dtype)
-                lp = torch.distributions.Normal(mean, std).log_prob(a).sum(-1)
-            action = a[0].numpy().astype(np.float64)
+            noise = None if deterministic else noise_rng.standard_normal(actor.act_dim)
+            action, lp = actor.act(obs_norm.normalize(obs), noise)
             nxt, r, c, term, trunc, _ = env.step(np.clip(action, low, high))
             steps += 1
             length += 1
@@ -171,7 +262,7 @@ def rollout(
             term_l.append(bool(term))
             trunc_l.append(bool(trunc) or (last and not term))
             next_l.append(np.asarray(nxt, dtype=np.float64))
-            lp_l.append(float(lp[0]))
+            lp_l.append(lp)
             obs = nxt
             if term or trunc:
                 ep_ret.append(ret)
@@ -258,11 +349,17 @@ class Sampler(abc.ABC):
 
     @abc.abstractmethod
     def sample(
-        self, *, snapshot: PolicySnapshot, num_steps: int, tasks: Sequence[Task] | None = None
+        self,
+        *,
+        snapshot: PolicySnapshot | Sequence[PolicySnapshot],
+        num_steps: int,
+        tasks: Sequence[Task] | None = None,
     ) -> list[Batch]:
         """One :class:`Batch` of ``num_steps`` steps per entry of ``tasks`` (in order).
 
-        ``tasks=None`` samples the env's own task and returns a one-element list.
+        ``snapshot`` is one policy for every task, or one per task (e.g. each task's adapted
+        policy in a meta-iteration); either way all tasks are sampled in this one call, spread
+        over the workers. ``tasks=None`` samples the env's own task and returns a one-element list.
         """
 
     @abc.abstractmethod

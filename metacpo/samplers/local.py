@@ -14,9 +14,9 @@ from metacpo.samplers.base import (
     check_rng_states,
     make_env_for,
     merge_parts,
+    per_task_snapshots,
     plan_jobs,
-    rollout,
-    set_task,
+    run_jobs,
     worker_rng,
 )
 
@@ -47,28 +47,24 @@ class LocalSampler(Sampler):
         return self._env
 
     def sample(
-        self, *, snapshot: PolicySnapshot, num_steps: int, tasks: Sequence[Task] | None = None
+        self,
+        *,
+        snapshot: PolicySnapshot | Sequence[PolicySnapshot],
+        num_steps: int,
+        tasks: Sequence[Task] | None = None,
     ) -> list[Batch]:
         task_list: list[Task] = [None] if tasks is None else list(tasks)
-        if self._policy is None or self._policy.spec != snapshot.spec:
-            self._policy = GaussianMLPPolicy(snapshot.spec)
-        snapshot.load_into(self._policy)
+        snapshots = per_task_snapshots(snapshot, len(task_list))
         jobs = plan_jobs(num_tasks=len(task_list), num_steps=num_steps, num_workers=self._n)
-        parts: dict[int, list[Batch]] = {k: [] for k in range(len(task_list))}
+        parts: dict[int, list[tuple[int, Batch]]] = {k: [] for k in range(len(task_list))}
         # Worker order then job order: the same per-worker generator sequence as ProcessSampler.
         for w in range(self._n):
-            for job in (j for j in jobs if j.worker == w):
-                task = task_list[job.task_index]
-                if task is not None:
-                    set_task(self._env, task)
-                b = rollout(
-                    self._env, self._policy, snapshot.obs_norm, job.num_steps, self._rngs[w],
-                    deterministic=snapshot.deterministic, task=task,
-                )
-                b.info["worker"] = w
-                parts[job.task_index].append((job.part, b))  # type: ignore[arg-type]
+            work = [(j, task_list[j.task_index]) for j in jobs if j.worker == w]
+            self._policy, out = run_jobs(self._env, self._policy, snapshots, work, self._rngs[w], worker=w)
+            for job, b in out:
+                parts[job.task_index].append((job.part, b))
         return [
-            merge_parts([b for _, b in sorted(parts[k], key=lambda x: x[0])], task=task_list[k])  # type: ignore[misc]
+            merge_parts([b for _, b in sorted(parts[k], key=lambda x: x[0])], task=task_list[k])
             for k in range(len(task_list))
         ]
 

@@ -3,7 +3,7 @@
 Protocol (parent -> worker over a ``multiprocessing.Pipe``; worker code is
 :func:`worker_main`, which only wraps :func:`metacpo.samplers.base.rollout`):
 
-* ``("sample", snapshot, [(job, task), ...])`` -> ``("ok", ([(job, Batch), ...], rng_state))``
+* ``("sample", snapshots, [(job, task), ...])`` (one snapshot per task, see :func:`run_jobs`) -> ``("ok", ([(job, Batch), ...], rng_state))``
   (the worker's generator state after the jobs, so the parent always knows every worker's state)
 * ``("get_state",)`` -> ``("ok", rng_state)``; ``("set_state", rng_state)`` -> ``("ok", None)``
 * ``("close",)`` -> the worker exits.
@@ -36,9 +36,9 @@ from metacpo.samplers.base import (
     check_rng_states,
     make_env_for,
     merge_parts,
+    per_task_snapshots,
     plan_jobs,
-    rollout,
-    set_task,
+    run_jobs,
     worker_rng,
 )
 from metacpo.samplers.faults import FaultEvent, record_fault
@@ -78,18 +78,8 @@ def worker_main(conn: Connection, env_id: str, seed: int, index: int) -> None:
             if cmd == "close":
                 break
             if cmd == "sample":
-                snapshot, work = msg[1], msg[2]
-                if policy is None or policy.spec != snapshot.spec:
-                    policy = GaussianMLPPolicy(snapshot.spec)
-                snapshot.load_into(policy)
-                out = []
-                for job, task in work:
-                    if task is not None:
-                        set_task(env, task)
-                    b = rollout(env, policy, snapshot.obs_norm, job.num_steps, rng,
-                                deterministic=snapshot.deterministic, task=task)
-                    b.info["worker"] = index
-                    out.append((job, b))
+                snapshots, work = msg[1], msg[2]
+                policy, out = run_jobs(env, policy, snapshots, work, rng, worker=index)
                 conn.send(("ok", (out, rng.bit_generator.state)))
             elif cmd == "get_state":
                 conn.send(("ok", rng.bit_generator.state))
@@ -209,16 +199,22 @@ class ProcessSampler(Sampler):
         return payload
 
     def sample(
-        self, *, snapshot: PolicySnapshot, num_steps: int, tasks: Sequence[Task] | None = None
+        self,
+        *,
+        snapshot: PolicySnapshot | Sequence[PolicySnapshot],
+        num_steps: int,
+        tasks: Sequence[Task] | None = None,
     ) -> list[Batch]:
         task_list: list[Task] = [None] if tasks is None else list(tasks)
+        snapshots = per_task_snapshots(snapshot, len(task_list))
         jobs = plan_jobs(num_tasks=len(task_list), num_steps=num_steps, num_workers=self._n)
         per_worker: dict[int, list[Job]] = {}
         for j in jobs:
             per_worker.setdefault(j.worker, []).append(j)
         self._calls += 1
         faults = [0]
-        msgs = {w: ("sample", snapshot, [(j, task_list[j.task_index]) for j in js]) for w, js in per_worker.items()}
+        # a snapshot shared by several tasks is pickled once per message (pickle memoises objects)
+        msgs = {w: ("sample", snapshots, [(j, task_list[j.task_index]) for j in js]) for w, js in per_worker.items()}
         for w, js in per_worker.items():
             self._send_work(w, msgs[w], js, faults)
         parts: dict[int, list[tuple[int, Batch]]] = {k: [] for k in range(len(task_list))}

@@ -37,9 +37,9 @@ from metacpo.samplers.base import (
     check_rng_states,
     make_env_for,
     merge_parts,
+    per_task_snapshots,
     plan_jobs,
-    rollout,
-    set_task,
+    run_jobs,
     worker_rng,
 )
 from metacpo.samplers.faults import FaultEvent, record_fault
@@ -69,21 +69,9 @@ class SamplerActor:
     def pid(self) -> int:
         return os.getpid()
 
-    def sample(self, snapshot: PolicySnapshot, work: Sequence[tuple[Job, Task]]) -> tuple[list[tuple[Job, Batch]], dict[str, Any]]:
+    def sample(self, snapshots: Sequence[PolicySnapshot], work: Sequence[tuple[Job, Task]]) -> tuple[list[tuple[Job, Batch]], dict[str, Any]]:
         """Run ``work`` in order; returns the parts and the generator state afterwards."""
-        from metacpo.models.policy import GaussianMLPPolicy
-
-        if self.policy is None or self.policy.spec != snapshot.spec:
-            self.policy = GaussianMLPPolicy(snapshot.spec)
-        snapshot.load_into(self.policy)
-        out = []
-        for job, task in work:
-            if task is not None:
-                set_task(self.env, task)
-            b = rollout(self.env, self.policy, snapshot.obs_norm, job.num_steps, self.rng,
-                        deterministic=snapshot.deterministic, task=task)
-            b.info["worker"] = self.index
-            out.append((job, b))
+        self.policy, out = run_jobs(self.env, self.policy, snapshots, work, self.rng, worker=self.index)
         return out, self.rng.bit_generator.state
 
     def set_state(self, state: Mapping[str, Any]) -> None:
@@ -206,17 +194,22 @@ class RaySampler(Sampler):
         self._replace(w)
 
     def sample(
-        self, *, snapshot: PolicySnapshot, num_steps: int, tasks: Sequence[Task] | None = None
+        self,
+        *,
+        snapshot: PolicySnapshot | Sequence[PolicySnapshot],
+        num_steps: int,
+        tasks: Sequence[Task] | None = None,
     ) -> list[Batch]:
         ray = self._ray
         task_list: list[Task] = [None] if tasks is None else list(tasks)
+        snapshots = per_task_snapshots(snapshot, len(task_list))
         jobs = plan_jobs(num_tasks=len(task_list), num_steps=num_steps, num_workers=self._n)
         per_worker: dict[int, list[tuple[Job, Task]]] = {}
         for j in jobs:
             per_worker.setdefault(j.worker, []).append((j, task_list[j.task_index]))
         self._calls += 1
         faults = [0]
-        snap_ref = ray.put(snapshot)  # once per call; every actor reads it from the object store
+        snap_ref = ray.put(snapshots)  # once per call (shared snapshots pickled once); actors read it from the store
         refs = {w: self._actors[w].sample.remote(snap_ref, work) for w, work in per_worker.items()}
         parts: dict[int, list[tuple[int, Batch]]] = {k: [] for k in range(len(task_list))}
         for w, work in per_worker.items():

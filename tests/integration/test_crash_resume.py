@@ -14,8 +14,8 @@ from pathlib import Path
 
 from metacpo.checkpoint import load_checkpoint
 
-ITERS = 5
-ARGS = ["--algo", "cpo", "--env-id", "SafetyPointStcircle0-v0", "--sampler", "local", "--steps-per-iter", "150",
+ITERS = 12
+ARGS = ["--algo", "cpo", "--env-id", "SafetyPointStcircle0-v0", "--sampler", "local", "--steps-per-iter", "1000",
         "--iters", str(ITERS), "--seed", "3", "--no-progress", "--set", "run.tensorboard=false",
         "--set", "policy.hidden=[8]", "--set", "critic.hidden=[8]"]
 

@@ -33,39 +33,20 @@ def _assert_same(x, y):
     assert x.info["episode_seeds"] == y.info["episode_seeds"]
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _kill_when_busy(pid: int, cpu: float = 0.2) -> threading.Thread:
-    """SIGKILL ``pid`` once it has used ``cpu`` more CPU-seconds, i.e. in the middle of its job
-    (an idle worker blocks on its pipe and uses none), whatever the machine's speed."""
-    start = _cpu_seconds(pid)
-
-    def run() -> None:
-        while _cpu_seconds(pid) - start < cpu:
-            threading.Event().wait(0.005)
-        os.kill(pid, signal.SIGKILL)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
-
-
-def test_tasks_run_in_parallel_and_a_worker_killed_mid_sample_is_replaced(caplog):
+def test_tasks_run_in_parallel_and_a_worker_killed_mid_sample_is_replaced(caplog, kill_when_busy):
     snap = _snapshot()
-    steps = 2000  # per task: task 0 on worker 0, task 1 on worker 1 (>= 0.5 CPU-s each); killed mid-job
+    steps = 8000  # per task, one job per worker (~0.3-0.6 CPU-s each); the worker is killed mid-job
     with LocalSampler(ENV, seed=11, num_virtual_workers=2) as loc:
         expected = loc.sample(snapshot=snap, num_steps=steps, tasks=TASKS)
         expected_next = loc.sample(snapshot=snap, num_steps=300, tasks=TASKS[:1])[0]  # split over both workers
         expected_state = loc.state_dict()
     with ProcessSampler(ENV, seed=11, num_workers=2) as proc:
         pids = proc.worker_pids()
-        killer = _kill_when_busy(pids[1])
+        killer = kill_when_busy(pids[1])
         with caplog.at_level(logging.WARNING, logger="metacpo.samplers"):
             got = proc.sample(snapshot=snap, num_steps=steps, tasks=TASKS)
-        killer.join()
+        killer.stop()
+        assert killer.killed, "the job finished before the worker was killed"
         assert proc.fault_count == 1
         ev = proc.fault_events[0]
         assert (ev.backend, ev.worker, ev.call, ev.jobs) == ("process", 1, 0, 1)

@@ -5,11 +5,8 @@ One local Ray instance (2 CPUs, no dashboard) and one 2-actor sampler are shared
 """
 
 import logging
-import os
-import signal
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
@@ -50,26 +47,6 @@ def _assert_same(x, y):
               "episode_returns", "episode_costs", "episode_lengths"):
         np.testing.assert_array_equal(getattr(x, k), getattr(y, k), err_msg=k)
     assert x.info["episode_seeds"] == y.info["episode_seeds"]
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _kill_when_busy(pid: int, cpu: float = 0.2) -> threading.Thread:
-    """SIGKILL ``pid`` once it has used ``cpu`` more CPU-seconds, i.e. in the middle of its job
-    (an idle worker blocks on its pipe and uses none), whatever the machine's speed."""
-    start = _cpu_seconds(pid)
-
-    def run() -> None:
-        while _cpu_seconds(pid) - start < cpu:
-            threading.Event().wait(0.005)
-        os.kill(pid, signal.SIGKILL)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
 
 
 def test_import_metacpo_does_not_import_ray():
@@ -121,10 +98,10 @@ def test_factory_and_bad_sizes_fail_loudly(ray_sampler):
     assert ray.is_initialized()  # a sampler never shuts down a Ray session it did not start
 
 
-def test_actor_killed_mid_sample_is_replaced_and_batch_is_unchanged(ray_sampler, caplog):
+def test_actor_killed_mid_sample_is_replaced_and_batch_is_unchanged(ray_sampler, caplog, kill_when_busy):
     s = ray_sampler
     snap = _snapshot(1)
-    steps = 2000  # per task: >= 0.5 CPU-s per job; the actor is killed mid-job
+    steps = 8000  # per task, one job per worker (~0.3-0.6 CPU-s each); the worker is killed mid-job
     with LocalSampler(ENV, seed=7, num_virtual_workers=2) as loc:
         s.load_state_dict(loc.state_dict())
         expected = loc.sample(snapshot=snap, num_steps=steps, tasks=TASKS[:2])
@@ -134,10 +111,11 @@ def test_actor_killed_mid_sample_is_replaced_and_batch_is_unchanged(ray_sampler,
 
     assert pids == ray.get([s.actor(i).pid.remote() for i in range(2)])
     before = s.fault_count
-    killer = _kill_when_busy(pids[0])
+    killer = kill_when_busy(pids[0])
     with caplog.at_level(logging.WARNING, logger="metacpo.samplers"):
         got = s.sample(snapshot=snap, num_steps=steps, tasks=TASKS[:2])
-    killer.join()
+    killer.stop()
+    assert killer.killed, "the job finished before the worker was killed"
     assert s.fault_count == before + 1
     ev = s.fault_events[-1]
     assert (ev.backend, ev.worker, ev.jobs) == ("ray", 0, 1)
