@@ -59,7 +59,9 @@ class AdaptSettings:
     cost_limit: float | None = None
     """Cost limit d (None: the first run's update.cost_limit); the same d for every curve."""
     sampler: str = "local"
-    """Sampler backend: local or process."""
+    """Sampler backend: local, process or ray."""
+    ray_address: str = ""
+    """Ray cluster to join with the ray sampler ('' = start a local Ray)."""
     workers: int = 0
     """Process-sampler workers (0 = CPU count)."""
     from_scratch: bool = False
@@ -77,8 +79,8 @@ class AdaptSettings:
             raise ValueError(f"--steps-per-iter must be >= 1 (or 0 for the run's), got {self.steps_per_iter}")
         if self.cost_limit is not None and not (math.isfinite(self.cost_limit) and self.cost_limit >= 0):
             raise ValueError(f"--cost-limit must be a finite number >= 0, got {self.cost_limit}")
-        if self.sampler not in ("local", "process"):
-            raise ValueError(f"unknown sampler {self.sampler!r}; allowed: 'local', 'process'")
+        if self.sampler not in ("local", "process", "ray"):
+            raise ValueError(f"unknown sampler {self.sampler!r}; allowed: 'local', 'process', 'ray'")
 
 
 @dataclass(frozen=True)
@@ -290,10 +292,7 @@ def meta_test(
 
 
 def _make_sampler(env_id: str, settings: AdaptSettings) -> Any:
-    if settings.sampler == "local":
-        from metacpo.samplers.local import LocalSampler
+    from metacpo.samplers import make_sampler
 
-        return LocalSampler(env_id, seed=TEST_SEED_BASE)
-    from metacpo.samplers.process import ProcessSampler
-
-    return ProcessSampler(env_id, seed=TEST_SEED_BASE, num_workers=settings.workers or None)
+    return make_sampler(settings.sampler, env_id, seed=TEST_SEED_BASE, num_workers=settings.workers or None,
+                        ray_address=settings.ray_address or None)

@@ -218,6 +218,7 @@ class ProcessSampler(Sampler):
         for w, js in per_worker.items():
             self._send_work(w, msgs[w], js, faults)
         parts: dict[int, list[tuple[int, Batch]]] = {k: [] for k in range(len(task_list))}
+        error: Exception | None = None
         for w, js in per_worker.items():
             while True:
                 try:
@@ -226,9 +227,18 @@ class ProcessSampler(Sampler):
                 except WorkerDied:  # replace it, restore its generator, re-run its jobs
                     self._fault(w, js, faults, "pipe closed (process exited) during the call")
                     self._send_work(w, msgs[w], js, faults)
-            self._states[w] = state
+                except (ValueError, RuntimeError) as exc:
+                    # The worker's own code failed. Keep reading the other workers' replies so no
+                    # stale reply is left in a pipe for the next call, then raise the first error.
+                    error = error or exc
+                    out, state = [], None
+                    break
+            if state is not None:
+                self._states[w] = state
             for job, b in out:
                 parts[job.task_index].append((job.part, b))
+        if error is not None:
+            raise error
         return [
             merge_parts([b for _, b in sorted(parts[k], key=lambda x: x[0])], task=task_list[k])
             for k in range(len(task_list))
