@@ -435,3 +435,21 @@ def fit_critic(
     with torch.no_grad():
         after = float(((critic(obs) - targets) ** 2).mean())
     return CriticFitStats(loss_before=before, loss_after=after)
+
+
+def load_module_states(
+    state: Mapping[str, object], modules: Mapping[str, nn.Module], *, what: str
+) -> None:
+    """Load ``state[name]`` into each of ``modules`` (checkpoint resume).
+
+    Raises ``ValueError`` naming the missing entries of ``state`` or the module whose weights do
+    not fit (e.g. a checkpoint written with another network size).
+    """
+    missing = set(modules) - set(state)
+    if missing:
+        raise ValueError(f"{what} state lacks {sorted(missing)}")
+    for name, module in modules.items():
+        try:
+            module.load_state_dict(state[name])  # type: ignore[arg-type]
+        except RuntimeError as exc:
+            raise ValueError(f"{name} weights do not match this config: {' '.join(str(exc).split())}") from None

@@ -30,6 +30,7 @@ from metacpo.algorithms.common import (
     candidate_evaluator,
     fisher_vector_product,
     fit_critic,
+    load_module_states,
     process_batch,
     surrogate_losses,
 )
@@ -336,14 +337,11 @@ class TrustRegionAlgorithm:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        missing = {"policy", "critic_r", "critic_c", "obs_norm", "torch_generator", "counters", "sampler"} - set(state)
+        missing = {"obs_norm", "torch_generator", "counters", "sampler"} - set(state)
         if missing:
             raise ValueError(f"algorithm state lacks {sorted(missing)}")
-        for name in ("policy", "critic_r", "critic_c"):
-            try:
-                getattr(self, name).load_state_dict(state[name])
-            except RuntimeError as exc:
-                raise ValueError(f"{name} weights do not match this config: {' '.join(str(exc).split())}") from None
+        load_module_states(state, {"policy": self.policy, "critic_r": self.critic_r, "critic_c": self.critic_c},
+                           what="algorithm")
         self.normalizer.load_state_dict(state["obs_norm"])
         self.generator.set_state(state["torch_generator"])
         c = state["counters"]

@@ -35,6 +35,7 @@ from metacpo.algorithms.common import (
     backtracking_line_search,
     fisher_vector_product,
     fit_critic,
+    load_module_states,
     mean_kl,
     process_batch,
     surrogate_losses,
@@ -637,15 +638,11 @@ class MetaLearner:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        missing = {"policy", "critic_r", "critic_c", "obs_norm", "torch_generator", "task_rng", "counters",
-                   "fixed_tasks", "sampler"} - set(state)
+        missing = {"obs_norm", "torch_generator", "task_rng", "counters", "fixed_tasks", "sampler"} - set(state)
         if missing:
             raise ValueError(f"meta-learner state lacks {sorted(missing)}")
-        for name in ("policy", "critic_r", "critic_c"):
-            try:
-                getattr(self, name).load_state_dict(state[name])
-            except RuntimeError as exc:
-                raise ValueError(f"{name} weights do not match this config: {' '.join(str(exc).split())}") from None
+        load_module_states(state, {"policy": self.policy, "critic_r": self.critic_r, "critic_c": self.critic_c},
+                           what="meta-learner")
         self.normalizer.load_state_dict(state["obs_norm"])
         self.torch_gen.set_state(state["torch_generator"])
         self.rng.bit_generator.state = state["task_rng"]
