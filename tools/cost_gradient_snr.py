@@ -1,0 +1,76 @@
+"""Diagnostic: how noisy are CPO's gradient estimates g and a at a trained policy?
+
+Samples several independent batches with a run's policy and prints |g|, |a|, the pairwise cosines
+cos(a_i, a_j) and cos(g_i, g_j) across batches, and cos(g, a) within each batch. For independent
+estimates a_i = a + n_i, E[cos(a_i, a_j)] ~ |a|^2 / (|a|^2 + E|n|^2): the fraction of the
+linearised cost correction b a CPO step actually achieves when s = a^T a is estimated from one
+batch (docs/results.md, CPO section).
+
+    python tools/cost_gradient_snr.py RUN_DIR [--env-id ID] [--batches 4] [--steps 4000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+
+import metacpo  # noqa: F401  (registers the task suite)
+from metacpo.adaptation import load_initialisation
+from metacpo.algorithms.common import process_batch, surrogate_losses
+from metacpo.data.normalizer import RunningNormalizer
+from metacpo.functional import flat_grad, params_of
+from metacpo.models.policy import GaussianMLPPolicy, PolicySpec, ValueCritic
+from metacpo.samplers import LocalSampler, PolicySnapshot, env_dims, make_env_for
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run_dir")
+    ap.add_argument("--env-id", default=None, help="env to sample (default: the run's)")
+    ap.add_argument("--batches", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--seed", type=int, default=123)
+    args = ap.parse_args()
+    init = load_initialisation(args.run_dir)
+    cfg, st = init.config, init.state
+    env_id = args.env_id or cfg.env.env_id
+    env = make_env_for(env_id)
+    obs_dim, act_dim = env_dims(env)
+    env.close()
+    pol = GaussianMLPPolicy(PolicySpec(obs_dim=obs_dim, act_dim=act_dim, hidden=tuple(cfg.policy.hidden),
+                                       activation=cfg.policy.activation, log_std_init=cfg.policy.log_std_init))
+    pol.load_state_dict(st["policy"])
+    critics = []
+    for key in ("critic_r", "critic_c"):
+        c = ValueCritic(obs_dim=obs_dim, hidden=tuple(cfg.critic.hidden), activation=cfg.critic.activation)
+        c.load_state_dict(st[key])
+        critics.append(c)
+    norm = RunningNormalizer(obs_dim, clip=cfg.advantage.obs_clip)
+    norm.load_state_dict(st["obs_norm"])
+    snap = PolicySnapshot.from_policy(pol, norm.state())
+    grads = []
+    with LocalSampler(env_id, seed=args.seed) as sampler:
+        for k in range(args.batches):
+            (b,) = sampler.sample(snapshot=snap, num_steps=args.steps)
+            params = params_of(pol)
+            pb = process_batch(b, policy=pol, params=params, critic_r=critics[0], critic_c=critics[1],
+                               obs_norm=norm.state(), gamma=cfg.advantage.gamma, lam=cfg.advantage.lam,
+                               cost_gamma=cfg.advantage.cost_gamma)
+            loss_r, loss_c = surrogate_losses(pol, params, pb)
+            a = flat_grad(loss_c, params, retain_graph=True)
+            g = flat_grad(loss_r, params)
+            grads.append((g, a))
+            print(f"batch {k}: episode cost {b.episode_costs.mean():.1f}  |g| {float(g.norm()):.4g}  |a| {float(a.norm()):.4g}")
+
+    def cos(x, y):  # noqa: ANN001, ANN202
+        return float(x @ y / (x.norm() * y.norm()))
+
+    ca = [cos(grads[i][1], grads[j][1]) for i, j in itertools.combinations(range(len(grads)), 2)]
+    cg = [cos(grads[i][0], grads[j][0]) for i, j in itertools.combinations(range(len(grads)), 2)]
+    print(f"cos(a_i, a_j) across batches: mean {sum(ca) / len(ca):.3f} (min {min(ca):.3f}, max {max(ca):.3f})")
+    print(f"cos(g_i, g_j) across batches: mean {sum(cg) / len(cg):.3f} (min {min(cg):.3f}, max {max(cg):.3f})")
+    print("cos(g, a) within batches:", ", ".join(f"{cos(g, a):.3f}" for g, a in grads))
+
+
+if __name__ == "__main__":
+    main()
