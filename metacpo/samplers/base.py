@@ -344,6 +344,17 @@ def merge_parts(parts: Sequence[Batch], *, task: Task) -> Batch:
     return merged
 
 
+def assemble(task_list: Sequence[Task], outputs: Sequence[tuple[Job, Batch]]) -> list[Batch]:
+    """Per-task batches, in task order, from the ``(job, part)`` outputs of all workers."""
+    parts: dict[int, list[tuple[int, Batch]]] = {k: [] for k in range(len(task_list))}
+    for job, b in outputs:
+        parts[job.task_index].append((job.part, b))
+    return [
+        merge_parts([b for _, b in sorted(parts[k], key=lambda x: x[0])], task=task_list[k])
+        for k in range(len(task_list))
+    ]
+
+
 class Sampler(abc.ABC):
     """Collects batches of experience with a policy snapshot, one batch per task."""
 

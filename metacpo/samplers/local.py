@@ -8,12 +8,13 @@ from typing import Any
 from metacpo.data.batch import Batch
 from metacpo.models.policy import GaussianMLPPolicy
 from metacpo.samplers.base import (
+    Job,
     PolicySnapshot,
     Sampler,
     Task,
+    assemble,
     check_rng_states,
     make_env_for,
-    merge_parts,
     per_task_snapshots,
     plan_jobs,
     run_jobs,
@@ -56,17 +57,13 @@ class LocalSampler(Sampler):
         task_list: list[Task] = [None] if tasks is None else list(tasks)
         snapshots = per_task_snapshots(snapshot, len(task_list))
         jobs = plan_jobs(num_tasks=len(task_list), num_steps=num_steps, num_workers=self._n)
-        parts: dict[int, list[tuple[int, Batch]]] = {k: [] for k in range(len(task_list))}
+        outputs: list[tuple[Job, Batch]] = []
         # Worker order then job order: the same per-worker generator sequence as ProcessSampler.
         for w in range(self._n):
             work = [(j, task_list[j.task_index]) for j in jobs if j.worker == w]
             self._policy, out = run_jobs(self._env, self._policy, snapshots, work, self._rngs[w], worker=w)
-            for job, b in out:
-                parts[job.task_index].append((job.part, b))
-        return [
-            merge_parts([b for _, b in sorted(parts[k], key=lambda x: x[0])], task=task_list[k])
-            for k in range(len(task_list))
-        ]
+            outputs.extend(out)
+        return assemble(task_list, outputs)
 
     def state_dict(self) -> dict[str, Any]:
         return {"worker_rngs": [r.bit_generator.state for r in self._rngs]}

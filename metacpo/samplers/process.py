@@ -33,9 +33,9 @@ from metacpo.samplers.base import (
     PolicySnapshot,
     Sampler,
     Task,
+    assemble,
     check_rng_states,
     make_env_for,
-    merge_parts,
     per_task_snapshots,
     plan_jobs,
     run_jobs,
@@ -217,7 +217,7 @@ class ProcessSampler(Sampler):
         msgs = {w: ("sample", snapshots, [(j, task_list[j.task_index]) for j in js]) for w, js in per_worker.items()}
         for w, js in per_worker.items():
             self._send_work(w, msgs[w], js, faults)
-        parts: dict[int, list[tuple[int, Batch]]] = {k: [] for k in range(len(task_list))}
+        outputs: list[tuple[Job, Batch]] = []
         error: Exception | None = None
         for w, js in per_worker.items():
             while True:
@@ -235,14 +235,10 @@ class ProcessSampler(Sampler):
                     break
             if state is not None:
                 self._states[w] = state
-            for job, b in out:
-                parts[job.task_index].append((job.part, b))
+            outputs.extend(out)
         if error is not None:
             raise error
-        return [
-            merge_parts([b for _, b in sorted(parts[k], key=lambda x: x[0])], task=task_list[k])
-            for k in range(len(task_list))
-        ]
+        return assemble(task_list, outputs)
 
     def state_dict(self) -> dict[str, Any]:
         # The parent's copies equal the workers' states (every reply carries the state).

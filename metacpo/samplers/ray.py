@@ -34,9 +34,9 @@ from metacpo.samplers.base import (
     PolicySnapshot,
     Sampler,
     Task,
+    assemble,
     check_rng_states,
     make_env_for,
-    merge_parts,
     per_task_snapshots,
     plan_jobs,
     run_jobs,
@@ -211,7 +211,7 @@ class RaySampler(Sampler):
         faults = [0]
         snap_ref = ray.put(snapshots)  # once per call (shared snapshots pickled once); actors read it from the store
         refs = {w: self._actors[w].sample.remote(snap_ref, work) for w, work in per_worker.items()}
-        parts: dict[int, list[tuple[int, Batch]]] = {k: [] for k in range(len(task_list))}
+        outputs: list[tuple[Job, Batch]] = []
         for w, work in per_worker.items():
             while True:
                 try:
@@ -221,12 +221,8 @@ class RaySampler(Sampler):
                     self._fault(w, len(work), faults, exc)
                     refs[w] = self._actors[w].sample.remote(snap_ref, work)
             self._states[w] = state
-            for job, b in out:
-                parts[job.task_index].append((job.part, b))
-        return [
-            merge_parts([b for _, b in sorted(parts[k], key=lambda x: x[0])], task=task_list[k])
-            for k in range(len(task_list))
-        ]
+            outputs.extend(out)
+        return assemble(task_list, outputs)
 
     def state_dict(self) -> dict[str, Any]:
         # The driver's copies equal the actors' states (every reply carries the state).
