@@ -2,9 +2,11 @@
 
 Samples several independent batches with a run's policy and prints |g|, |a|, the pairwise cosines
 cos(a_i, a_j) and cos(g_i, g_j) across batches, and cos(g, a) within each batch. For independent
-estimates a_i = a + n_i, E[cos(a_i, a_j)] ~ |a|^2 / (|a|^2 + E|n|^2): the fraction of the
-linearised cost correction b a CPO step actually achieves when s = a^T a is estimated from one
-batch (docs/results.md, CPO section).
+estimates a_i = a + n_i, E[cos(a_i, a_j)] ~ |a|^2 / (|a|^2 + E|n|^2). That fraction only bounds
+the error of the cost-reduction part of a CPO step. It understates the harm when cos(g, a) is
+near -1: the reward part of the step lies in the plane orthogonal to the *estimated* a, which
+then contains the estimation error n, and the step exploits it; tools/cost_prediction_check.py
+measures that effect directly (docs/results.md, CPO section; metacpo/algorithms/margin.py).
 
     python tools/cost_gradient_snr.py RUN_DIR [--env-id ID] [--batches 4] [--steps 4000]
 """

@@ -1,7 +1,8 @@
 """CPO (Achiam et al. 2017) on a single task; TRPO is the same step without the cost constraint.
 
 One iteration: sample with the frozen policy/normaliser snapshot -> GAE for reward and cost ->
-``g``, ``a``, ``b = J_C - d`` -> CPO sub-problem (``metacpo.solvers``) -> backtracking line
+``g``, ``a``, ``b = J_C - (d - m)`` (``m``: the cost margin, :mod:`metacpo.algorithms.margin`)
+-> CPO sub-problem (``metacpo.solvers``) -> backtracking line
 search -> fit both critics -> fold the batch's observations into the normaliser.
 
 Non-finite advantages, gradients or steps skip the policy update (parameters untouched); the
@@ -15,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -34,6 +35,7 @@ from metacpo.algorithms.common import (
     process_batch,
     surrogate_losses,
 )
+from metacpo.algorithms.margin import CostMargin, CostMarginConfig
 from metacpo.algorithms.registry import register_algorithm
 from metacpo.config.schema import TrainConfig, UpdateConfig
 from metacpo.data.normalizer import NormalizerState, RunningNormalizer
@@ -51,7 +53,8 @@ class PolicyUpdateStats:
 
     ``case``: unconstrained | active | recovery, or ``skipped`` (non-finite input/step);
     ``lam``/``nu``: the solver's multipliers; ``step_norm``: |fraction * x|; ``kl``: mean
-    KL(old||new) after the accepted step; ``b``: J_C - d (nan for TRPO).
+    KL(old||new) after the accepted step; ``b``: J_C minus the step's cost target
+    (``settings.cost_limit``: ``d - m`` in CPO training, see :mod:`metacpo.algorithms.margin`; nan for TRPO).
     """
 
     case: str
@@ -186,6 +189,8 @@ class IterationStats:
     behaviour_logp_gap: float
     sample_seconds: float
     update_seconds: float
+    margin: float = math.nan
+    prediction_error: float = math.nan
 
     def log_row(self) -> dict[str, float | int | str]:
         """Flat ``group/name`` -> value (one progress.csv row)."""
@@ -213,6 +218,8 @@ class IterationStats:
             "solver/lam": u.lam,
             "solver/nu": u.nu,
             "solver/b": u.b,
+            "cost/margin": self.margin,
+            "cost/prediction_error": self.prediction_error,
             "solver/fallback": int(u.solver_fallback),
             "solver/fallback_total": self.fallback_total,
             "critic/loss_r": self.critic_r.loss_after,
@@ -224,12 +231,15 @@ class IterationStats:
     def summary(self) -> dict[str, str]:
         """Short figures for the progress bar."""
         r = self.rollout
-        return {
+        out = {
             "ret": f"{r.ep_return_mean:.1f}",
             "cost": f"{r.ep_cost_mean:.1f}",
             "J_C": f"{r.j_c:.1f}",
             "case": self.update.case,
         }
+        if math.isfinite(self.margin):
+            out["margin"] = f"{self.margin:.1f}"
+        return out
 
     def events(self) -> list[str]:
         """Noteworthy events for the log (skips, fallbacks, rejected steps)."""
@@ -269,6 +279,8 @@ class TrustRegionAlgorithm:
         self.env_steps = 0
         self.skipped_total = 0
         self.fallback_total = 0
+        # CPO only: the margin on the cost limit (metacpo.algorithms.margin); TRPO has none.
+        self.margin: CostMargin | None = CostMargin(config.section("margin")) if constrained else None
 
     # -- the Algorithm protocol ---------------------------------------------------------------
     def obs_norm_state(self) -> NormalizerState:
@@ -294,9 +306,16 @@ class TrustRegionAlgorithm:
             obs_norm=obs_norm, gamma=adv.gamma, lam=adv.lam, cost_gamma=adv.cost_gamma,
             normalize_adv_r=adv.normalize_adv_r, center_adv_c=adv.center_adv_c,
         )
+        settings, margin = cfg.update, math.nan
+        if self.margin is not None:
+            self.margin.observe(processed.j_c)
+            margin = self.margin.margin(cfg.update.cost_limit)
+            settings = replace(cfg.update, cost_limit=cfg.update.cost_limit - margin)  # b = J_C - (d - m)
         new_params, ustats = trust_region_update(
-            policy=self.policy, params=params, processed=processed, settings=cfg.update, constrained=self.constrained
+            policy=self.policy, params=params, processed=processed, settings=settings, constrained=self.constrained
         )
+        if self.margin is not None:
+            self.margin.predict(processed.j_c, ustats.loss_c_after - ustats.loss_c_before)
         if ustats.skipped:
             self.skipped_total += 1
         if ustats.solver_fallback:
@@ -315,6 +334,7 @@ class TrustRegionAlgorithm:
             skipped_total=self.skipped_total, fallback_total=self.fallback_total,
             behaviour_logp_gap=processed.behaviour_logp_gap,
             sample_seconds=t1 - t0, update_seconds=time.perf_counter() - t1,
+            margin=margin, prediction_error=self.margin.last_error if self.margin is not None else math.nan,
         )
 
     def _fit(self, critic: ValueCritic, obs: Tensor, targets: Tensor) -> CriticFitStats:
@@ -334,6 +354,7 @@ class TrustRegionAlgorithm:
             "counters": {"env_steps": self.env_steps, "skipped_total": self.skipped_total,
                          "fallback_total": self.fallback_total},
             "sampler": self.sampler.state_dict(),
+            **({"cost_margin": self.margin.state_dict()} if self.margin is not None else {}),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -349,6 +370,10 @@ class TrustRegionAlgorithm:
             int(c["env_steps"]), int(c["skipped_total"]), int(c["fallback_total"])
         )
         self.sampler.load_state_dict(state["sampler"])
+        if self.margin is not None:
+            if "cost_margin" not in state:
+                raise ValueError("algorithm state lacks ['cost_margin'] (CPO checkpoints keep the cost margin)")
+            self.margin.load_state_dict(state["cost_margin"])
 
 
 def env_dims_for(env_id: str) -> tuple[int, int]:
@@ -364,4 +389,5 @@ def build_cpo(config: TrainConfig, *, sampler: Sampler, obs_dim: int, act_dim: i
     return TrustRegionAlgorithm(config, sampler=sampler, constrained=True, obs_dim=obs_dim, act_dim=act_dim)
 
 
-register_algorithm("cpo", build=build_cpo, description="Constrained Policy Optimization (single task)")
+register_algorithm("cpo", build=build_cpo, sections={"margin": CostMarginConfig},
+                   description="Constrained Policy Optimization (single task)")
