@@ -1,7 +1,9 @@
 """Training curves from a run's progress.csv (return and episode cost vs environment steps).
 
-``python -m metacpo.logging.curves RUN_DIR OUT.png [--cost-limit D] [--window K]`` writes the plot
-and prints summary figures (first/last-window means), so a results page can quote them.
+``python -m metacpo.logging.curves RUN_DIR OUT.png [--cost-limit D] [--window K]
+[--with LABEL=OTHER_RUN_DIR ...]`` writes the plot and prints summary figures (first/last-window
+means), so a results page can quote them. ``--with`` overlays other runs' trailing means (e.g. a
+baseline) on the same axes.
 """
 
 from __future__ import annotations
@@ -43,8 +45,20 @@ def summarize(run_dir: str | Path, *, window: int = 10) -> dict[str, float]:
     }
 
 
-def plot_run(run_dir: str | Path, out: str | Path, *, cost_limit: float | None, window: int = 10, title: str = "") -> Path:
-    """Two panels (return, episode cost) per iteration with a trailing ``window`` mean."""
+def plot_run(
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    cost_limit: float | None,
+    window: int = 10,
+    title: str = "",
+    label: str = "",
+    others: dict[str, str | Path] | None = None,
+) -> Path:
+    """Two panels (return, episode cost) per iteration with a trailing ``window`` mean.
+
+    ``others`` (label -> run directory) adds each run's trailing mean as a thin line.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -57,7 +71,13 @@ def plot_run(run_dir: str | Path, out: str | Path, *, cost_limit: float | None, 
     for ax, y, label in ((ax_r, ret, "episode return"), (ax_c, cost, "episode cost")):
         ax.plot(steps, y, color="0.7", lw=1, label="per iteration")
         ax.plot(steps, rolling_mean(y, window), color="C0" if ax is ax_r else "C3", lw=2,
-                label=f"mean of last {window} iterations")
+                label=f"{label + ': ' if label else ''}mean of last {window} iterations")
+    for i, (name, other) in enumerate((others or {}).items()):
+        o_rows = read_progress(Path(other) / "progress.csv")
+        o_steps = _col(o_rows, "rollout/env_steps") / 1000.0
+        for ax, key in ((ax_r, "rollout/ep_return_mean"), (ax_c, "rollout/ep_cost_mean")):
+            ax.plot(o_steps, rolling_mean(_col(o_rows, key), window), color=f"C{i + 4}", lw=1.3,
+                    label=f"{name}: mean of last {window}")
         ax.set_xlabel("environment steps (thousands)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -82,11 +102,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cost-limit", type=float, default=None)
     p.add_argument("--window", type=int, default=10)
     p.add_argument("--title", default="")
+    p.add_argument("--label", default="", help="legend label of RUN_DIR")
+    p.add_argument("--with", dest="others", action="append", default=[], metavar="LABEL=RUN_DIR",
+                   help="overlay another run's trailing means (repeatable)")
     a = p.parse_args(argv)
-    plot_run(a.run_dir, a.out, cost_limit=a.cost_limit, window=a.window, title=a.title)
-    for k, v in summarize(a.run_dir, window=a.window).items():
-        if not (isinstance(v, float) and math.isnan(v)):
-            print(f"{k}: {v:.2f}")
+    others = {}
+    for item in a.others:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            p.error(f"--with takes LABEL=RUN_DIR, got {item!r}")
+        if not (Path(path) / "progress.csv").is_file():
+            p.error(f"--with {item!r}: {path}/progress.csv does not exist")
+        others[name] = path
+    plot_run(a.run_dir, a.out, cost_limit=a.cost_limit, window=a.window, title=a.title, label=a.label,
+             others=others)
+    for run_label, run_dir in {a.label or "run": a.run_dir, **others}.items():
+        prefix = f"{run_label} " if others else ""
+        for k, v in summarize(run_dir, window=a.window).items():
+            if not (isinstance(v, float) and math.isnan(v)):
+                print(f"{prefix}{k}: {v:.2f}")
     return 0
 
 
