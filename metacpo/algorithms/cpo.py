@@ -279,8 +279,10 @@ class TrustRegionAlgorithm:
         self.env_steps = 0
         self.skipped_total = 0
         self.fallback_total = 0
-        # CPO only: the margin on the cost limit (metacpo.algorithms.margin); TRPO has none.
-        self.margin: CostMargin | None = CostMargin(config.section("margin")) if constrained else None
+        # The margin on the cost limit (metacpo.algorithms.margin): algorithms that register a
+        # ``margin`` section (single-task CPO); TRPO and multi-task CPO have none.
+        margin_cfg = config.extra.get("margin") if constrained else None
+        self.margin: CostMargin | None = CostMargin(margin_cfg) if margin_cfg is not None else None
 
     # -- the Algorithm protocol ---------------------------------------------------------------
     def obs_norm_state(self) -> NormalizerState:
@@ -308,7 +310,7 @@ class TrustRegionAlgorithm:
         )
         settings, margin = cfg.update, math.nan
         if self.margin is not None:
-            self.margin.observe(processed.j_c)
+            self.margin.observe(processed.j_c, cost_limit=cfg.update.cost_limit)
             margin = self.margin.margin(cfg.update.cost_limit)
             settings = replace(cfg.update, cost_limit=cfg.update.cost_limit - margin)  # b = J_C - (d - m)
         new_params, ustats = trust_region_update(
