@@ -68,19 +68,19 @@ def plot_run(
     steps = _col(rows, "rollout/env_steps") / 1000.0
     ret, cost = _col(rows, "rollout/ep_return_mean"), _col(rows, "rollout/ep_cost_mean")
     fig, (ax_r, ax_c) = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, y, label in ((ax_r, ret, "episode return"), (ax_c, cost, "episode cost")):
+    for ax, y, ylabel in ((ax_r, ret, "episode return"), (ax_c, cost, "episode cost")):
         ax.plot(steps, y, color="0.7", lw=1, label="per iteration")
         ax.plot(steps, rolling_mean(y, window), color="C0" if ax is ax_r else "C3", lw=2,
                 label=f"{label + ': ' if label else ''}mean of last {window} iterations")
+        ax.set_xlabel("environment steps (thousands)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
     for i, (name, other) in enumerate((others or {}).items()):
         o_rows = read_progress(Path(other) / "progress.csv")
         o_steps = _col(o_rows, "rollout/env_steps") / 1000.0
         for ax, key in ((ax_r, "rollout/ep_return_mean"), (ax_c, "rollout/ep_cost_mean")):
             ax.plot(o_steps, rolling_mean(_col(o_rows, key), window), color=f"C{i + 4}", lw=1.3,
                     label=f"{name}: mean of last {window}")
-        ax.set_xlabel("environment steps (thousands)")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
     if cost_limit is not None:
         ax_c.axhline(cost_limit, color="k", ls="--", lw=1, label=f"cost limit d = {cost_limit:g}")
     ax_r.legend(loc="best", fontsize=8)
