@@ -1,9 +1,9 @@
 """Training curves from a run's progress.csv (return and episode cost vs environment steps).
 
 ``python -m metacpo.logging.curves RUN_DIR OUT.png [--cost-limit D] [--window K]
-[--with LABEL=OTHER_RUN_DIR ...]`` writes the plot and prints summary figures (first/last-window
+[--with LABEL=OTHER_RUN ...]`` writes the plot and prints summary figures (first/last-window
 means), so a results page can quote them. ``--with`` overlays other runs' trailing means (e.g. a
-baseline) on the same axes.
+baseline; a run directory or a saved progress CSV) on the same axes.
 """
 
 from __future__ import annotations
@@ -21,6 +21,12 @@ def _col(rows: list[dict[str, str]], key: str) -> np.ndarray:
     return np.array([float(r[key]) if r[key] not in ("", "nan") else math.nan for r in rows])
 
 
+def progress_file(run: str | Path) -> Path:
+    """``run`` itself if it is a file (a progress CSV), else ``run/progress.csv``."""
+    run = Path(run)
+    return run if run.is_file() else run / "progress.csv"
+
+
 def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
     """Trailing mean over the last ``window`` entries (fewer at the start), ignoring NaN."""
     return np.array([np.nanmean(x[max(0, i - window + 1) : i + 1]) for i in range(len(x))])
@@ -28,7 +34,7 @@ def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
 
 def summarize(run_dir: str | Path, *, window: int = 10) -> dict[str, float]:
     """Mean return / episode cost / J_C over the first and the last ``window`` iterations."""
-    rows = read_progress(Path(run_dir) / "progress.csv")
+    rows = read_progress(progress_file(run_dir))
     if not rows:
         raise ValueError(f"{run_dir}/progress.csv has no rows")
     ret, cost = _col(rows, "rollout/ep_return_mean"), _col(rows, "rollout/ep_cost_mean")
@@ -57,7 +63,8 @@ def plot_run(
 ) -> Path:
     """Two panels (return, episode cost) per iteration with a trailing ``window`` mean.
 
-    ``others`` (label -> run directory) adds each run's trailing mean as a thin line.
+    ``others`` (label -> run directory or progress CSV file) adds each run's trailing mean as a
+    thin line.
     """
     import matplotlib
 
@@ -76,7 +83,7 @@ def plot_run(
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     for i, (name, other) in enumerate((others or {}).items()):
-        o_rows = read_progress(Path(other) / "progress.csv")
+        o_rows = read_progress(progress_file(other))
         o_steps = _col(o_rows, "rollout/env_steps") / 1000.0
         for ax, key in ((ax_r, "rollout/ep_return_mean"), (ax_c, "rollout/ep_cost_mean")):
             ax.plot(o_steps, rolling_mean(_col(o_rows, key), window), color=f"C{i + 4}", lw=1.3,
@@ -103,16 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=int, default=10)
     p.add_argument("--title", default="")
     p.add_argument("--label", default="", help="legend label of RUN_DIR")
-    p.add_argument("--with", dest="others", action="append", default=[], metavar="LABEL=RUN_DIR",
-                   help="overlay another run's trailing means (repeatable)")
+    p.add_argument("--with", dest="others", action="append", default=[], metavar="LABEL=RUN",
+                   help="overlay another run's trailing means; RUN: a run directory or a progress CSV (repeatable)")
     a = p.parse_args(argv)
     others = {}
     for item in a.others:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             p.error(f"--with takes LABEL=RUN_DIR, got {item!r}")
-        if not (Path(path) / "progress.csv").is_file():
-            p.error(f"--with {item!r}: {path}/progress.csv does not exist")
+        if not progress_file(path).is_file():
+            p.error(f"--with {item!r}: neither a progress CSV nor a run directory with {path}/progress.csv")
         others[name] = path
     plot_run(a.run_dir, a.out, cost_limit=a.cost_limit, window=a.window, title=a.title, label=a.label,
              others=others)

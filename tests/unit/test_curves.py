@@ -26,17 +26,21 @@ def test_overlay_plot_and_summaries(tmp_path, capsys):
     a = _run(tmp_path / "a", [0, 1, 2, 3, 4, 5], [50, 40, 30, 26, 24, 22])
     b = _run(tmp_path / "b", [0, 2, 4, 6, 8, 10], [60, 70, 80, 90, 100, 110])
     out = tmp_path / "plots" / "c.png"
-    assert main([str(a), str(out), "--cost-limit", "25", "--window", "2", "--label", "cpo", "--with", f"trpo={b}"]) == 0
+    csv_copy = tmp_path / "saved.csv"
+    csv_copy.write_text((b / "progress.csv").read_text())
+    assert main([str(a), str(out), "--cost-limit", "25", "--window", "2", "--label", "cpo", "--with", f"trpo={b}",
+                 "--with", f"saved={csv_copy}"]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = dict(line.rsplit(": ", 1) for line in capsys.readouterr().out.strip().splitlines())
     assert float(printed["cpo cost_last"]) == pytest.approx(23.0)
     assert float(printed["cpo return_first"]) == pytest.approx(0.5)
     assert float(printed["trpo cost_last"]) == pytest.approx(105.0)
     assert float(printed["trpo iterations"]) == 6
+    assert float(printed["saved cost_last"]) == pytest.approx(105.0)
 
 
 @pytest.mark.parametrize("bad, message", [("trpo", "--with takes LABEL=RUN_DIR, got 'trpo'"),
-                                          ("x=/no/such/run", "/no/such/run/progress.csv does not exist")])
+                                          ("x=/no/such/run", "neither a progress CSV nor a run directory with /no/such/run/progress.csv")])
 def test_bad_overlay_argument_is_named(tmp_path, capsys, bad, message):
     a = _run(tmp_path / "a", [0, 1], [1, 2])
     with pytest.raises(SystemExit) as exc:
