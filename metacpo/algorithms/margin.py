@@ -41,7 +41,7 @@ class CostMarginConfig:
     adaptive: bool = True
     """Grow/shrink m with the measured violation J_C - d (off: plain CPO, m = fixed)."""
     gain: float = 0.1
-    """Integral gain: m changes by gain * (J_C - d) per iteration (episode-cost units)."""
+    """Integral gain (dimensionless): m changes by gain * (J_C - d) per iteration, then is clipped."""
     fixed: float = 0.0
     """A constant margin, added to the adaptive one (episode-cost units)."""
     max_fraction: float = 1.0
