@@ -16,13 +16,11 @@ from __future__ import annotations
 import argparse
 import itertools
 
-import metacpo  # noqa: F401  (registers the task suite)
-from metacpo.adaptation import load_initialisation
+from _trained_run import load_trained_run
+
 from metacpo.algorithms.common import process_batch, surrogate_losses
-from metacpo.data.normalizer import RunningNormalizer
 from metacpo.functional import flat_grad, params_of
-from metacpo.models.policy import GaussianMLPPolicy, PolicySpec, ValueCritic
-from metacpo.samplers import LocalSampler, PolicySnapshot, env_dims, make_env_for
+from metacpo.samplers import LocalSampler, PolicySnapshot
 
 
 def main() -> None:
@@ -33,30 +31,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--seed", type=int, default=123)
     args = ap.parse_args()
-    init = load_initialisation(args.run_dir)
-    cfg, st = init.config, init.state
-    env_id = args.env_id or cfg.env.env_id
-    env = make_env_for(env_id)
-    obs_dim, act_dim = env_dims(env)
-    env.close()
-    pol = GaussianMLPPolicy(PolicySpec(obs_dim=obs_dim, act_dim=act_dim, hidden=tuple(cfg.policy.hidden),
-                                       activation=cfg.policy.activation, log_std_init=cfg.policy.log_std_init))
-    pol.load_state_dict(st["policy"])
-    critics = []
-    for key in ("critic_r", "critic_c"):
-        c = ValueCritic(obs_dim=obs_dim, hidden=tuple(cfg.critic.hidden), activation=cfg.critic.activation)
-        c.load_state_dict(st[key])
-        critics.append(c)
-    norm = RunningNormalizer(obs_dim, clip=cfg.advantage.obs_clip)
-    norm.load_state_dict(st["obs_norm"])
-    snap = PolicySnapshot.from_policy(pol, norm.state())
+    run = load_trained_run(args.run_dir, env_id=args.env_id)
+    cfg, pol = run.config, run.policy
+    snap = PolicySnapshot.from_policy(pol, run.obs_norm)
     grads = []
-    with LocalSampler(env_id, seed=args.seed) as sampler:
+    with LocalSampler(run.env_id, seed=args.seed) as sampler:
         for k in range(args.batches):
             (b,) = sampler.sample(snapshot=snap, num_steps=args.steps)
             params = params_of(pol)
-            pb = process_batch(b, policy=pol, params=params, critic_r=critics[0], critic_c=critics[1],
-                               obs_norm=norm.state(), gamma=cfg.advantage.gamma, lam=cfg.advantage.lam,
+            pb = process_batch(b, policy=pol, params=params, critic_r=run.critic_r, critic_c=run.critic_c,
+                               obs_norm=run.obs_norm, gamma=cfg.advantage.gamma, lam=cfg.advantage.lam,
                                cost_gamma=cfg.advantage.cost_gamma)
             loss_r, loss_c = surrogate_losses(pol, params, pb)
             a = flat_grad(loss_c, params, retain_graph=True)

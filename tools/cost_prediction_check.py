@@ -25,16 +25,13 @@ import argparse
 
 import numpy as np
 import torch
+from _trained_run import load_trained_run
 
-import metacpo  # noqa: F401  (registers the task suite)
-from metacpo.adaptation import load_initialisation
 from metacpo.algorithms.common import process_batch, surrogate_losses
 from metacpo.algorithms.cpo import trust_region_update
-from metacpo.data.normalizer import NormalizerState, RunningNormalizer
 from metacpo.functional import flat_grad, flatten, params_of
 from metacpo.functional.params import add_flat
-from metacpo.models.policy import GaussianMLPPolicy, PolicySpec, ValueCritic
-from metacpo.samplers import PolicySnapshot, ProcessSampler, env_dims, make_env_for
+from metacpo.samplers import PolicySnapshot, ProcessSampler
 
 
 def main() -> None:
@@ -47,23 +44,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=321)
     args = ap.parse_args()
-    init = load_initialisation(args.run_dir)
-    cfg, st = init.config, init.state
-    env_id = args.env_id or cfg.env.env_id
-    env = make_env_for(env_id)
-    obs_dim, act_dim = env_dims(env)
-    env.close()
-    pol = GaussianMLPPolicy(PolicySpec(obs_dim=obs_dim, act_dim=act_dim, hidden=tuple(cfg.policy.hidden),
-                                       activation=cfg.policy.activation, log_std_init=cfg.policy.log_std_init))
-    pol.load_state_dict(st["policy"])
-    critics = []
-    for key in ("critic_r", "critic_c"):
-        c = ValueCritic(obs_dim=obs_dim, hidden=tuple(cfg.critic.hidden), activation=cfg.critic.activation)
-        c.load_state_dict(st[key])
-        critics.append(c)
-    norm = RunningNormalizer(obs_dim, clip=cfg.advantage.obs_clip)
-    norm.load_state_dict(st["obs_norm"])
-    obs_norm = norm.state() if cfg.advantage.obs_normalize else NormalizerState.identity(obs_dim)
+    run = load_trained_run(args.run_dir, env_id=args.env_id)
+    cfg, pol, obs_norm, env_id = run.config, run.policy, run.obs_norm, run.env_id
+    critics = (run.critic_r, run.critic_c)
     batch_steps = args.batch_steps or cfg.sampler.steps_per_iter
     theta = params_of(pol, detach=True)
     rows = []
