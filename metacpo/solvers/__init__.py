@@ -16,7 +16,7 @@ from .metric import (
     conjugate_gradient,
     solve_linear,
 )
-from .instances import CPOInstance, random_instance
+from .instances import CPOInstance, random_instance, random_spd
 from .types import CPOSolution, SolverCase, SolverError
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "SolverError",
     "conjugate_gradient",
     "random_instance",
+    "random_spd",
     "solve_analytic",
     "solve_cpo",
     "solve_cpo_with_fallback",

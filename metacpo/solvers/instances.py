@@ -24,6 +24,12 @@ class CPOInstance:
     """0-d tensor, trust-region size."""
 
 
+def random_spd(n: int, *, generator: torch.Generator, dtype: torch.dtype = torch.float64) -> Tensor:
+    """A random symmetric positive-definite metric ``M M^T / n + 0.2 I`` (eigenvalues >= 0.2)."""
+    m = torch.randn(n, n, generator=generator, dtype=dtype)
+    return m @ m.T / n + 0.2 * torch.eye(n, dtype=dtype)
+
+
 def random_instance(
     *,
     n: int,

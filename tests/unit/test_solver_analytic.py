@@ -12,16 +12,12 @@ from metacpo.solvers import (
     MatrixMetric,
     SolverCase,
     random_instance,
+    random_spd,
     solve_cpo,
 )
 
 F64 = torch.float64
 CASES = [SolverCase.UNCONSTRAINED, SolverCase.ACTIVE, SolverCase.RECOVERY]
-
-
-def _spd(n: int, gen: torch.Generator) -> torch.Tensor:
-    m = torch.randn(n, n, generator=gen, dtype=F64)
-    return m @ m.T / n + 0.2 * torch.eye(n, dtype=F64)
 
 
 def _check_kkt(sol: CPOSolution, g, a, b, delta, H=None, tol=1e-9) -> None:
@@ -67,7 +63,7 @@ def test_kkt_matrix_metric(case: SolverCase) -> None:
     gen = torch.Generator().manual_seed(200 + int(case))
     for i in range(100):
         n = 3 + i % 12
-        H = _spd(n, gen)
+        H = random_spd(n, generator=gen)
         inst = random_instance(n=n, case=case, generator=gen, matrix=H)
         sol = solve_cpo(
             g=inst.g, a=inst.a, b=inst.b, delta=inst.delta, metric=MatrixMetric(H), normalize=False
@@ -123,7 +119,7 @@ def test_central_finite_differences_matrix_metric() -> None:
     for case in CASES:
         for i in range(8):
             n = 4 + i % 4
-            H = _spd(n, gen)
+            H = random_spd(n, generator=gen)
             inst = random_instance(n=n, case=case, generator=gen, matrix=H, margin=0.1)
             inputs = tuple(t.clone().requires_grad_(True) for t in (inst.g, inst.a, inst.b, inst.delta))
 
@@ -149,7 +145,7 @@ def test_trpo_mode_without_constraint() -> None:
         # the same as CPO with a constraint that is far from binding
         far = solve_cpo(g=g, a=torch.ones(n, dtype=F64), b=-1e3, delta=d, normalize=False)
         torch.testing.assert_close(far.step, sol.step, rtol=1e-12, atol=0)
-    H = _spd(5, gen)
+    H = random_spd(5, generator=gen)
     g = torch.randn(5, generator=gen, dtype=F64)
     sol = solve_cpo(g=g, a=None, b=None, delta=0.02, metric=MatrixMetric(H), normalize=False)
     w = torch.linalg.solve(H, g)

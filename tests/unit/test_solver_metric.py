@@ -11,17 +11,13 @@ from metacpo.solvers import (
     SolverCase,
     conjugate_gradient,
     random_instance,
+    random_spd,
     solve_cpo,
     solve_linear,
 )
 
 F64 = torch.float64
 CASES = [SolverCase.UNCONSTRAINED, SolverCase.ACTIVE, SolverCase.RECOVERY]
-
-
-def _spd(n: int, gen: torch.Generator) -> torch.Tensor:
-    m = torch.randn(n, n, generator=gen, dtype=F64)
-    return m @ m.T / n + 0.2 * torch.eye(n, dtype=F64)
 
 
 class CountingHvp:
@@ -39,12 +35,12 @@ class CountingHvp:
 def test_conjugate_gradient_matches_dense_solve() -> None:
     gen = torch.Generator().manual_seed(0)
     for n in (1, 5, 30):
-        H = _spd(n, gen)
+        H = random_spd(n, generator=gen)
         b = torch.randn(n, generator=gen, dtype=F64)
         x = conjugate_gradient(lambda v: H @ v, b, iters=10 * n, tol=1e-14)
         torch.testing.assert_close(x, torch.linalg.solve(H, b), rtol=1e-10, atol=1e-12)
     # early stop on the relative residual; a zero right-hand side costs no product
-    H = _spd(40, gen)
+    H = random_spd(40, generator=gen)
     hvp = CountingHvp(H)
     b = torch.randn(40, generator=gen, dtype=F64)
     x = conjugate_gradient(hvp, b, iters=200, tol=1e-3)
@@ -60,7 +56,7 @@ def test_conjugate_gradient_matches_dense_solve() -> None:
 def test_fisher_solve_forward_and_backward_are_cg_solves() -> None:
     gen = torch.Generator().manual_seed(1)
     n, iters, damping = 12, 60, 0.1
-    H = _spd(n, gen)
+    H = random_spd(n, generator=gen)
     hvp = CountingHvp(H)
     metric = FisherMetric(hvp=hvp, cg_iters=iters, damping=damping)
     Hd = H + damping * torch.eye(n, dtype=F64)
@@ -92,7 +88,7 @@ def test_cpo_with_fisher_cg_equals_dense_solve_and_its_gradient(case: SolverCase
     damping = 0.1
     for i in range(30):
         n = 4 + i % 8
-        F = _spd(n, gen)
+        F = random_spd(n, generator=gen)
         H = F + damping * torch.eye(n, dtype=F64)
         inst = random_instance(n=n, case=case, generator=gen, matrix=H)
         hvp = CountingHvp(F)
@@ -127,7 +123,7 @@ def test_fisher_step_matches_cvxpylayers_in_whitened_coordinates(case: SolverCas
     gen = torch.Generator().manual_seed(20 + int(case))
     for i in range(12):
         n = 4 + i % 6
-        H = _spd(n, gen)
+        H = random_spd(n, generator=gen)
         L = torch.linalg.cholesky(H)
         inst = random_instance(n=n, case=case, generator=gen, matrix=H)
         cot = torch.randn(n, generator=gen, dtype=F64)
@@ -233,7 +229,7 @@ def test_fisher_gradient_equals_dense_implicit_function_gradient(case: SolverCas
     gen = torch.Generator().manual_seed(30 + int(case))
     for i in range(15):
         n = 4 + i % 6
-        F = _spd(n, gen)
+        F = random_spd(n, generator=gen)
         damping = 0.1
         H = F + damping * torch.eye(n, dtype=F64)
         inst = random_instance(n=n, case=case, generator=gen, matrix=H)
@@ -262,7 +258,7 @@ def test_fisher_gradient_equals_dense_implicit_function_gradient(case: SolverCas
 
 def test_conjugate_gradient_accepts_an_autograd_hvp_even_under_no_grad() -> None:
     gen = torch.Generator().manual_seed(4)
-    M = _spd(6, gen)
+    M = random_spd(6, generator=gen)
 
     def hvp(v: torch.Tensor) -> torch.Tensor:  # Hessian of 1/2 th^T M th, by double backprop
         th = torch.zeros(6, dtype=F64, requires_grad=True)
