@@ -4,7 +4,24 @@ import os
 import signal
 import threading
 
+import numpy as np
 import pytest
+
+BATCH_FIELDS = ("obs", "actions", "rewards", "costs", "terminated", "truncated", "next_obs", "log_probs",
+                "episode_returns", "episode_costs", "episode_lengths")
+
+
+def assert_same_batch(x, y) -> None:
+    """Two Batches are bit-identical (every array and the episode seeds)."""
+    for k in BATCH_FIELDS:
+        np.testing.assert_array_equal(getattr(x, k), getattr(y, k), err_msg=k)
+    assert x.info["episode_seeds"] == y.info["episode_seeds"]
+
+
+@pytest.fixture
+def same_batch():
+    """``same_batch(x, y)``: assert two Batches are bit-identical."""
+    return assert_same_batch
 
 
 def cpu_seconds(pid: int) -> float:

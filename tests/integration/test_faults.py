@@ -27,13 +27,7 @@ def _snapshot():
     return PolicySnapshot.from_policy(policy, NormalizerState.identity(28))
 
 
-def _assert_same(x, y):
-    for k in ("obs", "actions", "rewards", "costs", "terminated", "truncated", "log_probs", "episode_returns"):
-        np.testing.assert_array_equal(getattr(x, k), getattr(y, k), err_msg=k)
-    assert x.info["episode_seeds"] == y.info["episode_seeds"]
-
-
-def test_tasks_run_in_parallel_and_a_worker_killed_mid_sample_is_replaced(caplog, kill_when_busy):
+def test_tasks_run_in_parallel_and_a_worker_killed_mid_sample_is_replaced(caplog, kill_when_busy, same_batch):
     snap = _snapshot()
     steps = 8000  # per task, one job per worker (~0.3-0.6 CPU-s each); the worker is killed mid-job
     with LocalSampler(ENV, seed=11, num_virtual_workers=2) as loc:
@@ -59,16 +53,16 @@ def test_tasks_run_in_parallel_and_a_worker_killed_mid_sample_is_replaced(caplog
         # The full batch, and exactly the one an undisturbed run gives.
         for g, e in zip(got, expected, strict=True):
             assert len(g) == steps
-            _assert_same(g, e)
+            same_batch(g, e)
         # The replacement continues the dead worker's generator stream.
         (nxt,) = proc.sample(snapshot=snap, num_steps=300, tasks=TASKS[:1])
         assert nxt.info["workers"] == [0, 1]
-        _assert_same(nxt, expected_next)
+        same_batch(nxt, expected_next)
         assert proc.state_dict() == expected_state
         assert proc.fault_count == 1
 
 
-def test_worker_dead_while_idle_is_replaced_at_next_call():
+def test_worker_dead_while_idle_is_replaced_at_next_call(same_batch):
     snap = _snapshot()
     with LocalSampler(ENV, seed=4, num_virtual_workers=2) as loc:
         expected = loc.sample(snapshot=snap, num_steps=200)  # the env's own task (drawn from the seed)
@@ -79,7 +73,7 @@ def test_worker_dead_while_idle_is_replaced_at_next_call():
         got = proc.sample(snapshot=snap, num_steps=200)  # the replacement draws the same own task
         assert proc.fault_count == 1 and proc.fault_events[0].worker == 0
         assert proc.worker_pids()[0] != pid
-    _assert_same(got[0], expected[0])
+    same_batch(got[0], expected[0])
 
 
 def test_worker_that_keeps_dying_fails_loudly():

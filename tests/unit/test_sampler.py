@@ -17,14 +17,7 @@ def _snapshot(seed=0, deterministic=False):
     return policy, PolicySnapshot.from_policy(policy, norm, deterministic=deterministic)
 
 
-def _assert_batches_equal(x, y):
-    for k in ("obs", "actions", "rewards", "costs", "terminated", "truncated", "next_obs", "log_probs",
-              "episode_returns", "episode_costs", "episode_lengths"):
-        np.testing.assert_array_equal(getattr(x, k), getattr(y, k), err_msg=k)
-    assert x.info["episode_seeds"] == y.info["episode_seeds"]
-
-
-def test_local_sampler_is_deterministic_and_ends_on_episode_boundaries():
+def test_local_sampler_is_deterministic_and_ends_on_episode_boundaries(same_batch):
     policy, snap = _snapshot()
     with LocalSampler(ENV, seed=3, num_virtual_workers=2) as s:
         start = s.state_dict()
@@ -32,7 +25,7 @@ def test_local_sampler_is_deterministic_and_ends_on_episode_boundaries():
         after = s.state_dict()
         s.load_state_dict(start)
         (b,) = s.sample(snapshot=snap, num_steps=120)
-        _assert_batches_equal(a, b)  # same generator states -> same batch
+        same_batch(a, b)  # same generator states -> same batch
         assert s.state_dict() == after
     assert len(a) == 120 and a.info["workers"] == [0, 1] and a.info["cut"]
     assert a.truncated[59] and a.truncated[119] and not a.terminated.any()  # parts end on a boundary
@@ -47,7 +40,7 @@ def test_local_sampler_is_deterministic_and_ends_on_episode_boundaries():
     assert not np.allclose(a.obs[0], a.obs[60])
 
 
-def test_process_sampler_equals_local_sampler_bit_for_bit():
+def test_process_sampler_equals_local_sampler_bit_for_bit(same_batch):
     _, snap = _snapshot()
     with LocalSampler(ENV, seed=5, num_virtual_workers=2) as loc:
         expected = loc.sample(snapshot=snap, num_steps=100)
@@ -58,7 +51,7 @@ def test_process_sampler_equals_local_sampler_bit_for_bit():
         proc.load_state_dict(loc_state)
         assert proc.state_dict() == loc_state
     assert len(got) == len(expected) == 1
-    _assert_batches_equal(got[0], expected[0])
+    same_batch(got[0], expected[0])
     assert got[0].info["workers"] == [0, 1]
 
 
@@ -83,7 +76,7 @@ def test_task_switch_on_plain_env_and_unknown_env_fail_loudly():
         make_env_for("NoSuchEnv-v0")
 
 
-def test_several_tasks_are_spread_over_workers_and_switched_with_set_task():
+def test_several_tasks_are_spread_over_workers_and_switched_with_set_task(same_batch):
     from metacpo.tasks import get_distribution
 
     env_id = "SafetyPointStcircle1-v0"  # metacpo's stochastic circle family
@@ -102,6 +95,6 @@ def test_several_tasks_are_spread_over_workers_and_switched_with_set_task():
     assert [b.info["workers"] for b in batches] == [[0], [1], [0]]
     assert all(len(b) == 30 and b.truncated[-1] for b in batches)
     for x, y in zip(again, replay):
-        _assert_batches_equal(x, y)
+        same_batch(x, y)
     # Same policy, different tasks: different dynamics/rewards.
     assert not np.allclose(batches[0].rewards, batches[1].rewards)

@@ -42,27 +42,20 @@ def _snapshot(seed=0):
     return PolicySnapshot.from_policy(policy, norm)
 
 
-def _assert_same(x, y):
-    for k in ("obs", "actions", "rewards", "costs", "terminated", "truncated", "next_obs", "log_probs",
-              "episode_returns", "episode_costs", "episode_lengths"):
-        np.testing.assert_array_equal(getattr(x, k), getattr(y, k), err_msg=k)
-    assert x.info["episode_seeds"] == y.info["episode_seeds"]
-
-
 def test_import_metacpo_does_not_import_ray():
     code = ("import sys, metacpo, metacpo.samplers, metacpo.samplers.ray, metacpo.training, metacpo.cli; "
             "assert 'ray' not in sys.modules, 'ray imported'")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
-def test_ray_equals_local_spreads_tasks_over_actors_and_round_trips_state(ray_sampler):
+def test_ray_equals_local_spreads_tasks_over_actors_and_round_trips_state(ray_sampler, same_batch):
     s = ray_sampler
     snap = _snapshot()
     with LocalSampler(ENV, seed=7, num_virtual_workers=2) as loc:
         s.load_state_dict(loc.state_dict())
         # First use of the module's sampler: tasks=None samples each env's own task, drawn from
         # the run seed, hence the same on every backend.
-        _assert_same(s.sample(snapshot=snap, num_steps=100)[0], loc.sample(snapshot=snap, num_steps=100)[0])
+        same_batch(s.sample(snapshot=snap, num_steps=100)[0], loc.sample(snapshot=snap, num_steps=100)[0])
         start = s.state_dict()
         # 3 tasks on 2 actors: tasks 0 and 2 on actor 0, task 1 on actor 1; one task: split in two.
         expected = loc.sample(snapshot=snap, num_steps=150, tasks=TASKS)
@@ -74,13 +67,13 @@ def test_ray_equals_local_spreads_tasks_over_actors_and_round_trips_state(ray_sa
     assert [b.info["workers"] for b in got] == [[0], [1], [0], [0, 1]]
     assert [len(b) for b in got] == [150, 150, 150, 120]
     for g, e in zip(got, expected, strict=True):
-        _assert_same(g, e)
+        same_batch(g, e)
     assert s.state_dict() == expected_state
     # Restoring the generators replays the same batches.
     s.load_state_dict(start)
     again = s.sample(snapshot=snap, num_steps=150, tasks=TASKS)
     for g, e in zip(again, expected[:3], strict=True):
-        _assert_same(g, e)
+        same_batch(g, e)
     with pytest.raises(ValueError, match="holds 1 worker generator states; this sampler has 2 workers"):
         s.load_state_dict({"worker_rngs": start["worker_rngs"][:1]})
 
@@ -98,7 +91,7 @@ def test_factory_and_bad_sizes_fail_loudly(ray_sampler):
     assert ray.is_initialized()  # a sampler never shuts down a Ray session it did not start
 
 
-def test_actor_killed_mid_sample_is_replaced_and_batch_is_unchanged(ray_sampler, caplog, kill_when_busy):
+def test_actor_killed_mid_sample_is_replaced_and_batch_is_unchanged(ray_sampler, caplog, kill_when_busy, same_batch):
     s = ray_sampler
     snap = _snapshot(1)
     steps = 8000  # per task, one job per worker (~0.3-0.6 CPU-s each); the worker is killed mid-job
@@ -124,6 +117,6 @@ def test_actor_killed_mid_sample_is_replaced_and_batch_is_unchanged(ray_sampler,
     assert new[0] != pids[0] and new[1] == pids[1]
     assert [len(b) for b in got] == [steps, steps] and [b.info["workers"] for b in got] == [[0], [1]]
     for g, e in zip(got, expected, strict=True):
-        _assert_same(g, e)
+        same_batch(g, e)
     nxt = s.sample(snapshot=snap, num_steps=200, tasks=TASKS[:1])  # the replacement keeps its stream
-    _assert_same(nxt[0], expected_next[0])
+    same_batch(nxt[0], expected_next[0])
