@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import metacpo  # noqa: F401  (registers the task suite)
 from metacpo.adaptation import load_initialisation
 from metacpo.algorithms.common import load_module_states
-from metacpo.algorithms.meta_cpo import build_modules
+from metacpo.algorithms.common import build_modules
 from metacpo.config.schema import TrainConfig
 from metacpo.data.normalizer import NormalizerState, RunningNormalizer
 from metacpo.models.policy import GaussianMLPPolicy, ValueCritic

@@ -28,6 +28,7 @@ from metacpo.algorithms.common import (
     RolloutStats,
     advantages_finite,
     backtracking_line_search,
+    build_modules,
     candidate_evaluator,
     fisher_vector_product,
     fit_critic,
@@ -40,7 +41,7 @@ from metacpo.algorithms.registry import register_algorithm
 from metacpo.config.schema import TrainConfig, UpdateConfig
 from metacpo.data.normalizer import NormalizerState, RunningNormalizer
 from metacpo.functional.params import Params, add_flat, flat_grad
-from metacpo.models.policy import GaussianMLPPolicy, PolicySpec, ValueCritic
+from metacpo.models.policy import GaussianMLPPolicy, ValueCritic
 from metacpo.samplers.base import PolicySnapshot, Sampler, env_dims, make_env_for
 from metacpo.solvers import FisherMetric, SolverCase, solve_cpo_with_fallback
 
@@ -264,16 +265,7 @@ class TrustRegionAlgorithm:
         self.config = config
         self.sampler = sampler
         self.constrained = constrained
-        pc, cc = config.policy, config.critic
-        # Initial weights from the run seed, without touching torch's global generator.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.run.seed)
-            self.policy = GaussianMLPPolicy(
-                PolicySpec(obs_dim=obs_dim, act_dim=act_dim, hidden=tuple(pc.hidden), activation=pc.activation,
-                           log_std_init=pc.log_std_init)
-            )
-            self.critic_r = ValueCritic(obs_dim=obs_dim, hidden=tuple(cc.hidden), activation=cc.activation)
-            self.critic_c = ValueCritic(obs_dim=obs_dim, hidden=tuple(cc.hidden), activation=cc.activation)
+        self.policy, self.critic_r, self.critic_c = build_modules(config, obs_dim=obs_dim, act_dim=act_dim)
         self.normalizer = RunningNormalizer(obs_dim, clip=config.advantage.obs_clip)
         self.generator = torch.Generator().manual_seed(config.run.seed + 7919)
         self.env_steps = 0

@@ -33,6 +33,7 @@ from metacpo.algorithms.common import (
     ProcessedBatch,
     advantages_finite,
     backtracking_line_search,
+    build_modules,
     fisher_vector_product,
     fit_critic,
     load_module_states,
@@ -56,7 +57,7 @@ from metacpo.meta.core import (
     project_onto_halfspace,
     solve_step,
 )
-from metacpo.models.policy import GaussianMLPPolicy, PolicySpec, ValueCritic
+from metacpo.models.policy import GaussianMLPPolicy
 from metacpo.samplers.base import PolicySnapshot, Sampler
 
 
@@ -670,18 +671,6 @@ def task_distributions(env_id: str, level: int) -> tuple[Any, Any]:
     dist = get_distribution(family, level)
     level0 = get_distribution(family, 0).sample(np.random.default_rng(0))
     return dist, level0
-
-
-def build_modules(config: TrainConfig, *, obs_dim: int, act_dim: int) -> tuple[GaussianMLPPolicy, ValueCritic, ValueCritic]:
-    """Policy and critics with initial weights from the run seed (as single-task CPO)."""
-    pc, cc = config.policy, config.critic
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.run.seed)
-        policy = GaussianMLPPolicy(PolicySpec(obs_dim=obs_dim, act_dim=act_dim, hidden=tuple(pc.hidden),
-                                              activation=pc.activation, log_std_init=pc.log_std_init))
-        critic_r = ValueCritic(obs_dim=obs_dim, hidden=tuple(cc.hidden), activation=cc.activation)
-        critic_c = ValueCritic(obs_dim=obs_dim, hidden=tuple(cc.hidden), activation=cc.activation)
-    return policy, critic_r, critic_c
 
 
 def build_meta(config: TrainConfig, *, sampler: Sampler, obs_dim: int, act_dim: int,
