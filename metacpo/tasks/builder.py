@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import os
+import re
+from collections.abc import Iterator
 from typing import Any
 
 import gymnasium
+import gymnasium.envs.registration
 import numpy as np
 
 from metacpo.compat import import_safety_gymnasium
@@ -28,7 +34,90 @@ from safety_gymnasium.utils.common_utils import ResamplingError  # noqa: E402
 ENTRY_POINT = "metacpo.tasks.builder:StochasticBuilder"
 
 
-class StochasticBuilder(Builder):
+class FastStepMixin:
+    """``Builder.step`` for fast task classes (mixed in before ``Builder``; set ``_fast``).
+
+    The same sequence as Safety-Gymnasium's ``Builder.step`` -- physics, reward, cost, specific
+    step, goal handling, alive check, step count -- calling the task's fast counterparts
+    (:class:`metacpo.tasks.fast.FastTaskMixin`), without the observation-space check.
+    """
+
+    _fast: bool = False
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, float, bool, bool, dict]:
+        if not self._fast:
+            return super().step(action)  # type: ignore[misc]
+        assert not self.done, "Environment must be reset before stepping."
+        task = self.task
+        action = np.array(action, copy=False)
+        if action.shape != self.action_space.shape:
+            raise ValueError("Action dimension mismatch")
+        info: dict = {}
+        if task.fast_forward(action):
+            self.truncated = True
+            reward = task.reward_conf.reward_exception
+            cost = 1.0
+            info["cost_exception"] = 1.0
+        else:
+            reward = self._fast_reward()
+            task.cost_forward()
+            costs = self._fast_cost()
+            info.update(costs)
+            cost = costs["cost_sum"]
+            task.specific_step()
+            if task.fast_goal_achieved():
+                info["goal_met"] = True
+                if task.mechanism_conf.continue_goal:
+                    task.update_layout()
+                    if task.mechanism_conf.terminate_resample_failure:
+                        try:
+                            task.update_world()
+                        except ResamplingError:
+                            self.terminated = True
+                    else:
+                        task.update_world()
+                else:
+                    self.terminated = True
+        if not task.agent.is_alive():
+            self.terminated = True
+        self.steps += 1
+        if self.steps >= task.num_steps:
+            self.truncated = True
+        return task.obs(), reward, cost, self.terminated, self.truncated, info
+
+    def _fast_reward(self) -> float:
+        task = self.task
+        reward = task.fast_calculate_reward()
+        conf = task.reward_conf
+        if conf.reward_orientation:
+            return self._reward_tail(reward)
+        clip = conf.reward_clip
+        if clip and not -clip < reward < clip:
+            reward = np.clip(reward, -clip, clip)
+            print("Warning: reward was outside of range!")
+        return reward
+
+    def _reward_tail(self, reward: float) -> float:  # pragma: no cover - unused by built-ins
+        from safety_gymnasium.utils.common_utils import quat2zalign
+
+        task = self.task
+        zalign = quat2zalign(task.data.get_body_xquat(task.reward_conf.reward_orientation_body))
+        reward += task.reward_conf.reward_orientation_scale * zalign
+        clip = task.reward_conf.reward_clip
+        if clip and not -clip < reward < clip:
+            reward = np.clip(reward, -clip, clip)
+        return reward
+
+    def _fast_cost(self) -> dict:
+        cost = self.task.fast_calculate_cost()
+        if self.task.cost_conf.constrain_indicator:
+            for k in list(cost):
+                cost[k] = float(cost[k] > 0.0)
+        self.cost = cost
+        return cost
+
+
+class StochasticBuilder(FastStepMixin, Builder):
     """A Safety-Gymnasium env for one task of a stochastic family.
 
     ``task`` fixes the task; otherwise one is drawn from the (family, level) distribution with
@@ -142,78 +231,6 @@ class StochasticBuilder(Builder):
         info["task"] = self._task
         return obs, info
 
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, float, bool, bool, dict]:
-        if not self._fast:
-            return super().step(action)
-        assert not self.done, "Environment must be reset before stepping."
-        task = self.task
-        action = np.array(action, copy=False)
-        if action.shape != self.action_space.shape:
-            raise ValueError("Action dimension mismatch")
-        info: dict = {}
-        if task.fast_forward(action):
-            self.truncated = True
-            reward = task.reward_conf.reward_exception
-            cost = 1.0
-            info["cost_exception"] = 1.0
-        else:
-            reward = self._fast_reward()
-            task.cost_forward()
-            costs = self._fast_cost()
-            info.update(costs)
-            cost = costs["cost_sum"]
-            task.specific_step()
-            if task.fast_goal_achieved():
-                info["goal_met"] = True
-                if task.mechanism_conf.continue_goal:
-                    task.update_layout()
-                    if task.mechanism_conf.terminate_resample_failure:
-                        try:
-                            task.update_world()
-                        except ResamplingError:
-                            self.terminated = True
-                    else:
-                        task.update_world()
-                else:
-                    self.terminated = True
-        if not task.agent.is_alive():
-            self.terminated = True
-        self.steps += 1
-        if self.steps >= task.num_steps:
-            self.truncated = True
-        return task.obs(), reward, cost, self.terminated, self.truncated, info
-
-    def _fast_reward(self) -> float:
-        task = self.task
-        reward = task.fast_calculate_reward()
-        conf = task.reward_conf
-        if conf.reward_orientation:
-            return self._reward_tail(reward)
-        clip = conf.reward_clip
-        if clip and not -clip < reward < clip:
-            reward = np.clip(reward, -clip, clip)
-            print("Warning: reward was outside of range!")
-        return reward
-
-    def _reward_tail(self, reward: float) -> float:  # pragma: no cover - unused by built-ins
-        from safety_gymnasium.utils.common_utils import quat2zalign
-
-        task = self.task
-        zalign = quat2zalign(task.data.get_body_xquat(task.reward_conf.reward_orientation_body))
-        reward += task.reward_conf.reward_orientation_scale * zalign
-        clip = task.reward_conf.reward_clip
-        if clip and not -clip < reward < clip:
-            reward = np.clip(reward, -clip, clip)
-        return reward
-
-    def _fast_cost(self) -> dict:
-        cost = self.task.fast_calculate_cost()
-        if self.task.cost_conf.constrain_indicator:
-            for k in list(cost):
-                cost[k] = float(cost[k] > 0.0)
-        self.cost = cost
-        return cost
-
 
 class ReferenceBuilder(Builder):
     """The plain Safety-Gymnasium ``Builder`` running one task of a family, without speed-ups.
@@ -234,6 +251,97 @@ class ReferenceBuilder(Builder):
         task = self._family.task_class(config=self.config, task=self._task)
         task.build_observation_space()
         return task
+
+
+_STANDARD_RE = re.compile(r"^Safety(?P<agent>Point|Car|Doggo|Racecar|Ant)(?P<task>Circle|Button|Goal|Push)"
+                          r"(?P<level>[012])-v0$")
+STANDARD_ENTRY_POINT = "metacpo.tasks.builder:StandardBuilder"
+
+
+class StandardBuilder(FastStepMixin, Builder):
+    """A standard Safety-Gymnasium navigation env (``Safety{Agent}{Circle,Button,Goal,Push}{0,1,2}-v0``)
+    on the fast path: its own task class with :func:`metacpo.tasks.fast.fast_task_class` mixed
+    in, built without the skybox, layouts sampled vectorised.
+
+    Reset, seeding, physics, observations, rewards, costs and flags are those of
+    ``safety_gymnasium.builder.Builder`` for the same id (tested bit-identical, observations to
+    1e-12). With a ``render_mode`` (or ``fast=False``) it is the plain Builder.
+    """
+
+    def __init__(  # pylint: disable=too-many-arguments
+        self,
+        task_id: str,
+        config: dict | None = None,
+        render_mode: str | None = None,
+        width: int = 256,
+        height: int = 256,
+        camera_id: int | None = None,
+        camera_name: str | None = None,
+        fast: bool = True,
+    ) -> None:
+        if not is_standard_navigation_id(task_id) or set(config or {}) - {"agent_name"}:
+            raise ValueError(f"StandardBuilder runs the plain navigation ids "
+                             f"Safety{{Agent}}{{Circle,Button,Goal,Push}}{{0,1,2}}-v0 with no extra config; "
+                             f"got {task_id!r} with config {config!r}")
+        self._fast = bool(fast) and render_mode is None
+        super().__init__(task_id=task_id, config=config, render_mode=render_mode, width=width,
+                         height=height, camera_id=camera_id, camera_name=camera_name)
+        gymnasium.utils.EzPickle.__init__(
+            self, task_id=task_id, config=config, render_mode=render_mode, width=width, height=height,
+            camera_id=camera_id, camera_name=camera_name, fast=fast)
+
+    def _get_task(self) -> BaseTask:
+        if not self._fast:
+            return super()._get_task()
+        from safety_gymnasium import tasks as sg_tasks
+        from safety_gymnasium.utils.task_utils import get_task_class_name
+
+        from metacpo.tasks.fast import fast_task_class
+
+        task = fast_task_class(getattr(sg_tasks, get_task_class_name(self.task_id)))(config=self.config)
+        task.install_fast_random_generator()
+        task.build_observation_space()
+        return task
+
+
+def is_standard_navigation_id(env_id: str) -> bool:
+    """Whether ``env_id`` is a plain Safety-Gymnasium navigation id the fast path covers."""
+    return isinstance(env_id, str) and _STANDARD_RE.match(env_id) is not None
+
+
+FAST_ENV_VAR = "METACPO_FAST_ENVS"
+"""Environment variable with the default of ``make_env(fast=None)``: 1 (default) or 0."""
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def fast_default() -> bool:
+    """The fast-path default: ``METACPO_FAST_ENVS`` (1/true/yes/on or 0/false/no/off; unset: on).
+
+    An environment variable so that sampler worker processes, which make their own envs,
+    follow the choice of the process that started them.
+    """
+    raw = os.environ.get(FAST_ENV_VAR, "1").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ValueError(f"{FAST_ENV_VAR}={raw!r} is not allowed; allowed: 1, true, yes, on, 0, false, no, off")
+
+
+@contextlib.contextmanager
+def fast_envs(enabled: bool) -> Iterator[None]:
+    """Within the block, ``make_env`` (here and in worker processes started in it) defaults to
+    ``fast=enabled``; the previous setting is restored after."""
+    previous = os.environ.get(FAST_ENV_VAR)
+    os.environ[FAST_ENV_VAR] = "1" if enabled else "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(FAST_ENV_VAR, None)
+        else:
+            os.environ[FAST_ENV_VAR] = previous
 
 
 # --------------------------------------------------------------------------------------------
@@ -278,19 +386,29 @@ def registered_ids() -> list[str]:
 
 
 def make_env(env_id: str, *, task: Task | None = None, seed: int | None = None,
-             render_mode: str | None = None, fast: bool = True) -> gymnasium.Env:
+             render_mode: str | None = None, fast: bool | None = None) -> gymnasium.Env:
     """Make an env with Safety-Gymnasium's ``make`` (6-value step API, its wrappers).
 
     For our ids (``Safety{Agent}St{family}{Level}-v0``) ``task`` fixes the task; otherwise
     ``seed`` picks the task drawn from the level's distribution (same seed, same task; None:
-    fresh entropy) and seeds the layouts of resets called without a seed. Built-in Safety-Gymnasium ids work too; they have no task (``task`` must be
-    None) and ``seed`` is unused there (pass it to ``reset``). ``fast=False`` runs our envs
-    through Safety-Gymnasium's own (slower) reset/step code.
+    fresh entropy) and seeds the layouts of resets called without a seed. Built-in
+    Safety-Gymnasium ids work too; they have no task (``task`` must be None) and ``seed`` is
+    unused there (pass it to ``reset``).
+
+    ``fast`` (None: :func:`fast_default`, i.e. ``METACPO_FAST_ENVS``, on unless set to 0): our
+    ids and the standard navigation ids ``Safety{Agent}{Circle,Button,Goal,Push}{0,1,2}-v0``
+    run on the fast path (same physics, observations, rewards, costs and flags; see
+    :mod:`metacpo.tasks.fast`); ``fast=False`` gives Safety-Gymnasium's own reset/step code
+    (for the standard ids: the untouched env). Rendering envs always use the plain code.
     """
     from safety_gymnasium.utils.registration import safe_registry
 
     if not isinstance(env_id, str):
         raise ValueError(f"env id must be a string, got {env_id!r}")
+    if fast is None:
+        fast = fast_default()
+    elif not isinstance(fast, bool):
+        raise ValueError(f"fast={fast!r} is not allowed; allowed: True, False or None")
     if env_id not in safe_registry:
         try:
             parse_env_id(env_id)
@@ -306,6 +424,12 @@ def make_env(env_id: str, *, task: Task | None = None, seed: int | None = None,
     if task is not None:
         raise ValueError(f"env id {env_id!r} is a built-in Safety-Gymnasium env without task "
                          f"parameters; task must be None, got {task!r}")
+    spec = gymnasium.envs.registration.registry.get(env_id)
+    if (fast and render_mode is None and is_standard_navigation_id(env_id) and spec is not None
+            and spec.entry_point == "safety_gymnasium.builder:Builder"
+            and set(spec.kwargs.get("config") or {}) == {"agent_name"}):
+        # the registered spec (wrappers, time limit, id) with our builder as the entry point
+        return sg.make(dataclasses.replace(spec, entry_point=STANDARD_ENTRY_POINT))
     return sg.make(env_id, render_mode=render_mode)
 
 
