@@ -19,7 +19,6 @@ from metacpo.tasks.spec import (
     Task,
     TaskFamily,
     env_id as make_env_id,
-    families,
     get_distribution,
     get_family,
     parse_env_id,
@@ -31,7 +30,7 @@ from safety_gymnasium.bases.base_task import BaseTask  # noqa: E402
 from safety_gymnasium.builder import Builder  # noqa: E402
 from safety_gymnasium.utils.common_utils import ResamplingError  # noqa: E402
 
-ENTRY_POINT = "metacpo.tasks.builder:StochasticBuilder"
+from metacpo.tasks.registration import ENTRY_POINT, register_ids, registered_ids  # noqa: E402,F401
 
 
 class FastStepMixin:
@@ -181,11 +180,11 @@ class StochasticBuilder(FastStepMixin, Builder):
         from metacpo.tasks.fast import with_fast_build
 
         if self._fast:
-            cls = self._family.fast_task_class
+            cls = self._family.load_fast_task_class()
         elif self._fast_build:
-            cls = with_fast_build(self._family.task_class)
+            cls = with_fast_build(self._family.load_task_class())
         else:
-            cls = self._family.task_class
+            cls = self._family.load_task_class()
         task = cls(config=self.config, task=self._task)
         if self._fast_build:
             task.install_fast_random_generator()
@@ -248,7 +247,7 @@ class ReferenceBuilder(Builder):
                          render_mode=render_mode)
 
     def _get_task(self) -> BaseTask:
-        task = self._family.task_class(config=self.config, task=self._task)
+        task = self._family.load_task_class()(config=self.config, task=self._task)
         task.build_observation_space()
         return task
 
@@ -347,42 +346,6 @@ def fast_envs(enabled: bool) -> Iterator[None]:
 # --------------------------------------------------------------------------------------------
 # Registration and construction
 # --------------------------------------------------------------------------------------------
-
-
-def register_ids(family: TaskFamily) -> list[str]:
-    """Register ``Safety{Agent}St{family}{level}-v0`` for every agent and level; returns the ids.
-
-    Idempotent. ``family`` must already be in the family registry
-    (:func:`metacpo.tasks.spec.add_family`).
-    """
-    from safety_gymnasium.utils.registration import safe_registry
-
-    get_family(family.name)
-    ids = []
-    for level in sorted(family.levels):
-        for agent in AGENTS:
-            eid = make_env_id(agent, family.name, level)
-            ids.append(eid)
-            if eid in safe_registry:
-                continue
-            sg.register(id=eid, entry_point=ENTRY_POINT,
-                        kwargs={"agent": agent, "family": family.name, "level": level},
-                        max_episode_steps=family.max_episode_steps)
-    return ids
-
-
-def registered_ids() -> list[str]:
-    """Every env id of every registered family (in family, level, agent order)."""
-    from safety_gymnasium.utils.registration import safe_registry
-
-    out = []
-    for fam in families().values():
-        for level in sorted(fam.levels):
-            for agent in AGENTS:
-                eid = make_env_id(agent, fam.name, level)
-                if eid in safe_registry:
-                    out.append(eid)
-    return out
 
 
 def make_env(env_id: str, *, task: Task | None = None, seed: int | None = None,

@@ -44,7 +44,7 @@ from safety_gymnasium.utils.common_utils import MujocoException  # noqa: E402
 from safety_gymnasium.utils.random_generator import RandomGenerator  # noqa: E402
 from safety_gymnasium.world import World  # noqa: E402
 
-from metacpo.tasks.families import StButtonLevel, StCircleLevel  # noqa: E402
+from metacpo.tasks.levels import StButtonLevel, StCircleLevel  # noqa: E402
 
 _SKYBOX_RE = re.compile(r'<texture type="skybox"[^>]*?(/>|>\s*</texture>)')
 _BUILD_LOCK = threading.Lock()
@@ -891,13 +891,13 @@ class FastButtonMixin(_GoalDistanceMixin):
 
 
 class FastStCircleLevel(FastCircleMixin, StCircleLevel):
-    """:class:`~metacpo.tasks.families.StCircleLevel`, fast."""
+    """:class:`~metacpo.tasks.levels.StCircleLevel`, fast."""
 
     _RESIZABLE = frozenset({"circle"})  # the radius only resizes a non-colliding marker
 
 
 class FastStButtonLevel(FastButtonMixin, StButtonLevel):
-    """:class:`~metacpo.tasks.families.StButtonLevel`, fast."""
+    """:class:`~metacpo.tasks.levels.StButtonLevel`, fast."""
 
 
 _FAST_CLASSES: dict[type, type] = {}
