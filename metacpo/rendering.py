@@ -96,6 +96,14 @@ def open_gl_context(width: int, height: int) -> tuple[Any, str]:
     raise RenderError(f"no OpenGL backend for offscreen rendering works here (tried {tried}); {_OSMESA_HINT}")
 
 
+def ensure_gl_backend() -> str:
+    """Find a working backend (as :func:`open_gl_context`; sets ``MUJOCO_GL`` if it was unset)
+    and return its name, e.g. before another library (gymnasium's renderer) reads ``MUJOCO_GL``."""
+    ctx, backend = open_gl_context(16, 16)
+    ctx.free()
+    return backend
+
+
 # --------------------------------------------------------------------------------------------
 # Frames
 # --------------------------------------------------------------------------------------------
