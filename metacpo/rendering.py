@@ -75,6 +75,14 @@ def _candidates() -> list[str]:
     return (["glfw"] if has_display else []) + ["egl", "osmesa"]
 
 
+def _check_context() -> None:
+    """Raise unless a usable GL context is current (glfw without a display only warns)."""
+    import mujoco
+
+    con = mujoco.MjrContext(mujoco.MjModel.from_xml_string("<mujoco/>"), mujoco.mjtFontScale.mjFONTSCALE_100)
+    con.free()
+
+
 def open_gl_context(width: int, height: int) -> tuple[Any, str]:
     """(a current offscreen GL context of at least ``width`` x ``height``, its backend name)."""
     errors = []
@@ -83,6 +91,7 @@ def open_gl_context(width: int, height: int) -> tuple[Any, str]:
         try:
             ctx = _context_class(backend)(width, height)
             ctx.make_current()
+            _check_context()
         except Exception as exc:  # noqa: BLE001 - each backend fails in its own way (ImportError, RuntimeError, ...)
             errors.append(f"{backend}: {' '.join(str(exc).split())[:160] or type(exc).__name__}")
             continue

@@ -138,3 +138,25 @@ def test_bad_inputs_are_named(tmp_path):
         parse_task("SafetyPointStcircle2-v0", "size=2")
     with pytest.raises(ValueError, match="radius=-1.0 is not allowed"):
         parse_task("SafetyPointStcircle2-v0", "radius=-1,wall_distance=1")
+
+
+def test_headless_backend_choice_and_failure_message(monkeypatch):
+    from metacpo.rendering import RenderError, _candidates, open_gl_context
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.delenv("MUJOCO_GL", raising=False)
+    assert _candidates() == ["egl", "osmesa"]
+    monkeypatch.setenv("DISPLAY", ":0")
+    assert _candidates() == ["glfw", "egl", "osmesa"]
+    monkeypatch.setenv("MUJOCO_GL", "vulkan")
+    with pytest.raises(ValueError, match="unknown MUJOCO_GL='vulkan'; allowed: glfw, egl, osmesa"):
+        _candidates()
+    # a backend the user forces that cannot work here (glfw without a display) fails with one clear message
+    monkeypatch.delenv("DISPLAY")
+    monkeypatch.setenv("MUJOCO_GL", "glfw")
+    with pytest.raises(RenderError) as exc:
+        open_gl_context(32, 32)
+    msg = str(exc.value)
+    assert msg.startswith("MUJOCO_GL=glfw cannot render offscreen (glfw: ")
+    assert "libosmesa6" in msg and "\n" not in msg
