@@ -42,14 +42,17 @@ def commands(grid: dict, out: Path) -> list[tuple[str, list[str]]]:
 
 
 def pack(run_dir: Path, dest: Path) -> Path:
+    import torch
+
     from metacpo.checkpoint import load_checkpoint, save_checkpoint
 
     ckpt = load_checkpoint(run_dir / "checkpoint.pt")
     algo = {k: ckpt["algorithm"][k] for k in KEEP}
-    algo = {k: ({n: t.clone() for n, t in v.items()} if isinstance(v, dict) else v) for k, v in algo.items()}
+    algo = {k: {n: (t.clone() if isinstance(t, torch.Tensor) else t) for n, t in v.items()} for k, v in algo.items()}
     dest.mkdir(parents=True, exist_ok=True)
     save_checkpoint(dest / "checkpoint.pt", {"iteration": ckpt["iteration"], "config": ckpt["config"], "algorithm": algo})
     shutil.copyfile(run_dir / "progress.csv", dest / "progress.csv")
+    (dest / "checkpoint.pt").chmod(0o644)  # package data: readable by all
     return dest
 
 
