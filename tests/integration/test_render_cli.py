@@ -72,7 +72,7 @@ def test_plot_command(tmp_path, capsys):
     assert out.read_bytes()[:4] == b"\x89PNG"
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].startswith("meta-cpo: 30 iterations")
-    assert printed[1].startswith("progress: 90 iterations")
+    assert printed[1].startswith("progress: 30 iterations")
     assert printed[-1] == f"wrote {out} (cost limit 25)"
     assert main(["plot", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert main(["plot", str(META), "--out", str(tmp_path / "c.jpg")]) == 2
