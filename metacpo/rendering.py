@@ -383,6 +383,9 @@ def write_video(frames: Sequence[np.ndarray], path: str | Path, *, fps: float) -
     suffix = path.suffix.lower()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a plain open() would not
     try:
         if suffix == ".mp4":
             # H.264 needs even sizes; macro_block_size=2 pads at most one pixel instead of up to 15.

@@ -90,6 +90,9 @@ def save_figure(fig: Figure, path: str | Path, *, dpi: int = 120) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".png", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a plain open() would not
     try:
         fig.savefig(tmp, dpi=dpi)
         os.replace(tmp, path)
