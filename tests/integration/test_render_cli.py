@@ -30,7 +30,7 @@ def test_shipped_demo_checkpoints_are_small_and_loadable():
 
 def test_render_gif_with_adaptation_side_by_side(tmp_path, capsys):
     out = tmp_path / "v.gif"
-    rc = main(["render", str(META), "--out", str(out), "--adapt", "1", "--adapt-steps", "300", "--every", "25",
+    rc = main(["render", str(META), "--out", str(out), "--adapt", "1", "--adapt-steps", "500", "--every", "25",
                "--size", "64", "--task", "radius=2.2,wall_distance=1.3"])
     assert rc == 0
     frames = imageio.mimread(out, memtest=False)
@@ -81,7 +81,7 @@ def test_plot_command(tmp_path, capsys):
 
 def test_demo_with_shipped_checkpoints(tmp_path, capsys):
     out = tmp_path / "demo"
-    rc = main(["demo", "--tasks", "1", "--adapt-iters", "1", "--steps-per-iter", "300", "--video-size", "48",
+    rc = main(["demo", "--tasks", "1", "--adapt-iters", "1", "--steps-per-iter", "500", "--video-size", "48",
                "--run-dir", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
