@@ -312,12 +312,11 @@ def episode_limit(env_id: str) -> int:
     ValueError when the id is unknown or registered without a limit: work is split over workers
     in whole episodes (:func:`plan_jobs`), so the sampler must know how long one is.
     """
-    import gymnasium.envs.registration as reg
-
-    import metacpo.tasks  # noqa: F401  (registers our ids and makes Safety-Gymnasium's importable)
     from metacpo.compat import import_safety_gymnasium
 
-    import_safety_gymnasium()  # registers the built-in Safety-Gymnasium ids
+    import_safety_gymnasium()  # registers Safety-Gymnasium's ids and ours
+    import gymnasium.envs.registration as reg
+
     spec = reg.registry.get(env_id)
     if spec is None:
         raise ValueError(f"unknown environment id {env_id!r}: not registered with Safety-Gymnasium")
