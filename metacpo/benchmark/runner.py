@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -117,7 +119,9 @@ def plan(grid: Grid, out: Path) -> list[PlannedCell]:
             planned.append(PlannedCell(cell, d, "reject", f"{d} holds a cell with another config ({'; '.join(diff[:3])}); "
                                        "use another --out or remove it"))
             continue
-        if state.status == "running" and state.attempts and _pid_running_cell(state.attempts[-1].pid):
+        last = state.attempts[-1] if state.attempts else None
+        if (state.status == "running" and last is not None and last.provenance.get("host") == socket.gethostname()
+                and _pid_running_cell(last.pid)):
             planned.append(PlannedCell(cell, d, "reject", f"still running in process {state.attempts[-1].pid} "
                                        "(started by an earlier metacpo benchmark); wait for it or stop it"))
             continue
@@ -157,17 +161,22 @@ def run_cell_process(cell_dir: str) -> int:
     Also the body of the Ray task (it runs where Ray placed it; ``cell_dir`` must be on a shared
     filesystem when the cluster has several nodes).
     """
-    d = Path(cell_dir)
+    proc = _start_cell(Path(cell_dir))
+    try:
+        return proc.wait()
+    except BaseException:
+        proc.terminate()
+        proc.wait()
+        raise
+
+
+def _start_cell(d: Path) -> subprocess.Popen:
+    """Start the cell process of ``d``, its output appended to ``cell.log`` after a header line."""
     with open(d / LOG_FILE, "ab") as log:
-        log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}: {' '.join(cell_command(d))}\n".encode())
+        log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} on {socket.gethostname()}: "
+                  f"{' '.join(cell_command(d))}\n".encode())
         log.flush()
-        proc = subprocess.Popen(cell_command(d), stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-        try:
-            return proc.wait()
-        except BaseException:
-            proc.terminate()
-            proc.wait()
-            raise
+        return subprocess.Popen(cell_command(d), stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
 
 
 def _finish(d: Path, code: int) -> CellState:
@@ -311,13 +320,7 @@ class _LocalLauncher:
     """Cells as child processes of this one."""
 
     def start(self, p: PlannedCell) -> subprocess.Popen:
-        log = open(p.dir / LOG_FILE, "ab")
-        log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(cell_command(p.dir))}\n".encode())
-        log.flush()
-        proc = subprocess.Popen(cell_command(p.dir), stdout=log, stderr=subprocess.STDOUT,
-                                preexec_fn=_die_with_parent)
-        log.close()
-        return proc
+        return _start_cell(p.dir)
 
     def poll(self, handles: list[Any], running: dict[str, tuple[PlannedCell, Any, float]]) -> list[tuple[str, int]]:
         finished = [(k, h.returncode) for k, (_, h, _) in running.items() if h.poll() is not None]
@@ -357,7 +360,7 @@ class _RayLauncher:
         paths = [src] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != src]
         try:
             ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}},
-                     log_to_driver=False, logging_level="WARNING")
+                     log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ValueError(f"cannot join the Ray cluster at --ray-address {address!r}: "
                              f"{' '.join(str(exc).split())[:200]}") from None
