@@ -7,12 +7,16 @@ normaliser and run ``adapt_iters`` CPO updates on fresh samples. After ``k`` upd
 current policy gives the record: mean episode return, mean episode cost, J_C and whether
 ``J_C <= d``.
 
-Which CPO step adapts:
+Which CPO step adapts (recorded per curve in adapt.json under ``step_rules``):
 
-* meta runs (meta-cpo, meta-trpo): the inner step they were meta-trained for (``meta.inner_delta``,
-  ``meta.metric``, ``meta.normalize_grads``, ``meta.backend``) -- as MAML prescribes -- plus the
-  line search of single-task CPO;
-* cpo / multitask-cpo runs and CPO from scratch: their own ``update`` section (CPO proper).
+* meta runs (meta-cpo, meta-trpo): exactly the inner step they were meta-trained with
+  (``meta.inner_delta``, ``meta.metric``, ``meta.normalize_grads``, ``meta.backend``, no line
+  search) -- as MAML prescribes; every adaptation step is a CPO step (meta-trpo's curve too: the
+  meta-test asks every initialisation to adapt under the constraint);
+* cpo / multitask-cpo runs: their own ``update`` section (CPO proper, with its line search);
+  CPO from scratch: the default ``update`` section;
+* no cost margin (:mod:`metacpo.algorithms.margin`) unless ``AdaptSettings.margin`` (``metacpo
+  adapt --margin``) turns CPO's adaptive margin on for every curve alike.
 
 Seeds and tasks: tasks come from a dedicated generator ``default_rng([TEST_STREAM, level])``
 (the same held-out tasks for every run); test seed ``s`` is ``TEST_SEED_BASE + s`` and the
@@ -66,6 +70,9 @@ class AdaptSettings:
     """Process-sampler workers (0 = CPU count)."""
     from_scratch: bool = False
     """Add CPO from a fresh policy as a baseline curve."""
+    margin: bool = False
+    """Adapt with CPO's adaptive cost margin (metacpo.algorithms.margin, default gain) on every
+    curve; off: plain CPO steps aiming at the cost limit itself."""
     torch_threads: int = 1
     """torch intra-op threads in this process (0 = torch default; 1 is fastest for these small nets)."""
 
@@ -114,7 +121,7 @@ def load_initialisation(run_dir: str | Path, *, label: str | None = None) -> Ini
     if "meta" in config.extra:
         m = config.extra["meta"]
         update = replace(update, delta=m.inner_delta, metric=m.metric, backend=m.backend,
-                         normalize_grads=m.normalize_grads)
+                         normalize_grads=m.normalize_grads, line_search=False)
     return Initialisation(label=label or run_dir.name, config=config, update=update, state=dict(state))
 
 
@@ -162,6 +169,7 @@ def adapt_one(
 ) -> list[AdaptRecord]:
     """Adapt ``init`` to ``task`` with ``settings.adapt_iters`` CPO updates; one record per step."""
     from metacpo.algorithms.cpo import TrustRegionAlgorithm
+    from metacpo.algorithms.margin import CostMarginConfig
     from metacpo.algorithms.multitask import CurrentTaskSampler
 
     cfg = init.config
@@ -170,6 +178,8 @@ def adapt_one(
         update=replace(init.update, cost_limit=cost_limit),
         sampler=SamplerConfig(kind=settings.sampler, workers=settings.workers, steps_per_iter=steps_per_iter),
         run=RunConfig(seed=test_seed, iters=settings.adapt_iters + 1, tensorboard=False),
+        # the margin only when asked for: TrainConfig(algo="cpo") would otherwise default it on
+        extra={"margin": CostMarginConfig(adaptive=settings.margin)},
     )
     task_sampler = CurrentTaskSampler(sampler)
     task_sampler.current = task
@@ -281,14 +291,20 @@ def meta_test(
         "env_id": test_env, "tasks": [dict(t.as_dict()) for t in tasks], "task_count": settings.tasks,
         "seeds": [TEST_SEED_BASE + s for s in range(settings.seeds)], "adapt_iters": settings.adapt_iters,
         "steps_per_iter": steps, "cost_limit": cost_limit,
-        "updates": {i.label: {"delta": i.update.delta, "metric": i.update.metric, "backend": i.update.backend,
-                              "normalize_grads": i.update.normalize_grads} for i in inits},
+        "step_rules": {i.label: step_rule(i, settings) for i in inits},
         "ci": "mean +- half-width of the 95% Student-t interval over tasks x seeds",
     }
     write_summary_json(summary, meta=meta, path=out / "adapt.json")
     plot_adaptation(summary, cost_limit=cost_limit, path=out / "adapt.png",
                     title=f"meta-test on {test_env}: {settings.tasks} tasks x {settings.seeds} seeds")
     return AdaptResult(records=records, summary=summary, out_dir=out, cost_limit=cost_limit)
+
+
+def step_rule(init: Initialisation, settings: AdaptSettings) -> dict[str, Any]:
+    """The adaptation step a curve uses, as recorded in adapt.json."""
+    u = init.update
+    return {"step": "cpo", "delta": u.delta, "metric": u.metric, "backend": u.backend,
+            "normalize_grads": u.normalize_grads, "line_search": u.line_search, "margin": settings.margin}
 
 
 def _make_sampler(env_id: str, settings: AdaptSettings) -> Any:

@@ -37,6 +37,7 @@ from metacpo.samplers.base import (
     check_rng_states,
     make_env_for,
     per_task_snapshots,
+    episode_limit,
     plan_jobs,
     run_jobs,
     worker_rng,
@@ -115,6 +116,7 @@ class ProcessSampler(Sampler):
         if max_faults_per_call < 0:
             raise ValueError(f"max_faults_per_call must be >= 0, got {max_faults_per_call}")
         self.env_id = env_id
+        self.episode_steps = episode_limit(env_id)  # work is split in whole episodes (plan_jobs)
         self._n = n
         self._seed = seed
         self._ctx = mp.get_context(start_method)
@@ -207,7 +209,8 @@ class ProcessSampler(Sampler):
     ) -> list[Batch]:
         task_list: list[Task] = [None] if tasks is None else list(tasks)
         snapshots = per_task_snapshots(snapshot, len(task_list))
-        jobs = plan_jobs(num_tasks=len(task_list), num_steps=num_steps, num_workers=self._n)
+        jobs = plan_jobs(num_tasks=len(task_list), num_steps=num_steps, num_workers=self._n,
+                         episode_steps=self.episode_steps)
         per_worker: dict[int, list[Job]] = {}
         for j in jobs:
             per_worker.setdefault(j.worker, []).append(j)
