@@ -46,9 +46,9 @@ TOP_KEYS: tuple[str, ...] = ("name", "description", "train", "algorithms", "envs
 """Keys of a grid file (``name``, ``algorithms``, ``envs``, ``seeds`` are required)."""
 ALGORITHM_KEYS: tuple[str, ...] = ("algo", "preset", "set", "train")
 """Keys of one ``algorithms`` entry (``algo`` is required)."""
-ADAPT_KEYS: tuple[str, ...] = ("level", "tasks", "seeds", "adapt_iters", "steps_per_iter", "cost_limit",
-                               "sampler", "workers", "torch_threads")
-"""Keys of the ``adapt`` stage (the :class:`~metacpo.adaptation.AdaptSettings` fields a grid may set)."""
+ADAPT_KEYS: tuple[str, ...] = tuple(f.name for f in fields(AdaptSettings) if f.name not in ("ray_address", "from_scratch"))
+"""Keys of the ``adapt`` stage: the :class:`~metacpo.adaptation.AdaptSettings` fields, but ``ray_address``
+(cells sample locally or in processes) and ``from_scratch`` (use a ``train: false`` algorithm)."""
 GRID_OWNED: tuple[str, ...] = ("env.env_id", "run.seed", "run.run_dir")
 """Config keys the grid sets per cell (from ``envs``, ``seeds`` and ``--out``)."""
 CELL_SAMPLERS: tuple[str, ...] = ("local", "process")
