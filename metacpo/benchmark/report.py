@@ -5,7 +5,8 @@ Only finished cells (``cell.json`` status ``done``) enter the tables; the others
 * Training, per (algorithm label, env), over training seeds: the final iteration's mean episode
   return and cost, their means over the late window (the last ``late_fraction`` of the
   iterations, at least one), and the fraction of iterations whose cost estimate ``J_C`` was
-  within the cell's limit ``d`` (``rollout/j_c <= update.cost_limit``). Each is the mean over seeds
+  within the cell's limit ``d`` (``rollout/j_c <= update.cost_limit``). Iterations without
+  figures (NaN: a skipped meta-iteration) are left out of each. Each is the mean over seeds
   with a 95% percentile-bootstrap confidence interval over seeds.
 * Meta-test, per (algorithm label, env, adaptation step): the mean episode return and cost with a
   95% percentile-bootstrap CI over the (task, test seed) pairs of every training seed pooled, and
@@ -231,6 +232,12 @@ def _col(rows: list[dict[str, str]], key: str) -> np.ndarray:
     return np.array([float(r[key]) if r[key] not in ("", "nan") else math.nan for r in rows])
 
 
+def _last_finite(x: np.ndarray) -> float:
+    """The last finite entry (a skipped meta-iteration logs NaN post-adaptation figures)."""
+    finite = x[np.isfinite(x)]
+    return float(finite[-1]) if finite.size else math.nan
+
+
 def _commits(cells: Sequence[CellData]) -> tuple[str, ...]:
     return tuple(sorted({c for cell in cells for c in cell.commits}))
 
@@ -287,11 +294,11 @@ def _training_row(label: str, env: str, cells: list[CellData], late_fraction: fl
         jc = _col(c.progress, "rollout/j_c")
         n = len(c.progress)
         w = max(1, math.ceil(late_fraction * n))
-        final_r.append(float(ret[-1]))
-        final_c.append(float(cost[-1]))
+        final_r.append(_last_finite(ret))
+        final_c.append(_last_finite(cost))
         late_r.append(float(np.nanmean(ret[-w:])))
         late_c.append(float(np.nanmean(cost[-w:])))
-        within.append(float(np.mean(jc <= c.cost_limit)))
+        within.append(float(np.mean(jc[np.isfinite(jc)] <= c.cost_limit)))
         steps.append(float(c.progress[-1]["rollout/env_steps"]))
         iters.append(n)
         late_ns.append(w)
