@@ -196,12 +196,12 @@ def _finish(d: Path, code: int) -> CellState:
 
 
 class _Progress:
-    def __init__(self, total: int, echo: Callable[[str], None]) -> None:
-        self.total, self.echo = total, echo
+    def __init__(self, total: int, echo: Callable[[str], None], *, running_word: str = "running") -> None:
+        self.total, self.echo, self.running_word = total, echo, running_word
         self.done = self.failed = self.running = 0
 
     def line(self, msg: str) -> None:
-        self.echo(f"[{self.done}/{self.total} done, {self.running} running, {self.failed} failed] {msg}")
+        self.echo(f"[{self.done}/{self.total} done, {self.running} {self.running_word}, {self.failed} failed] {msg}")
 
 
 def _iterations_done(d: Path) -> int:
@@ -246,7 +246,8 @@ def run_grid(
 def _run(grid: Grid, root: Path, jobs: int, ray_address: str, echo: Callable[[str], None], heartbeat_s: float) -> GridRunResult:
     planned = plan(grid, root)
     outcomes: dict[str, CellOutcome] = {}
-    prog = _Progress(len(planned), echo)
+    # on Ray a submitted cell may wait for free CPUs
+    prog = _Progress(len(planned), echo, running_word="submitted" if ray_address else "running")
     todo = []
     for p in planned:
         if p.action == "skip":
@@ -302,7 +303,7 @@ def _run(grid: Grid, root: Path, jobs: int, ray_address: str, echo: Callable[[st
                 last_beat = time.time()
                 parts = [f"{k} {_iterations_done(p.dir)}/{p.cell.config.run.iters if p.cell.train else 0} it"
                          for k, (p, _, _) in running.items()]
-                prog.line("running: " + ", ".join(parts))
+                prog.line(f"{prog.running_word}: " + ", ".join(parts))
     except BaseException:
         launcher.stop([h for _, h, _ in running.values()])
         for key, (p, _, _) in running.items():
@@ -363,7 +364,9 @@ class _RayLauncher:
                      log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ValueError(f"cannot join the Ray cluster at --ray-address {address!r}: "
-                             f"{' '.join(str(exc).split())[:200]}") from None
+                             f"{' '.join(str(exc).split())[:200]} (a cluster started by `ray start` (Ray >= 2.59) "
+                             "wants its token: export RAY_AUTH_MODE=token, and RAY_AUTH_TOKEN or ~/.ray/auth_token "
+                             "on other machines; docs/benchmark.md)") from None
         self.task = ray.remote(max_retries=0)(run_cell_process)
 
     def start(self, p: PlannedCell) -> Any:
