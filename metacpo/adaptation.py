@@ -156,6 +156,22 @@ def _worker_states(test_seed: int, task_index: int, n: int) -> dict[str, Any]:
     return {"worker_rngs": [np.random.default_rng([test_seed, task_index, i]).bit_generator.state for i in range(n)]}
 
 
+def adaptation_config(init: Initialisation, *, settings: AdaptSettings, test_seed: int, steps_per_iter: int,
+                      cost_limit: float) -> TrainConfig:
+    """The single-task CPO config that adapts ``init``: its declared step, the margin only on request."""
+    from metacpo.algorithms.margin import CostMarginConfig
+
+    cfg = init.config
+    return TrainConfig(
+        algo="cpo", env=cfg.env, policy=cfg.policy, critic=cfg.critic, advantage=cfg.advantage,
+        update=replace(init.update, cost_limit=cost_limit),
+        sampler=SamplerConfig(kind=settings.sampler, workers=settings.workers, steps_per_iter=steps_per_iter),
+        run=RunConfig(seed=test_seed, iters=settings.adapt_iters + 1, tensorboard=False),
+        # the margin only when asked for: TrainConfig(algo="cpo") would otherwise default it on
+        extra={"margin": CostMarginConfig(adaptive=settings.margin)},
+    )
+
+
 def adapt_one(
     init: Initialisation,
     *,
@@ -169,18 +185,10 @@ def adapt_one(
 ) -> list[AdaptRecord]:
     """Adapt ``init`` to ``task`` with ``settings.adapt_iters`` CPO updates; one record per step."""
     from metacpo.algorithms.cpo import TrustRegionAlgorithm
-    from metacpo.algorithms.margin import CostMarginConfig
     from metacpo.algorithms.multitask import CurrentTaskSampler
 
-    cfg = init.config
-    config = TrainConfig(
-        algo="cpo", env=cfg.env, policy=cfg.policy, critic=cfg.critic, advantage=cfg.advantage,
-        update=replace(init.update, cost_limit=cost_limit),
-        sampler=SamplerConfig(kind=settings.sampler, workers=settings.workers, steps_per_iter=steps_per_iter),
-        run=RunConfig(seed=test_seed, iters=settings.adapt_iters + 1, tensorboard=False),
-        # the margin only when asked for: TrainConfig(algo="cpo") would otherwise default it on
-        extra={"margin": CostMarginConfig(adaptive=settings.margin)},
-    )
+    config = adaptation_config(init, settings=settings, test_seed=test_seed, steps_per_iter=steps_per_iter,
+                               cost_limit=cost_limit)
     task_sampler = CurrentTaskSampler(sampler)
     task_sampler.current = task
     sampler.load_state_dict(_worker_states(test_seed, task_index, sampler.num_workers))

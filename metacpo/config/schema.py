@@ -52,10 +52,16 @@ class EnvConfig:
     env_id: str = "SafetyPointCircle1-v0"
     """Environment id: any Safety-Gymnasium id (e.g. SafetyPointCircle1-v0) or one of metacpo's
     stochastic task families (e.g. SafetyPointStcircle1-v0)."""
+    fast: bool = True
+    """Run our ids and the standard navigation ids (Safety{Agent}{Circle,Button,Goal,Push}{0,1,2}-v0)
+    on metacpo's fast path (same physics, observations, rewards and costs); false: Safety-Gymnasium's
+    own untouched envs (sets METACPO_FAST_ENVS=0 for the run's worker processes)."""
 
     def __post_init__(self) -> None:
         if not self.env_id:
             raise ValueError("env.env_id must be a non-empty environment id")
+        if not isinstance(self.fast, bool):
+            raise ValueError(f"env.fast={self.fast!r} is not allowed; allowed: true or false")
 
 
 @dataclass(frozen=True)
