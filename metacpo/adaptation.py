@@ -31,13 +31,13 @@ from typing import Any
 import numpy as np
 
 from metacpo.checkpoint import CheckpointError, load_checkpoint
-from metacpo.config.schema import RunConfig, SamplerConfig, TrainConfig, UpdateConfig
+from metacpo.config.schema import TRAIN_SEED_LIMIT, RunConfig, SamplerConfig, TrainConfig, UpdateConfig
 from metacpo.meta.summary import AdaptRecord, summarize, write_records_csv, write_summary_json
 
 TEST_STREAM = 7_777_777
 """Generator key of the held-out task draws (no training generator uses it)."""
-TEST_SEED_BASE = 1_000_000
-"""Test seed s is TEST_SEED_BASE + s; training run seeds must be smaller."""
+TEST_SEED_BASE = TRAIN_SEED_LIMIT
+"""Test seed s is TEST_SEED_BASE + s; training run seeds must be smaller (checked at train time)."""
 FROM_SCRATCH = "cpo-from-scratch"
 """Label of the CPO-from-scratch curve."""
 
