@@ -45,17 +45,20 @@ class TaskSetup:
     """Range overrides ``{family: {level: {parameter: range}}}`` (the content of an override file)."""
 
     def apply(self) -> None:
-        """Load entry points and imports, then install the overrides (replacing earlier ones)."""
+        """Load entry points and imports, then make ``overrides`` the only installed overrides.
+
+        Overrides installed earlier in this process (e.g. by ``load_distribution_overrides``) are
+        dropped, so this process samples exactly the ranges the run records, as its workers do.
+        """
         from metacpo.tasks.spec import clear_overrides, parse_overrides, set_distribution
 
         load_entry_points()
         for spec in self.imports:
             import_task_module(spec)
-        if self.overrides:
-            dists = parse_overrides(self.overrides, source="env.task_overrides")
-            clear_overrides()
-            for d in dists:
-                set_distribution(d)
+        dists = parse_overrides(self.overrides, source="env.task_overrides") if self.overrides else []
+        clear_overrides()
+        for d in dists:
+            set_distribution(d)
 
     @property
     def empty(self) -> bool:
