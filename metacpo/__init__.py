@@ -2,13 +2,16 @@
 
 __version__ = "0.1.0"
 
-# safety_gymnasium (and gymnasium, which it pulls in) must be imported through the Python 3.11
-# compatibility shim before anything else touches them.
-from metacpo.compat import import_safety_gymnasium as _import_safety_gymnasium  # noqa: E402
+# Importing metacpo does not import Safety-Gymnasium (nor MuJoCo, Gymnasium): from here on, any
+# ``import safety_gymnasium`` (ours or the user's) goes through the Python 3.11 compatibility
+# shim, and registers the Safety{Agent}St{circle,button}{0,1,2}-v0 ids right after it loads.
+from metacpo.compat import install_import_hook as _install_import_hook  # noqa: E402
 
-_import_safety_gymnasium()
 
-# Register the Safety{Agent}St{circle,button}{0,1,2}-v0 env ids with Safety-Gymnasium (idempotent).
-from metacpo.tasks import register_all as _register_all  # noqa: E402
+def _register_ids() -> None:
+    from metacpo.tasks import register_all
 
-_register_all()
+    register_all()
+
+
+_install_import_hook(_register_ids)

@@ -7,12 +7,16 @@ normaliser and run ``adapt_iters`` CPO updates on fresh samples. After ``k`` upd
 current policy gives the record: mean episode return, mean episode cost, J_C and whether
 ``J_C <= d``.
 
-Which CPO step adapts:
+Which CPO step adapts (recorded per curve in adapt.json under ``step_rules``):
 
-* meta runs (meta-cpo, meta-trpo): the inner step they were meta-trained for (``meta.inner_delta``,
-  ``meta.metric``, ``meta.normalize_grads``, ``meta.backend``) -- as MAML prescribes -- plus the
-  line search of single-task CPO;
-* cpo / multitask-cpo runs and CPO from scratch: their own ``update`` section (CPO proper).
+* meta runs (meta-cpo, meta-trpo): exactly the inner step they were meta-trained with
+  (``meta.inner_delta``, ``meta.metric``, ``meta.normalize_grads``, ``meta.backend``, no line
+  search) -- as MAML prescribes; every adaptation step is a CPO step (meta-trpo's curve too: the
+  meta-test asks every initialisation to adapt under the constraint);
+* cpo / multitask-cpo runs: their own ``update`` section (CPO proper, with its line search);
+  CPO from scratch: the default ``update`` section;
+* no cost margin (:mod:`metacpo.algorithms.margin`) unless ``AdaptSettings.margin`` (``metacpo
+  adapt --margin``) turns CPO's adaptive margin on for every curve alike.
 
 Seeds and tasks: tasks come from a dedicated generator ``default_rng([TEST_STREAM, level])``
 (the same held-out tasks for every run); test seed ``s`` is ``TEST_SEED_BASE + s`` and the
@@ -69,6 +73,9 @@ class AdaptSettings:
     """Process-sampler workers (0 = CPU count)."""
     from_scratch: bool = False
     """Add CPO from a fresh policy as a baseline curve."""
+    margin: bool = False
+    """Adapt with CPO's adaptive cost margin (metacpo.algorithms.margin, default gain) on every
+    curve; off: plain CPO steps aiming at the cost limit itself."""
     torch_threads: int = 1
     """torch intra-op threads in this process (0 = torch default; 1 is fastest for these small nets)."""
     imports: tuple[str, ...] = ()
@@ -126,7 +133,7 @@ def load_initialisation(run_dir: str | Path, *, label: str | None = None) -> Ini
     if "meta" in config.extra:
         m = config.extra["meta"]
         update = replace(update, delta=m.inner_delta, metric=m.metric, backend=m.backend,
-                         normalize_grads=m.normalize_grads)
+                         normalize_grads=m.normalize_grads, line_search=False)
     return Initialisation(label=label or run_dir.name, config=config, update=update, state=dict(state))
 
 
@@ -161,6 +168,22 @@ def _worker_states(test_seed: int, task_index: int, n: int) -> dict[str, Any]:
     return {"worker_rngs": [np.random.default_rng([test_seed, task_index, i]).bit_generator.state for i in range(n)]}
 
 
+def adaptation_config(init: Initialisation, *, settings: AdaptSettings, test_seed: int, steps_per_iter: int,
+                      cost_limit: float) -> TrainConfig:
+    """The single-task CPO config that adapts ``init``: its declared step, the margin only on request."""
+    from metacpo.algorithms.margin import CostMarginConfig
+
+    cfg = init.config
+    return TrainConfig(
+        algo="cpo", env=cfg.env, policy=cfg.policy, critic=cfg.critic, advantage=cfg.advantage,
+        update=replace(init.update, cost_limit=cost_limit),
+        sampler=SamplerConfig(kind=settings.sampler, workers=settings.workers, steps_per_iter=steps_per_iter),
+        run=RunConfig(seed=test_seed, iters=settings.adapt_iters + 1, tensorboard=False),
+        # the margin only when asked for: TrainConfig(algo="cpo") would otherwise default it on
+        extra={"margin": CostMarginConfig(adaptive=settings.margin)},
+    )
+
+
 def adapt_one(
     init: Initialisation,
     *,
@@ -176,13 +199,8 @@ def adapt_one(
     from metacpo.algorithms.cpo import TrustRegionAlgorithm
     from metacpo.algorithms.multitask import CurrentTaskSampler
 
-    cfg = init.config
-    config = TrainConfig(
-        algo="cpo", env=cfg.env, policy=cfg.policy, critic=cfg.critic, advantage=cfg.advantage,
-        update=replace(init.update, cost_limit=cost_limit),
-        sampler=SamplerConfig(kind=settings.sampler, workers=settings.workers, steps_per_iter=steps_per_iter),
-        run=RunConfig(seed=test_seed, iters=settings.adapt_iters + 1, tensorboard=False),
-    )
+    config = adaptation_config(init, settings=settings, test_seed=test_seed, steps_per_iter=steps_per_iter,
+                               cost_limit=cost_limit)
     task_sampler = CurrentTaskSampler(sampler)
     task_sampler.current = task
     sampler.load_state_dict(_worker_states(test_seed, task_index, sampler.num_workers))
@@ -289,7 +307,8 @@ def meta_test(
         for init, init_key in zip(inits, keys, strict=True):
             for ti, task in enumerate(tasks):
                 for s in range(settings.seeds):
-                    key = {**init_key, "env_id": test_env, "task": dict(task.as_dict()), "task_index": ti,
+                    key = {**init_key, "step_rule": step_rule(init, settings), "env_id": test_env,
+                           "task": dict(task.as_dict()), "task_index": ti,
                            "seed": TEST_SEED_BASE + s, "adapt_iters": settings.adapt_iters, "steps_per_iter": steps,
                            "cost_limit": cost_limit}
                     path = parts / f"{_slug(init.label)}-task{ti}-seed{s}.json"
@@ -322,14 +341,20 @@ def meta_test(
         "env_id": test_env, "tasks": [dict(t.as_dict()) for t in tasks], "task_count": settings.tasks,
         "seeds": [TEST_SEED_BASE + s for s in range(settings.seeds)], "adapt_iters": settings.adapt_iters,
         "steps_per_iter": steps, "cost_limit": cost_limit,
-        "updates": {i.label: {"delta": i.update.delta, "metric": i.update.metric, "backend": i.update.backend,
-                              "normalize_grads": i.update.normalize_grads} for i in inits},
+        "step_rules": {i.label: step_rule(i, settings) for i in inits},
         "ci": "mean +- half-width of the 95% Student-t interval over tasks x seeds",
     }
     write_summary_json(summary, meta=meta, path=out / "adapt.json")
     plot_adaptation(summary, cost_limit=cost_limit, path=out / "adapt.png",
                     title=f"meta-test on {test_env}: {settings.tasks} tasks x {settings.seeds} seeds")
     return AdaptResult(records=records, summary=summary, out_dir=out, cost_limit=cost_limit)
+
+
+def step_rule(init: Initialisation, settings: AdaptSettings) -> dict[str, Any]:
+    """The adaptation step a curve uses, as recorded in adapt.json."""
+    u = init.update
+    return {"step": "cpo", "delta": u.delta, "metric": u.metric, "backend": u.backend,
+            "normalize_grads": u.normalize_grads, "line_search": u.line_search, "margin": settings.margin}
 
 
 def _make_sampler(env_id: str, settings: AdaptSettings, setup: Any = None) -> Any:

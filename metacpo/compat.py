@@ -11,6 +11,11 @@ soon as the import returns. Files under site-packages are never edited.
 gymnasium-robotics 1.2.2 prints a notice about its AdroitHand environments' rewards to stderr
 whenever it is imported (through ``farama_notifications``). metacpo never uses those environments,
 so during the import that one notice is held back (the notifications table is restored after).
+
+:func:`install_import_hook` (run by ``import metacpo``) makes every later ``import
+safety_gymnasium`` -- ours or the user's -- go through that shim, and calls back once the module is
+loaded (metacpo registers its env ids then). So ``import metacpo`` itself never imports
+Safety-Gymnasium, MuJoCo or Gymnasium.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import importlib.abc
+import importlib.machinery
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
@@ -87,5 +94,56 @@ def import_safety_gymnasium() -> ModuleType:
     """
     if "safety_gymnasium" in sys.modules:
         return sys.modules["safety_gymnasium"]
+    if _FINDER in sys.meta_path:  # the hook's loader applies the shim (and runs the callbacks)
+        return importlib.import_module("safety_gymnasium")
     with ndarray_defaults_as_factories(), _quiet_robotics_notice():
         return importlib.import_module("safety_gymnasium")
+
+
+_CALLBACKS: list[Callable[[], None]] = []
+
+
+class _ShimLoader(importlib.abc.Loader):
+    """Runs the real loader of ``safety_gymnasium`` inside the shim, then the callbacks."""
+
+    def __init__(self, loader: Any) -> None:
+        self._loader = loader
+
+    def create_module(self, spec: Any) -> ModuleType | None:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        with ndarray_defaults_as_factories(), _quiet_robotics_notice():
+            self._loader.exec_module(module)
+        for callback in list(_CALLBACKS):
+            callback()
+
+    def __getattr__(self, name: str) -> Any:  # get_resource_reader, is_package, get_data, ...
+        return getattr(self._loader, name)
+
+
+class _SafetyGymnasiumFinder(importlib.abc.MetaPathFinder):
+    """Finds ``safety_gymnasium`` with the other finders and wraps its loader in :class:`_ShimLoader`."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != "safety_gymnasium":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return None
+        spec.loader = _ShimLoader(spec.loader)
+        return spec
+
+
+_FINDER = _SafetyGymnasiumFinder()
+
+
+def install_import_hook(on_import: Callable[[], None]) -> None:
+    """Apply the shim to any later ``import safety_gymnasium`` and call ``on_import()`` right after
+    it is loaded (at once if it already is). Idempotent per callback."""
+    if on_import not in _CALLBACKS:
+        _CALLBACKS.append(on_import)
+    if _FINDER not in sys.meta_path:
+        sys.meta_path.insert(0, _FINDER)
+    if "safety_gymnasium" in sys.modules:
+        on_import()

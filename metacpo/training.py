@@ -39,7 +39,7 @@ from metacpo.samplers.base import PolicySnapshot, Sampler, env_dims, make_env_fo
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # Config keys that may differ between a checkpoint and the run resuming it.
-RESUMABLE_CHANGES = ("run.iters", "run.run_dir", "sampler.ray_address")
+RESUMABLE_CHANGES = ("run.iters", "run.run_dir", "sampler.ray_address", "env.fast")
 
 
 @runtime_checkable
@@ -179,7 +179,15 @@ def train(
 
     With ``resume`` the run dir's checkpoint is loaded; its config must equal ``config`` except
     for ``run.iters``/``run.run_dir``, else :class:`CheckpointError` lists the differences.
+    Envs (here and in the sampler's workers) use the fast path unless ``env.fast`` is false.
     """
+    from metacpo.tasks.builder import fast_envs
+
+    with fast_envs(config.env.fast):
+        return _train(config, resume=resume, progress=progress, echo=echo)
+
+
+def _train(config: TrainConfig, *, resume: bool, progress: bool, echo: Any) -> TrainResult:
     run_dir = Path(config.run.run_dir or config.default_run_dir)
     echo = echo or (lambda msg: print(msg, file=sys.stderr))
     entry = get_algorithm(config.algo)

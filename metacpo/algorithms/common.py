@@ -13,7 +13,11 @@ Paper symbols (Achiam et al. 2017, CPO):
 ``cost_scale`` makes ``b + a^T x`` a first-order estimate of ``J_C(new) - d``: by the
 performance-difference lemma ``J_C(new) - J_C(old) ~= sum_{t<T} cost_gamma^t E[ratio A_c]``, so
 ``cost_scale = sum_{t<T} cost_gamma^t`` with ``T`` the mean episode length (``= T`` for the
-default undiscounted episode cost, ``cost_gamma = 1``).
+default undiscounted episode cost, ``cost_gamma = 1``). For that lemma to hold, ``A_c`` must be
+the advantage of the same objective J_C measures: the cost GAE uses ``cost_gamma`` (not the
+reward's ``gamma``) and its own ``cost_lam``, and treats the env's time limit as the end of the
+episode (J_C is a finite-horizon episode cost: costs after the limit never count), bootstrapping
+only where a worker's share cut an episode off.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from metacpo.data.batch import Batch
-from metacpo.data.gae import cost_estimate, gae
+from metacpo.data.gae import NoCompleteEpisodeError, cost_estimate, gae
 from metacpo.data.normalizer import NormalizerState
 from metacpo.functional.params import Params, add_flat, flat_grad
 from metacpo.config.schema import TrainConfig
@@ -116,33 +120,51 @@ def process_batch(
     gamma: float,
     lam: float,
     cost_gamma: float = 1.0,
+    cost_lam: float = 0.95,
     normalize_adv_r: bool = True,
     center_adv_c: bool = True,
 ) -> ProcessedBatch:
     """Normalise observations, compute reward/cost GAE, J_C and the behaviour distribution.
 
-    Both advantages use GAE(``gamma``, ``lam``) with truncation bootstrapping
-    (:func:`metacpo.data.gae.gae`). ``normalize_adv_r`` rescales reward advantages to zero mean
-    and unit std; ``center_adv_c`` only subtracts the mean of the cost advantages (their scale
-    carries the constraint's units and must be kept).
+    Reward advantages: GAE(``gamma``, ``lam``), bootstrapping at every truncation (time limit or
+    cut). Cost advantages: GAE(``cost_gamma``, ``cost_lam``) -- the discount J_C uses -- with the
+    time limit as the episode's end and bootstrapping only at cuts, so ``b + a^T x`` is a
+    first-order estimate of ``J_C(new) - d`` (see the module docstring). ``normalize_adv_r``
+    rescales reward advantages to zero mean and unit std; ``center_adv_c`` only subtracts the
+    mean of the cost advantages (their scale carries the constraint's units and must be kept).
+    A batch without a complete episode is a ValueError (J_C cannot be estimated from it).
     """
     if len(batch) == 0:
         raise ValueError("cannot process an empty batch")
+    try:
+        j_c = cost_estimate(
+            costs=batch.costs, terminated=batch.terminated, truncated=batch.truncated, cut=batch.cut,
+            cost_gamma=cost_gamma,
+        )
+    except NoCompleteEpisodeError as exc:
+        where = f" (task {batch.task})" if batch.task is not None else ""
+        raise NoCompleteEpisodeError(f"{exc}{where}") from None
     dtype = policy.log_std.dtype
     obs = torch.as_tensor(obs_norm.normalize(batch.obs), dtype=dtype)
     next_obs = torch.as_tensor(obs_norm.normalize(batch.next_obs), dtype=dtype)
     actions = torch.as_tensor(batch.actions, dtype=dtype)
     adv = {}
     tgt = {}
-    for key, critic, signal in (("r", critic_r, batch.rewards), ("c", critic_c, batch.costs)):
+    # The cost's episode ends at the env's time limit (J_C counts no cost after it): every
+    # episode end that is not a cut is terminal for the cost GAE.
+    cost_terminal = np.logical_or(batch.terminated, np.logical_and(batch.truncated, ~np.asarray(batch.cut, bool)))
+    for key, critic, signal, term, gam, lm in (
+        ("r", critic_r, batch.rewards, batch.terminated, gamma, lam),
+        ("c", critic_c, batch.costs, cost_terminal, cost_gamma, cost_lam),
+    ):
         adv[key], tgt[key] = gae(
             rewards=signal,
             values=_values(critic, obs),
             next_values=_values(critic, next_obs),
-            terminated=batch.terminated,
+            terminated=term,
             truncated=batch.truncated,
-            gamma=gamma,
-            lam=lam,
+            gamma=gam,
+            lam=lm,
         )
     adv_r, adv_c = adv["r"], adv["c"]
     if normalize_adv_r:
@@ -154,14 +176,7 @@ def process_batch(
         old_lp = dist.log_prob(actions).sum(-1)
         old_mean, old_log_std = dist.mean, dist.stddev.log()
     n_complete = len(batch.episode_lengths)
-    ep_len = float(np.mean(batch.episode_lengths)) if n_complete else float(len(batch))
-    j_c = cost_estimate(
-        costs=batch.costs,
-        terminated=batch.terminated,
-        truncated=batch.truncated,
-        num_complete=n_complete,
-        cost_gamma=cost_gamma,
-    )
+    ep_len = float(np.mean(batch.episode_lengths))
     cost_scale = ep_len if cost_gamma == 1.0 else (1.0 - cost_gamma**ep_len) / (1.0 - cost_gamma)
     rollout_stats = RolloutStats(
         num_steps=len(batch),
@@ -250,6 +265,14 @@ def fisher_vector_product(
 # --------------------------------------------------------------------------------------------
 # Line search
 # --------------------------------------------------------------------------------------------
+TRUST_REGION_RTOL = 1e-6
+"""Relative tolerance of the line search's trust-region test: ``trust_region <= delta (1 + rtol)``.
+
+The solvers return steps exactly on the boundary ``1/2 x^T H x = delta`` whenever the trust
+region binds; recomputing ``1/2 |x|^2`` in floating point lands a few ulps either side, and a
+rejected exact step would leave an active constraint unmet. One tolerance, used by every step."""
+
+
 @dataclass(frozen=True)
 class LineSearchResult:
     """Outcome of :func:`backtracking_line_search`.
@@ -302,7 +325,8 @@ def backtracking_line_search(
     Fisher metric, ``1/2 |x|^2`` for the identity metric). Tests, with ``dr = loss_r0 - loss_r``
     and ``dc = loss_c - loss_c0``:
 
-    * trust region: ``trust_region <= delta``;
+    * trust region: ``trust_region <= delta (1 + TRUST_REGION_RTOL)`` (rounding of an exact
+      boundary step is not a violation);
     * reward (skipped in recovery, and when the full step is not expected to improve, i.e.
       ``expected_improvement <= 0``, which happens when the constraint forces a reward loss):
       ``dr > 0`` and ``dr >= accept_ratio * frac * expected_improvement`` (``expected_improvement
@@ -323,7 +347,7 @@ def backtracking_line_search(
         values = (ev.loss_r, ev.loss_c, ev.kl, ev.trust_region)
         if not all(math.isfinite(v) for v in values):
             reason = "non-finite surrogate"
-        elif ev.trust_region > delta:
+        elif ev.trust_region > delta * (1.0 + TRUST_REGION_RTOL):
             reason = f"trust region {ev.trust_region:.3g} > delta {delta:.3g}"
         elif (not recovery and expected_improvement > 0) and (
             dr <= 0 or dr < accept_ratio * frac * expected_improvement
@@ -341,6 +365,23 @@ def backtracking_line_search(
     return LineSearchResult(
         accepted=False, fraction=0.0, backtracks=max_backtracks + 1, loss_r=loss_r0, loss_c=loss_c0,
         kl=0.0, trust_region=0.0, actual_improvement=0.0, expected_improvement=0.0, reason=reason,
+    )
+
+
+def full_step(evaluate: Callable[[float], Evaluation], *, loss_r0: float, expected_improvement: float) -> LineSearchResult:
+    """The solver's step taken as it is (no line search), as Meta-CPO's inner steps take it.
+
+    Only non-finite surrogates at the step reject it (fraction 0)."""
+    ev = evaluate(1.0)
+    if not all(math.isfinite(v) for v in (ev.loss_r, ev.loss_c, ev.kl, ev.trust_region)):
+        return LineSearchResult(
+            accepted=False, fraction=0.0, backtracks=0, loss_r=math.nan, loss_c=math.nan, kl=0.0,
+            trust_region=0.0, actual_improvement=0.0, expected_improvement=0.0, reason="non-finite surrogate",
+        )
+    return LineSearchResult(
+        accepted=True, fraction=1.0, backtracks=0, loss_r=ev.loss_r, loss_c=ev.loss_c, kl=ev.kl,
+        trust_region=ev.trust_region, actual_improvement=loss_r0 - ev.loss_r, expected_improvement=expected_improvement,
+        reason="",
     )
 
 

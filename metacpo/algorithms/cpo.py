@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from metacpo.algorithms.common import (
+    full_step,
     CriticFitStats,
     ProcessedBatch,
     RolloutStats,
@@ -134,10 +135,11 @@ def trust_region_update(
         return params, _skipped("non-finite step", b=b, loss_r=lr0, loss_c=lc0)
     step = step.to(next(iter(params.values())).dtype)
     recovery = sol.case == SolverCase.RECOVERY
+    evaluate = candidate_evaluator(
+        policy=policy, params=params, step=step, processed=processed, metric=settings.metric  # type: ignore[arg-type]
+    )
     ls = backtracking_line_search(
-        evaluate=candidate_evaluator(
-            policy=policy, params=params, step=step, processed=processed, metric=settings.metric  # type: ignore[arg-type]
-        ),
+        evaluate=evaluate,
         loss_r0=lr0,
         loss_c0=lc0,
         expected_improvement=float(-(g @ step.double())),
@@ -147,7 +149,7 @@ def trust_region_update(
         backtrack_coef=settings.backtrack_coef,
         max_backtracks=settings.max_backtracks,
         accept_ratio=settings.accept_ratio,
-    )
+    ) if settings.line_search else full_step(evaluate, loss_r0=lr0, expected_improvement=float(-(g @ step.double())))
     new_params = (
         {k: v.detach() for k, v in add_flat(params, step, alpha=ls.fraction).items()} if ls.accepted else params
     )
@@ -297,7 +299,7 @@ class TrustRegionAlgorithm:
         adv = cfg.advantage
         processed = process_batch(
             batch, policy=self.policy, params=params, critic_r=self.critic_r, critic_c=self.critic_c,
-            obs_norm=obs_norm, gamma=adv.gamma, lam=adv.lam, cost_gamma=adv.cost_gamma,
+            obs_norm=obs_norm, gamma=adv.gamma, lam=adv.lam, cost_gamma=adv.cost_gamma, cost_lam=adv.cost_lam,
             normalize_adv_r=adv.normalize_adv_r, center_adv_c=adv.center_adv_c,
         )
         settings, margin = cfg.update, math.nan

@@ -407,7 +407,7 @@ class MetaLearner:
         p = process_batch(
             batch, policy=self.policy, params={k: v.detach() for k, v in params.items()},
             critic_r=self.critic_r, critic_c=self.critic_c, obs_norm=norm,
-            gamma=adv.gamma, lam=adv.lam, cost_gamma=adv.cost_gamma,
+            gamma=adv.gamma, lam=adv.lam, cost_gamma=adv.cost_gamma, cost_lam=adv.cost_lam,
             normalize_adv_r=adv.normalize_adv_r, center_adv_c=adv.center_adv_c,
         )
         if not advantages_finite(p):
@@ -441,7 +441,9 @@ class MetaLearner:
         norms: list[float] = []
         pre_jc: list[float] = []
         post: list[ProcessedBatch] = []
-        post_batches = batches
+        # Batches sampled with the adapted policies: None until measured (a meta-iteration skipped
+        # before the post-update round reports NaN for them, never the pre-update batches).
+        post_batches: list[Batch] | None = batches if meta.inner_steps == 0 else None
         mg = None
         skip_reason = ""
         try:
@@ -491,8 +493,8 @@ class MetaLearner:
             skip_reason = str(exc)
             mg = None
         del adapted  # release the adaptation graphs
-        post_rets = [_ep_mean(b.episode_returns) for b in post_batches]
-        post_costs = [_ep_mean(b.episode_costs) for b in post_batches]
+        post_rets = [_ep_mean(b.episode_returns) for b in post_batches] if post_batches is not None else [math.nan]
+        post_costs = [_ep_mean(b.episode_costs) for b in post_batches] if post_batches is not None else [math.nan]
 
         t = time.perf_counter()
         outer: dict[str, Any] = dict(case="skipped", lam=math.nan, nu=math.nan, step_norm=0.0, projected=False,
@@ -595,11 +597,9 @@ class MetaLearner:
                 tr = kl if meta.metric == "fisher" else f * f * half_sq
                 return Evaluation(loss_r=r, loss_c=c, kl=kl, trust_region=tr)
 
-            # identity metric: the solver's step lies on the trust-region boundary; allow rounding
-            delta = self.outer_rule.delta * (1 + 1e-6) if meta.metric == "identity" else self.outer_rule.delta
             ls = backtracking_line_search(
                 evaluate=evaluate, loss_r0=mg.loss_r, loss_c0=mg.loss_c,
-                expected_improvement=-float(mg.G.double() @ step.double()), delta=delta,
+                expected_improvement=-float(mg.G.double() @ step.double()), delta=self.outer_rule.delta,
                 b=mg.B if self.constrained else None, recovery=sol.case == SolverCase.RECOVERY,
                 backtrack_coef=meta.backtrack_coef, max_backtracks=meta.max_backtracks,
                 accept_ratio=meta.accept_ratio,
@@ -707,6 +707,8 @@ def build_meta_trpo(config: TrainConfig, *, sampler: Sampler, obs_dim: int, act_
 
 
 register_algorithm("meta-cpo", build=build_meta_cpo, sections={"meta": MetaConfig},
-                   description="Meta-CPO: CPO inside MAML, second-order through the CPO steps")
+                   description="Meta-CPO: CPO inside MAML, second-order through the CPO steps",
+                   default_env_id="SafetyPointStcircle1-v0")
 register_algorithm("meta-trpo", build=build_meta_trpo, sections={"meta": MetaConfig},
-                   description="Meta-TRPO (MAML-TRPO): the same loop with TRPO steps, no cost constraint")
+                   description="Meta-TRPO (MAML-TRPO): the same loop with TRPO steps, no cost constraint",
+                   default_env_id="SafetyPointStcircle1-v0")

@@ -107,4 +107,5 @@ def build_multitask_cpo(config: TrainConfig, *, sampler: Sampler, obs_dim: int, 
 
 
 register_algorithm("multitask-cpo", build=build_multitask_cpo, sections={"multitask": MultitaskConfig},
-                   description="CPO trained sequentially on tasks drawn from the level-1 distribution")
+                   description="CPO trained sequentially on tasks drawn from the level-1 distribution",
+                   default_env_id="SafetyPointStcircle1-v0")

@@ -37,6 +37,9 @@ class AlgorithmEntry:
     sections: Mapping[str, type] = field(default_factory=dict)
     """Extra config sections this algorithm reads (name -> dataclass)."""
     description: str = ""
+    default_env_id: str | None = None
+    """The env id a config without ``env.env_id`` trains on (None: EnvConfig's default). Meta
+    algorithms need a task family (e.g. SafetyPointStcircle1-v0), not a single env."""
 
 
 _REGISTRY: dict[str, AlgorithmEntry] = {}
@@ -49,6 +52,7 @@ def register_algorithm(
     build: Callable[..., Any],
     sections: Mapping[str, type] | None = None,
     description: str = "",
+    default_env_id: str | None = None,
 ) -> AlgorithmEntry:
     """Register (or re-register, e.g. on module reload) an algorithm under ``name``."""
     from metacpo.config.schema import SECTIONS
@@ -56,7 +60,8 @@ def register_algorithm(
     clash = set(sections or {}) & {"algo", *SECTIONS}
     if clash:
         raise ValueError(f"algorithm {name!r} cannot register config sections {sorted(clash)}: they are common sections")
-    entry = AlgorithmEntry(name=name, build=build, sections=dict(sections or {}), description=description)
+    entry = AlgorithmEntry(name=name, build=build, sections=dict(sections or {}), description=description,
+                           default_env_id=default_env_id)
     _REGISTRY[name] = entry
     return entry
 

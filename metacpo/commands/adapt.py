@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cost-limit", type=float, default=None, help="cost limit d (default: the first run's)")
     parser.add_argument("--from-scratch", action="store_true",
                         help="add CPO from a fresh policy (first run's architecture) as a baseline curve")
+    parser.add_argument("--margin", action="store_true",
+                        help="adapt every curve with CPO's adaptive cost margin (default: plain CPO steps; "
+                             "meta runs use their meta-trained inner step)")
     parser.add_argument("--sampler", choices=("local", "process", "ray"), default="local", help="sampler backend")
     parser.add_argument("--workers", type=int, default=0, help="process/ray sampler workers (0 = CPU count)")
     parser.add_argument("--ray-address", default="", help="Ray cluster to join with --sampler ray (default: start a local Ray)")
@@ -49,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         steps_per_iter=args.steps_per_iter or 0, cost_limit=args.cost_limit, sampler=args.sampler,
         workers=args.workers, from_scratch=args.from_scratch, ray_address=args.ray_address,
         imports=imports, overrides=overrides,
+        margin=args.margin,
     )
     echo = None if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     res = meta_test(list(args.run_dirs), settings=settings, out_dir=args.out, echo=echo)

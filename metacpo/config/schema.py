@@ -54,6 +54,10 @@ class EnvConfig:
     env_id: str = "SafetyPointCircle1-v0"
     """Environment id: any Safety-Gymnasium id (e.g. SafetyPointCircle1-v0) or one of metacpo's
     stochastic task families (e.g. SafetyPointStcircle1-v0)."""
+    fast: bool = True
+    """Run our ids and the standard navigation ids (Safety{Agent}{Circle,Button,Goal,Push}{0,1,2}-v0)
+    on metacpo's fast path (same physics, observations, rewards and costs); false: Safety-Gymnasium's
+    own untouched envs (sets METACPO_FAST_ENVS=0 for the run's worker processes)."""
 
     imports: tuple[str, ...] = ()
     """Modules or .py files (absolute paths) that register custom task families (train --import);
@@ -65,6 +69,8 @@ class EnvConfig:
     def __post_init__(self) -> None:
         if not self.env_id:
             raise ValueError("env.env_id must be a non-empty environment id")
+        if not isinstance(self.fast, bool):
+            raise ValueError(f"env.fast={self.fast!r} is not allowed; allowed: true or false")
         if not all(isinstance(s, str) and s for s in self.imports):
             raise ValueError(f"env.imports must be a list of module names or .py files, got {list(self.imports)!r}")
         if not isinstance(self.task_overrides, dict):
@@ -134,12 +140,15 @@ class AdvantageConfig:
     """Advantage estimation, the cost estimate J_C and observation normalisation."""
 
     gamma: float = 0.99
-    """Discount gamma of the reward and cost GAE."""
+    """Discount gamma of the reward GAE."""
     lam: float = 0.95
-    """GAE lambda (reward and cost)."""
+    """GAE lambda of the reward advantages."""
     cost_gamma: float = 1.0
-    """Discount of the per-episode cost estimate J_C. 1.0 = undiscounted episode cost, the scale
-    on which Safety-Gymnasium cost limits (e.g. 25 per episode) are stated."""
+    """Discount of the per-episode cost estimate J_C and of the cost GAE (the cost advantage must
+    use the discount J_C uses for b + a^T x to predict J_C's change). 1.0 = undiscounted episode
+    cost, the scale on which Safety-Gymnasium cost limits (e.g. 25 per episode) are stated."""
+    cost_lam: float = 0.95
+    """GAE lambda of the cost advantages."""
     normalize_adv_r: bool = True
     """Normalise reward advantages to zero mean and unit std per batch."""
     center_adv_c: bool = True
@@ -154,6 +163,7 @@ class AdvantageConfig:
         _rate("advantage.gamma", self.gamma)
         _rate("advantage.lam", self.lam)
         _rate("advantage.cost_gamma", self.cost_gamma)
+        _rate("advantage.cost_lam", self.cost_lam)
         if not self.obs_clip > 0:
             raise ValueError(f"advantage.obs_clip must be > 0, got {self.obs_clip}")
 
@@ -177,6 +187,9 @@ class UpdateConfig:
     """Conjugate-gradient iterations for H^-1 g, H^-1 a (Fisher metric)."""
     damping: float = 0.1
     """Damping added to the Fisher matrix: H = F + damping I."""
+    line_search: bool = True
+    """Backtracking line search on the surrogates (off: take the solver's step as it is, the way
+    Meta-CPO's inner steps adapt)."""
     backtrack_coef: float = 0.8
     """Line-search shrink factor per backtrack."""
     max_backtracks: int = 15
@@ -354,7 +367,11 @@ class TrainConfig:
             raise ValueError(f"unknown config section(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
         kwargs: dict[str, Any] = {"algo": algo}
         for name, cls in SECTIONS.items():
-            kwargs[name] = build_section(cls, data.get(name) or {}, name)
+            section = data.get(name) or {}
+            if name == "env" and entry.default_env_id is not None and isinstance(section, dict) \
+                    and "env_id" not in section:
+                section = {**section, "env_id": entry.default_env_id}
+            kwargs[name] = build_section(cls, section, name)
         kwargs["extra"] = {
             name: build_section(cls, data.get(name) or {}, name) for name, cls in entry.sections.items()
         }

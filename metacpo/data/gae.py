@@ -95,28 +95,45 @@ def discounted_episode_costs(
     return np.asarray(out, dtype=np.float64)
 
 
+def complete_episodes(terminated: np.ndarray, truncated: np.ndarray, cut: np.ndarray) -> np.ndarray:
+    """For every episode segment of :func:`episode_slices`, whether it is a complete episode.
+
+    A segment is complete when it ends by termination or by the env's time limit, i.e. when its
+    last step is not ``cut`` (cut off by the end of a worker's share). Fragments can sit
+    anywhere in a batch merged from several workers' parts.
+    """
+    cut = np.asarray(cut, dtype=bool)
+    return np.asarray([not cut[sl.stop - 1] for sl in episode_slices(terminated, truncated)], dtype=bool)
+
+
+class NoCompleteEpisodeError(ValueError):
+    """A batch holds no complete episode, so J_C (a per-episode cost) cannot be estimated."""
+
+
 def cost_estimate(
     *,
     costs: np.ndarray,
     terminated: np.ndarray,
     truncated: np.ndarray,
-    num_complete: int,
+    cut: np.ndarray,
     cost_gamma: float,
 ) -> float:
-    """J_C: the mean (``cost_gamma``-discounted) cost of the episodes in a batch.
+    """J_C: the mean (``cost_gamma``-discounted) cost of the complete episodes of a batch.
 
-    Batches start at an episode start; the first ``num_complete`` episodes are complete (ended
-    by termination or the env's time limit) and the rest, if any, is the fragment cut off at the
-    end of the batch. J_C averages the complete episodes only. When the batch holds no complete
-    episode (fewer steps than one episode), the fragment's per-step cost rate times its length is
-    used -- a biased-low estimate, documented as such; size ``steps_per_iter`` to hold whole
-    episodes for meaningful constraint satisfaction.
+    Complete episodes are found by their ends (:func:`complete_episodes`), wherever they sit in
+    the batch; fragments (cut off by the end of a worker's share) are never averaged in: their
+    cost covers only part of an episode. A batch without a complete episode raises
+    :class:`NoCompleteEpisodeError` (samplers size each worker's share in whole episodes, so
+    this means fewer steps per task than one episode).
     """
     per_ep = discounted_episode_costs(
         costs=costs, terminated=terminated, truncated=truncated, cost_gamma=cost_gamma
     )
-    if num_complete > 0:
-        return float(np.mean(per_ep[:num_complete]))
-    if len(per_ep) == 0:
-        raise ValueError("cannot estimate J_C from an empty batch")
-    return float(np.mean(per_ep))
+    complete = complete_episodes(terminated, truncated, cut)
+    if not complete.any():
+        raise NoCompleteEpisodeError(
+            f"the batch of {len(np.asarray(costs))} steps holds no complete episode, so the episode cost "
+            "J_C cannot be estimated: sample at least one full episode per task (sampler.steps_per_iter "
+            ">= the env's episode length)"
+        )
+    return float(np.mean(per_ep[complete]))

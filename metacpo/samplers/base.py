@@ -225,8 +225,8 @@ def rollout(
     Every episode is reset with its own seed drawn from ``rng``. Actions are sampled from the
     policy (or its mean when ``deterministic``), stored unclipped and clipped to the action box
     for the env. The batch always ends on an episode boundary: if ``num_steps`` runs out
-    mid-episode the last step is marked ``truncated`` (its next state is bootstrapped) and
-    ``info['cut']`` is True. Only episodes that ended by termination or the env's time limit count
+    mid-episode the last step is marked ``truncated`` (its next state is bootstrapped) and ``cut``,
+    and ``info['cut']`` is True. Only episodes that ended by termination or the env's time limit count
     in ``episode_returns/costs/lengths``.
     """
     if num_steps <= 0:
@@ -236,6 +236,7 @@ def rollout(
     noise_rng = np.random.default_rng(int(rng.integers(2**62)))
     low, high = env.action_space.low, env.action_space.high
     obs_l, act_l, rew_l, cost_l, term_l, trunc_l, next_l, lp_l = ([] for _ in range(8))
+    cut_l: list[bool] = []
     ep_ret, ep_cost, ep_len = [], [], []
     seeds: list[int] = []
     steps = 0
@@ -261,6 +262,7 @@ def rollout(
             cost_l.append(float(c))
             term_l.append(bool(term))
             trunc_l.append(bool(trunc) or (last and not term))
+            cut_l.append(bool(last and not (term or trunc)))
             next_l.append(np.asarray(nxt, dtype=np.float64))
             lp_l.append(lp)
             obs = nxt
@@ -283,6 +285,7 @@ def rollout(
         costs=np.asarray(cost_l),
         terminated=np.asarray(term_l),
         truncated=np.asarray(trunc_l),
+        cut=np.asarray(cut_l, dtype=bool),
         next_obs=np.stack(next_l),
         log_probs=np.asarray(lp_l),
         episode_returns=np.asarray(ep_ret, dtype=np.float64),
@@ -303,16 +306,43 @@ class Job:
     worker: int
 
 
-def plan_jobs(*, num_tasks: int, num_steps: int, num_workers: int) -> list[Job]:
-    """Spread ``num_tasks x num_steps`` steps over workers (deterministic).
+def episode_limit(env_id: str) -> int:
+    """The time limit (steps per episode) ``env_id`` is registered with (gymnasium's registry).
+
+    ValueError when the id is unknown or registered without a limit: work is split over workers
+    in whole episodes (:func:`plan_jobs`), so the sampler must know how long one is.
+    """
+    from metacpo.compat import import_safety_gymnasium
+
+    import_safety_gymnasium()  # registers Safety-Gymnasium's ids and ours
+    import gymnasium.envs.registration as reg
+
+    spec = reg.registry.get(env_id)
+    if spec is None:
+        raise ValueError(f"unknown environment id {env_id!r}: not registered with Safety-Gymnasium")
+    if not spec.max_episode_steps or spec.max_episode_steps <= 0:
+        raise ValueError(f"environment {env_id!r} has no time limit (max_episode_steps); "
+                         "metacpo needs episodes of bounded length")
+    return int(spec.max_episode_steps)
+
+
+def plan_jobs(*, num_tasks: int, num_steps: int, num_workers: int, episode_steps: int) -> list[Job]:
+    """Spread ``num_tasks x num_steps`` steps over workers (deterministic), in whole episodes.
 
     With at least as many tasks as workers, whole tasks go round-robin to workers. With fewer,
-    each task is split into ``num_workers // num_tasks`` (or one more) near-equal parts on
-    distinct workers; the parts are concatenated in part order into that task's batch.
+    a task is split over up to ``num_workers // num_tasks`` (or one more) workers, but never
+    into more parts than it has whole episodes (``num_steps // episode_steps``): every part is a
+    whole number of episodes' worth of steps, and the remainder ``num_steps mod episode_steps``
+    goes to the last part. Each part thus completes at least one episode (episodes last at most
+    ``episode_steps`` steps), wherever the parts land in the merged batch, and the task's batch
+    still has exactly ``num_steps`` steps. With ``num_steps < episode_steps`` the task is not split
+    (one fragment); no episode completes, and processing such a batch for an update is an error
+    (:class:`metacpo.data.gae.NoCompleteEpisodeError`), never a silent estimate.
     """
-    if num_tasks <= 0 or num_steps <= 0 or num_workers <= 0:
+    if num_tasks <= 0 or num_steps <= 0 or num_workers <= 0 or episode_steps <= 0:
         raise ValueError(
-            f"plan_jobs needs positive sizes, got tasks={num_tasks}, steps={num_steps}, workers={num_workers}"
+            f"plan_jobs needs positive sizes, got tasks={num_tasks}, steps={num_steps}, workers={num_workers}, "
+            f"episode_steps={episode_steps}"
         )
     jobs: list[Job] = []
     if num_tasks >= num_workers:
@@ -320,12 +350,14 @@ def plan_jobs(*, num_tasks: int, num_steps: int, num_workers: int) -> list[Job]:
             jobs.append(Job(task_index=k, part=0, num_steps=num_steps, worker=k % num_workers))
         return jobs
     base, extra = divmod(num_workers, num_tasks)
+    episodes, remainder = divmod(num_steps, episode_steps)
     w = 0
     for k in range(num_tasks):
-        parts = min(base + (1 if k < extra else 0), num_steps)
-        q, r = divmod(num_steps, parts)
+        parts = max(1, min(base + (1 if k < extra else 0), episodes))
+        q, r = divmod(episodes, parts)
         for p in range(parts):
-            jobs.append(Job(task_index=k, part=p, num_steps=q + (1 if p < r else 0), worker=w))
+            steps = (q + (1 if p < r else 0)) * episode_steps + (remainder if p == parts - 1 else 0)
+            jobs.append(Job(task_index=k, part=p, num_steps=steps, worker=w))
             w += 1
     return jobs
 

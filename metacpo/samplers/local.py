@@ -16,6 +16,7 @@ from metacpo.samplers.base import (
     check_rng_states,
     make_env_for,
     per_task_snapshots,
+    episode_limit,
     plan_jobs,
     run_jobs,
     worker_rng,
@@ -34,6 +35,7 @@ class LocalSampler(Sampler):
         if num_virtual_workers <= 0:
             raise ValueError(f"num_virtual_workers must be positive, got {num_virtual_workers}")
         self.env_id = env_id
+        self.episode_steps = episode_limit(env_id)  # work is split in whole episodes (plan_jobs)
         self._n = num_virtual_workers
         self._env = make_env_for(env_id, seed=seed)  # our stochastic ids: the default task follows the seed
         self._rngs = [worker_rng(seed, i) for i in range(num_virtual_workers)]
@@ -56,7 +58,8 @@ class LocalSampler(Sampler):
     ) -> list[Batch]:
         task_list: list[Task] = [None] if tasks is None else list(tasks)
         snapshots = per_task_snapshots(snapshot, len(task_list))
-        jobs = plan_jobs(num_tasks=len(task_list), num_steps=num_steps, num_workers=self._n)
+        jobs = plan_jobs(num_tasks=len(task_list), num_steps=num_steps, num_workers=self._n,
+                         episode_steps=self.episode_steps)
         outputs: list[tuple[Job, Batch]] = []
         # Worker order then job order: the same per-worker generator sequence as ProcessSampler.
         for w in range(self._n):

@@ -50,6 +50,7 @@ from metacpo.samplers.base import (
     check_rng_states,
     make_env_for,
     per_task_snapshots,
+    episode_limit,
     plan_jobs,
     run_jobs,
     worker_rng,
@@ -146,6 +147,7 @@ class ProcessSampler(Sampler):
             raise ValueError(f"max_faults_per_call must be >= 0, got {max_faults_per_call}")
         self.env_id = env_id
         self.task_setup = task_setup
+        self.episode_steps = episode_limit(env_id)  # work is split in whole episodes (plan_jobs)
         self._n = n
         self._seed = seed
         self._busy = False  # a sample call is in progress (workers may be mid-rollout)
@@ -247,7 +249,8 @@ class ProcessSampler(Sampler):
     ) -> list[Batch]:
         task_list: list[Task] = [None] if tasks is None else list(tasks)
         snapshots = per_task_snapshots(snapshot, len(task_list))
-        jobs = plan_jobs(num_tasks=len(task_list), num_steps=num_steps, num_workers=self._n)
+        jobs = plan_jobs(num_tasks=len(task_list), num_steps=num_steps, num_workers=self._n,
+                         episode_steps=self.episode_steps)
         per_worker: dict[int, list[Job]] = {}
         for j in jobs:
             per_worker.setdefault(j.worker, []).append(j)

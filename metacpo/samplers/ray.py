@@ -45,6 +45,7 @@ from metacpo.samplers.base import (
     check_rng_states,
     make_env_for,
     per_task_snapshots,
+    episode_limit,
     plan_jobs,
     run_jobs,
     worker_rng,
@@ -200,6 +201,7 @@ class RaySampler(Sampler):
                            if hasattr(ray.exceptions, n))  # every way an actor's reply is lost
         self.task_setup = task_setup
         self.env_id = env_id
+        self.episode_steps = episode_limit(env_id)  # work is split in whole episodes (plan_jobs)
         self._seed = seed
         self.max_faults_per_call = max_faults_per_call
         self.fault_events: list[FaultEvent] = []
@@ -274,7 +276,8 @@ class RaySampler(Sampler):
         ray = self._ray
         task_list: list[Task] = [None] if tasks is None else list(tasks)
         snapshots = per_task_snapshots(snapshot, len(task_list))
-        jobs = plan_jobs(num_tasks=len(task_list), num_steps=num_steps, num_workers=self._n)
+        jobs = plan_jobs(num_tasks=len(task_list), num_steps=num_steps, num_workers=self._n,
+                         episode_steps=self.episode_steps)
         per_worker: dict[int, list[tuple[Job, Task]]] = {}
         for j in jobs:
             per_worker.setdefault(j.worker, []).append((j, task_list[j.task_index]))

@@ -1,21 +1,25 @@
 """The stochastic Safety-Gymnasium task suite: ``Safety{Agent}St{circle,button}{0,1,2}-v0``.
 
-``import metacpo`` calls :func:`register_all`, after which ``safety_gymnasium.make(id)`` works for
-our ids like for any built-in id (each make draws a task from that level's distribution).
-:func:`make_env` makes an env for a given task or task seed. See ``docs/tasks.md``.
+Importing this package defines the built-in families and their distributions without importing
+Safety-Gymnasium. ``import metacpo`` arranges (:func:`metacpo.compat.install_import_hook`) that
+our ids are registered with Safety-Gymnasium as soon as it is imported -- by
+:func:`make_env`, by a sampler, or by the user's own ``import safety_gymnasium`` -- after which
+``safety_gymnasium.make(id)`` works for our ids like for any built-in id (each make draws a task
+from that level's distribution). :func:`make_env` makes an env for a given task or task seed,
+and runs the standard navigation ids on the fast path. See ``docs/tasks.md``.
+
+The env-making names (``make_env``, ``StochasticBuilder``, ``StandardBuilder``,
+``ReferenceBuilder``, ``registered_ids``, ``register_ids``, the task classes) import
+Safety-Gymnasium on first use.
 """
 
 from __future__ import annotations
 
-from metacpo.tasks.builder import (
-    ReferenceBuilder,
-    StochasticBuilder,
-    make_env,
-    register_ids,
-    registered_ids,
-)
-from metacpo.tasks.fast import FastStButtonLevel, FastStCircleLevel
-from metacpo.tasks.families import ButtonTask, CircleTask, StButtonLevel, StCircleLevel, button_family, circle_family
+import importlib
+import sys
+from typing import Any
+
+from metacpo.tasks.families import ButtonTask, CircleTask, button_family, circle_family
 from metacpo.tasks.spec import (
     AGENTS,
     Fixed,
@@ -40,39 +44,79 @@ from metacpo.tasks.spec import (
 LEVELS: tuple[int, ...] = (0, 1, 2)
 """Levels of the built-in families."""
 
-CIRCLE = circle_family(StCircleLevel, FastStCircleLevel)
+CIRCLE = circle_family("metacpo.tasks.levels:StCircleLevel", "metacpo.tasks.fast:FastStCircleLevel")
 """The built-in Circle family."""
-BUTTON = button_family(StButtonLevel, FastStButtonLevel)
+BUTTON = button_family("metacpo.tasks.levels:StButtonLevel", "metacpo.tasks.fast:FastStButtonLevel")
 """The built-in Button family."""
+
+_LAZY = {
+    "ReferenceBuilder": "metacpo.tasks.builder", "StochasticBuilder": "metacpo.tasks.builder",
+    "StandardBuilder": "metacpo.tasks.builder", "make_env": "metacpo.tasks.builder",
+    "register_ids": "metacpo.tasks.registration", "registered_ids": "metacpo.tasks.registration",
+    "fast_envs": "metacpo.tasks.builder", "fast_default": "metacpo.tasks.builder",
+    "FastStButtonLevel": "metacpo.tasks.fast", "FastStCircleLevel": "metacpo.tasks.fast",
+    "StButtonLevel": "metacpo.tasks.levels", "StCircleLevel": "metacpo.tasks.levels",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The Safety-Gymnasium-dependent names, imported on first use."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def _add_builtin_families() -> None:
+    for fam in (CIRCLE, BUTTON):
+        if families().get(fam.name) is not fam:
+            add_family(fam, replace=True)
+
+
+def _safety_gymnasium_loaded() -> bool:
+    return "safety_gymnasium" in sys.modules
 
 
 def register_family(family: TaskFamily, *, replace: bool = False) -> list[str]:
     """Add a (user-defined) family and register its env ids for every agent and level.
 
-    Returns the registered ids. Idempotent for the same family object.
+    Returns the env ids. Idempotent for the same family object. The ids are registered with
+    Safety-Gymnasium now if it is imported, otherwise when it is (see the module docstring).
     """
     add_family(family, replace=replace)
-    return register_ids(family)
+    if _safety_gymnasium_loaded():
+        from metacpo.tasks.registration import register_ids
+
+        return register_ids(family)
+    return [env_id(agent, family.name, level) for level in sorted(family.levels) for agent in AGENTS]
 
 
 def register_all() -> list[str]:
-    """Register the built-in families' ids with Safety-Gymnasium (idempotent)."""
+    """Register every family's ids (the built-ins first) with Safety-Gymnasium (idempotent).
+
+    Imports Safety-Gymnasium (``import metacpo`` does not call this; it runs when
+    Safety-Gymnasium is first imported).
+    """
+    _add_builtin_families()
+    from metacpo.compat import import_safety_gymnasium
+    from metacpo.tasks.registration import register_ids
+
+    import_safety_gymnasium()  # a no-op when called from the import hook (already loaded)
+
     ids = []
-    for fam in (CIRCLE, BUTTON):
-        if families().get(fam.name) is not fam:
-            add_family(fam, replace=True)
+    for fam in list(families().values()):
         ids += register_ids(fam)
     return ids
 
 
-register_all()
+_add_builtin_families()
 
 __all__ = [
     "AGENTS", "BUTTON", "CIRCLE", "LEVELS", "ButtonTask", "CircleTask", "FastStButtonLevel",
     "FastStCircleLevel", "Fixed", "IntUniform", "ParamDomain", "ReferenceBuilder",
-    "StButtonLevel", "StCircleLevel", "StochasticBuilder", "Task", "TaskDistribution",
-    "TaskFamily", "Uniform", "add_family", "clear_overrides", "env_id", "families",
-    "get_distribution", "get_family", "load_distribution_overrides", "make_env",
-    "parse_env_id", "parse_overrides", "register_all", "register_family", "registered_ids",
-    "set_distribution",
+    "StButtonLevel", "StCircleLevel", "StandardBuilder", "StochasticBuilder", "Task",
+    "TaskDistribution", "TaskFamily", "Uniform", "add_family", "clear_overrides", "env_id",
+    "fast_default", "fast_envs", "families", "get_distribution", "get_family",
+    "load_distribution_overrides", "make_env", "parse_env_id", "parse_overrides", "register_all",
+    "register_family", "registered_ids", "set_distribution",
 ]

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import os
+import re
+from collections.abc import Iterator
 from typing import Any
 
 import gymnasium
+import gymnasium.envs.registration
 import numpy as np
 
 from metacpo.compat import import_safety_gymnasium
@@ -13,7 +19,6 @@ from metacpo.tasks.spec import (
     Task,
     TaskFamily,
     env_id as make_env_id,
-    families,
     get_distribution,
     get_family,
     parse_env_id,
@@ -25,126 +30,22 @@ from safety_gymnasium.bases.base_task import BaseTask  # noqa: E402
 from safety_gymnasium.builder import Builder  # noqa: E402
 from safety_gymnasium.utils.common_utils import ResamplingError  # noqa: E402
 
-ENTRY_POINT = "metacpo.tasks.builder:StochasticBuilder"
+from metacpo.tasks.registration import ENTRY_POINT, register_ids, registered_ids  # noqa: E402,F401
 
 
-class StochasticBuilder(Builder):
-    """A Safety-Gymnasium env for one task of a stochastic family.
+class FastStepMixin:
+    """``Builder.step`` for fast task classes (mixed in before ``Builder``; set ``_fast``).
 
-    ``task`` fixes the task; otherwise one is drawn from the (family, level) distribution with
-    ``numpy.random.default_rng(seed)``; a ``seed`` also seeds the layouts of unseeded resets. ``env.unwrapped.task_params`` is the current task and
-    :meth:`set_task` switches to another task of the same family at the next reset (spaces stay
-    the same). When not rendering (and unless ``fast=False``) resets compile without the skybox
-    texture and sample layouts vectorised, and the built-in families use their fast task classes
-    (same physics, observations, rewards and costs; see :mod:`metacpo.tasks.fast`).
+    The same sequence as Safety-Gymnasium's ``Builder.step`` -- physics, reward, cost, specific
+    step, goal handling, alive check, step count -- calling the task's fast counterparts
+    (:class:`metacpo.tasks.fast.FastTaskMixin`), without the observation-space check.
     """
 
-    def __init__(  # pylint: disable=too-many-arguments
-        self,
-        agent: str,
-        family: str,
-        level: int,
-        task: Task | None = None,
-        seed: int | None = None,
-        render_mode: str | None = None,
-        width: int = 256,
-        height: int = 256,
-        camera_id: int | None = None,
-        camera_name: str | None = None,
-        fast: bool = True,
-    ) -> None:
-        if agent not in AGENTS:
-            raise ValueError(f"unknown agent {agent!r}; allowed: {', '.join(AGENTS)}")
-        fam = get_family(family)
-        dist = get_distribution(family, level)
-        if task is None:
-            task = dist.sample(np.random.default_rng(seed))
-        self._check_task(fam, task)
-        self._family: TaskFamily = fam
-        self._level = int(level)
-        self._task: Task = task
-        self._pending_task: Task | None = None
-        self._fast_build = bool(fast) and render_mode is None
-        self._fast = self._fast_build and fam.fast_task_class is not None
-        super().__init__(
-            task_id=make_env_id(agent, family, level),
-            config={"agent_name": agent},
-            render_mode=render_mode,
-            width=width,
-            height=height,
-            camera_id=camera_id,
-            camera_name=camera_name,
-        )
-        if seed is not None:  # unseeded resets are then reproducible too (layout stream != task draw)
-            self.set_seed(int(np.random.SeedSequence([int(seed), 1]).generate_state(1)[0]))
-        gymnasium.utils.EzPickle.__init__(
-            self, agent=agent, family=family, level=level, task=task, seed=seed,
-            render_mode=render_mode, width=width, height=height, camera_id=camera_id,
-            camera_name=camera_name, fast=fast)
-
-    @staticmethod
-    def _check_task(fam: TaskFamily, task: Any) -> None:
-        if not isinstance(task, fam.task_type):
-            raise ValueError(f"family {fam.name!r} needs a {fam.task_type.__name__}, "
-                             f"got {type(task).__name__}: {task!r}")
-
-    def _get_task(self) -> BaseTask:
-        from metacpo.tasks.fast import with_fast_build
-
-        if self._fast:
-            cls = self._family.fast_task_class
-        elif self._fast_build:
-            cls = with_fast_build(self._family.task_class)
-        else:
-            cls = self._family.task_class
-        task = cls(config=self.config, task=self._task)
-        if self._fast_build:
-            task.install_fast_random_generator()
-        task.build_observation_space()
-        return task
-
-    def set_seed(self, seed: int | None = None) -> None:
-        """Seed the layout randomness (an unseeded draw uses fresh OS entropy, not ``np.random``)."""
-        if seed is None:
-            seed = int(np.random.default_rng().integers(2**32))
-        super().set_seed(seed)
-
-    # ---- tasks -------------------------------------------------------------------------------
-
-    @property
-    def task_params(self) -> Task:
-        """The task in effect (a :meth:`set_task` takes effect at the next reset)."""
-        return self._task
-
-    @property
-    def family(self) -> TaskFamily:
-        """The task family."""
-        return self._family
-
-    @property
-    def level(self) -> int:
-        """The level the env was made for."""
-        return self._level
-
-    def set_task(self, task: Task) -> None:
-        """Use ``task`` (same family) from the next reset on; spaces do not change."""
-        self._check_task(self._family, task)
-        self._pending_task = task
-
-    # ---- gym API -----------------------------------------------------------------------------
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
-        if self._pending_task is not None:
-            self.task.apply_task(self._pending_task)
-            self._task = self._pending_task
-            self._pending_task = None
-        obs, info = super().reset(seed=seed, options=options)
-        info["task"] = self._task
-        return obs, info
+    _fast: bool = False
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, float, bool, bool, dict]:
         if not self._fast:
-            return super().step(action)
+            return super().step(action)  # type: ignore[misc]
         assert not self.done, "Environment must be reset before stepping."
         task = self.task
         action = np.array(action, copy=False)
@@ -215,6 +116,121 @@ class StochasticBuilder(Builder):
         return cost
 
 
+class StochasticBuilder(FastStepMixin, Builder):
+    """A Safety-Gymnasium env for one task of a stochastic family.
+
+    ``task`` fixes the task; otherwise one is drawn from the (family, level) distribution with
+    ``numpy.random.default_rng(seed)``; a ``seed`` also seeds the layouts of unseeded resets. ``env.unwrapped.task_params`` is the current task and
+    :meth:`set_task` switches to another task of the same family at the next reset (spaces stay
+    the same). When not rendering (and unless ``fast=False``) resets compile without the skybox
+    texture and sample layouts vectorised, and the built-in families use their fast task classes
+    (same physics, observations, rewards and costs; see :mod:`metacpo.tasks.fast`).
+    """
+
+    def __init__(  # pylint: disable=too-many-arguments
+        self,
+        agent: str,
+        family: str,
+        level: int,
+        task: Task | None = None,
+        seed: int | None = None,
+        render_mode: str | None = None,
+        width: int = 256,
+        height: int = 256,
+        camera_id: int | None = None,
+        camera_name: str | None = None,
+        fast: bool = True,
+    ) -> None:
+        if agent not in AGENTS:
+            raise ValueError(f"unknown agent {agent!r}; allowed: {', '.join(AGENTS)}")
+        fam = get_family(family)
+        dist = get_distribution(family, level)
+        if task is None:
+            task = dist.sample(np.random.default_rng(seed))
+        self._check_task(fam, task)
+        self._family: TaskFamily = fam
+        self._level = int(level)
+        self._task: Task = task
+        self._pending_task: Task | None = None
+        self._fast_build = bool(fast) and render_mode is None
+        self._fast = self._fast_build and fam.fast_task_class is not None
+        super().__init__(
+            task_id=make_env_id(agent, family, level),
+            config={"agent_name": agent},
+            render_mode=render_mode,
+            width=width,
+            height=height,
+            camera_id=camera_id,
+            camera_name=camera_name,
+        )
+        if seed is not None:  # unseeded resets are then reproducible too (layout stream != task draw)
+            self.set_seed(int(np.random.SeedSequence([int(seed), 1]).generate_state(1)[0]))
+        gymnasium.utils.EzPickle.__init__(
+            self, agent=agent, family=family, level=level, task=task, seed=seed,
+            render_mode=render_mode, width=width, height=height, camera_id=camera_id,
+            camera_name=camera_name, fast=fast)
+
+    @staticmethod
+    def _check_task(fam: TaskFamily, task: Any) -> None:
+        if not isinstance(task, fam.task_type):
+            raise ValueError(f"family {fam.name!r} needs a {fam.task_type.__name__}, "
+                             f"got {type(task).__name__}: {task!r}")
+
+    def _get_task(self) -> BaseTask:
+        from metacpo.tasks.fast import with_fast_build
+
+        if self._fast:
+            cls = self._family.load_fast_task_class()
+        elif self._fast_build:
+            cls = with_fast_build(self._family.load_task_class())
+        else:
+            cls = self._family.load_task_class()
+        task = cls(config=self.config, task=self._task)
+        if self._fast_build:
+            task.install_fast_random_generator()
+        task.build_observation_space()
+        return task
+
+    def set_seed(self, seed: int | None = None) -> None:
+        """Seed the layout randomness (an unseeded draw uses fresh OS entropy, not ``np.random``)."""
+        if seed is None:
+            seed = int(np.random.default_rng().integers(2**32))
+        super().set_seed(seed)
+
+    # ---- tasks -------------------------------------------------------------------------------
+
+    @property
+    def task_params(self) -> Task:
+        """The task in effect (a :meth:`set_task` takes effect at the next reset)."""
+        return self._task
+
+    @property
+    def family(self) -> TaskFamily:
+        """The task family."""
+        return self._family
+
+    @property
+    def level(self) -> int:
+        """The level the env was made for."""
+        return self._level
+
+    def set_task(self, task: Task) -> None:
+        """Use ``task`` (same family) from the next reset on; spaces do not change."""
+        self._check_task(self._family, task)
+        self._pending_task = task
+
+    # ---- gym API -----------------------------------------------------------------------------
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        if self._pending_task is not None:
+            self.task.apply_task(self._pending_task)
+            self._task = self._pending_task
+            self._pending_task = None
+        obs, info = super().reset(seed=seed, options=options)
+        info["task"] = self._task
+        return obs, info
+
+
 class ReferenceBuilder(Builder):
     """The plain Safety-Gymnasium ``Builder`` running one task of a family, without speed-ups.
 
@@ -231,9 +247,100 @@ class ReferenceBuilder(Builder):
                          render_mode=render_mode)
 
     def _get_task(self) -> BaseTask:
-        task = self._family.task_class(config=self.config, task=self._task)
+        task = self._family.load_task_class()(config=self.config, task=self._task)
         task.build_observation_space()
         return task
+
+
+_STANDARD_RE = re.compile(r"^Safety(?P<agent>Point|Car|Doggo|Racecar|Ant)(?P<task>Circle|Button|Goal|Push)"
+                          r"(?P<level>[012])-v0$")
+STANDARD_ENTRY_POINT = "metacpo.tasks.builder:StandardBuilder"
+
+
+class StandardBuilder(FastStepMixin, Builder):
+    """A standard Safety-Gymnasium navigation env (``Safety{Agent}{Circle,Button,Goal,Push}{0,1,2}-v0``)
+    on the fast path: its own task class with :func:`metacpo.tasks.fast.fast_task_class` mixed
+    in, built without the skybox, layouts sampled vectorised.
+
+    Reset, seeding, physics, observations, rewards, costs and flags are those of
+    ``safety_gymnasium.builder.Builder`` for the same id (tested bit-identical, observations to
+    1e-12). With a ``render_mode`` (or ``fast=False``) it is the plain Builder.
+    """
+
+    def __init__(  # pylint: disable=too-many-arguments
+        self,
+        task_id: str,
+        config: dict | None = None,
+        render_mode: str | None = None,
+        width: int = 256,
+        height: int = 256,
+        camera_id: int | None = None,
+        camera_name: str | None = None,
+        fast: bool = True,
+    ) -> None:
+        if not is_standard_navigation_id(task_id) or set(config or {}) - {"agent_name"}:
+            raise ValueError(f"StandardBuilder runs the plain navigation ids "
+                             f"Safety{{Agent}}{{Circle,Button,Goal,Push}}{{0,1,2}}-v0 with no extra config; "
+                             f"got {task_id!r} with config {config!r}")
+        self._fast = bool(fast) and render_mode is None
+        super().__init__(task_id=task_id, config=config, render_mode=render_mode, width=width,
+                         height=height, camera_id=camera_id, camera_name=camera_name)
+        gymnasium.utils.EzPickle.__init__(
+            self, task_id=task_id, config=config, render_mode=render_mode, width=width, height=height,
+            camera_id=camera_id, camera_name=camera_name, fast=fast)
+
+    def _get_task(self) -> BaseTask:
+        if not self._fast:
+            return super()._get_task()
+        from safety_gymnasium import tasks as sg_tasks
+        from safety_gymnasium.utils.task_utils import get_task_class_name
+
+        from metacpo.tasks.fast import fast_task_class
+
+        task = fast_task_class(getattr(sg_tasks, get_task_class_name(self.task_id)))(config=self.config)
+        task.install_fast_random_generator()
+        task.build_observation_space()
+        return task
+
+
+def is_standard_navigation_id(env_id: str) -> bool:
+    """Whether ``env_id`` is a plain Safety-Gymnasium navigation id the fast path covers."""
+    return isinstance(env_id, str) and _STANDARD_RE.match(env_id) is not None
+
+
+FAST_ENV_VAR = "METACPO_FAST_ENVS"
+"""Environment variable with the default of ``make_env(fast=None)``: 1 (default) or 0."""
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def fast_default() -> bool:
+    """The fast-path default: ``METACPO_FAST_ENVS`` (1/true/yes/on or 0/false/no/off; unset: on).
+
+    An environment variable so that sampler worker processes, which make their own envs,
+    follow the choice of the process that started them.
+    """
+    raw = os.environ.get(FAST_ENV_VAR, "1").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ValueError(f"{FAST_ENV_VAR}={raw!r} is not allowed; allowed: 1, true, yes, on, 0, false, no, off")
+
+
+@contextlib.contextmanager
+def fast_envs(enabled: bool) -> Iterator[None]:
+    """Within the block, ``make_env`` (here and in worker processes started in it) defaults to
+    ``fast=enabled``; the previous setting is restored after."""
+    previous = os.environ.get(FAST_ENV_VAR)
+    os.environ[FAST_ENV_VAR] = "1" if enabled else "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(FAST_ENV_VAR, None)
+        else:
+            os.environ[FAST_ENV_VAR] = previous
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,56 +348,30 @@ class ReferenceBuilder(Builder):
 # --------------------------------------------------------------------------------------------
 
 
-def register_ids(family: TaskFamily) -> list[str]:
-    """Register ``Safety{Agent}St{family}{level}-v0`` for every agent and level; returns the ids.
-
-    Idempotent. ``family`` must already be in the family registry
-    (:func:`metacpo.tasks.spec.add_family`).
-    """
-    from safety_gymnasium.utils.registration import safe_registry
-
-    get_family(family.name)
-    ids = []
-    for level in sorted(family.levels):
-        for agent in AGENTS:
-            eid = make_env_id(agent, family.name, level)
-            ids.append(eid)
-            if eid in safe_registry:
-                continue
-            sg.register(id=eid, entry_point=ENTRY_POINT,
-                        kwargs={"agent": agent, "family": family.name, "level": level},
-                        max_episode_steps=family.max_episode_steps)
-    return ids
-
-
-def registered_ids() -> list[str]:
-    """Every env id of every registered family (in family, level, agent order)."""
-    from safety_gymnasium.utils.registration import safe_registry
-
-    out = []
-    for fam in families().values():
-        for level in sorted(fam.levels):
-            for agent in AGENTS:
-                eid = make_env_id(agent, fam.name, level)
-                if eid in safe_registry:
-                    out.append(eid)
-    return out
-
-
 def make_env(env_id: str, *, task: Task | None = None, seed: int | None = None,
-             render_mode: str | None = None, fast: bool = True) -> gymnasium.Env:
+             render_mode: str | None = None, fast: bool | None = None) -> gymnasium.Env:
     """Make an env with Safety-Gymnasium's ``make`` (6-value step API, its wrappers).
 
     For our ids (``Safety{Agent}St{family}{Level}-v0``) ``task`` fixes the task; otherwise
     ``seed`` picks the task drawn from the level's distribution (same seed, same task; None:
-    fresh entropy) and seeds the layouts of resets called without a seed. Built-in Safety-Gymnasium ids work too; they have no task (``task`` must be
-    None) and ``seed`` is unused there (pass it to ``reset``). ``fast=False`` runs our envs
-    through Safety-Gymnasium's own (slower) reset/step code.
+    fresh entropy) and seeds the layouts of resets called without a seed. Built-in
+    Safety-Gymnasium ids work too; they have no task (``task`` must be None) and ``seed`` is
+    unused there (pass it to ``reset``).
+
+    ``fast`` (None: :func:`fast_default`, i.e. ``METACPO_FAST_ENVS``, on unless set to 0): our
+    ids and the standard navigation ids ``Safety{Agent}{Circle,Button,Goal,Push}{0,1,2}-v0``
+    run on the fast path (same physics, observations, rewards, costs and flags; see
+    :mod:`metacpo.tasks.fast`); ``fast=False`` gives Safety-Gymnasium's own reset/step code
+    (for the standard ids: the untouched env). Rendering envs always use the plain code.
     """
     from safety_gymnasium.utils.registration import safe_registry
 
     if not isinstance(env_id, str):
         raise ValueError(f"env id must be a string, got {env_id!r}")
+    if fast is None:
+        fast = fast_default()
+    elif not isinstance(fast, bool):
+        raise ValueError(f"fast={fast!r} is not allowed; allowed: True, False or None")
     if env_id not in safe_registry:
         try:
             parse_env_id(env_id)
@@ -306,6 +387,12 @@ def make_env(env_id: str, *, task: Task | None = None, seed: int | None = None,
     if task is not None:
         raise ValueError(f"env id {env_id!r} is a built-in Safety-Gymnasium env without task "
                          f"parameters; task must be None, got {task!r}")
+    spec = gymnasium.envs.registration.registry.get(env_id)
+    if (fast and render_mode is None and is_standard_navigation_id(env_id) and spec is not None
+            and spec.entry_point == "safety_gymnasium.builder:Builder"
+            and set(spec.kwargs.get("config") or {}) == {"agent_name"}):
+        # the registered spec (wrappers, time limit, id) with our builder as the entry point
+        return sg.make(dataclasses.replace(spec, entry_point=STANDARD_ENTRY_POINT))
     return sg.make(env_id, render_mode=render_mode)
 
 

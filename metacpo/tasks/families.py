@@ -1,9 +1,10 @@
 """The two built-in families, Circle and Button (Table 1 of the Meta-CPO paper).
 
 Each family has a frozen task dataclass, the Safety-Gymnasium task class that realises one task
-(a subclass of Safety-Gymnasium's own Circle/Button level classes, configured from the task), and
-its level table. The simulation-speed variants of the task classes live in
-:mod:`metacpo.tasks.fast`; both give the same physics, observations, rewards and costs.
+(:mod:`metacpo.tasks.levels`: subclasses of Safety-Gymnasium's own Circle/Button level classes,
+configured from the task), and its level table. The simulation-speed variants of the task
+classes live in :mod:`metacpo.tasks.fast`; both give the same physics, observations, rewards and
+costs. This module does not import Safety-Gymnasium (the families name their task classes).
 """
 
 from __future__ import annotations
@@ -13,13 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from metacpo.compat import import_safety_gymnasium
 from metacpo.tasks.spec import IntUniform, ParamDomain, Task, TaskFamily, Uniform
-
-import_safety_gymnasium()
-
-from safety_gymnasium.tasks.safe_navigation.button.button_level1 import ButtonLevel1  # noqa: E402
-from safety_gymnasium.tasks.safe_navigation.circle.circle_level1 import CircleLevel1  # noqa: E402
 
 CIRCLE_START_HALF_WIDTH = 0.2
 """The agent starts uniformly in [-0.2, 0.2]^2 on Circle tasks."""
@@ -51,29 +46,6 @@ class CircleTask(Task):
             raise ValueError(
                 f"CircleTask: wall_distance={wd!r} is not allowed; allowed: number > "
                 f"{CIRCLE_START_HALF_WIDTH} (the agent starts in [-0.2, 0.2]^2 and must start safe)")
-
-
-class StCircleLevel(CircleLevel1):
-    """Safety-Gymnasium Circle with the task's radius and wall distance (2 walls, x = +-d)."""
-
-    def __init__(self, config: dict, task: CircleTask) -> None:
-        super().__init__(config=config)
-        half = CIRCLE_START_HALF_WIDTH
-        self.agent.placements = [(-half, -half, half, half)]
-        self.lidar_conf.max_dist = CIRCLE_LIDAR_RANGE
-        self.task_params: CircleTask
-        self.apply_task(task)
-
-    def apply_task(self, task: CircleTask) -> None:
-        """Configure the geometry for ``task``; takes effect at the next reset."""
-        if not isinstance(task, CircleTask):
-            raise ValueError(f"a circle env needs a CircleTask, got {type(task).__name__}")
-        self.task_params = task
-        self.circle.radius = float(task.radius)  # pylint: disable=no-member
-        walls = self.sigwalls  # pylint: disable=no-member
-        walls.locate_factor = float(task.wall_distance)
-        walls.__post_init__()  # recompute the wall locations from locate_factor
-        self.placements_conf.placements = None  # rebuilt from the new locations at reset
 
 
 def _build_circle(p: Mapping[str, Any]) -> CircleTask:
@@ -115,35 +87,6 @@ class ButtonTask(Task):
             raise ValueError(f"ButtonTask: wrong_button_cost={c!r} is not allowed; allowed: number >= 0")
 
 
-class StButtonLevel(ButtonLevel1):
-    """Safety-Gymnasium Button with the task's arena size and object counts (no gremlins).
-
-    Safety-Gymnasium's level-1 Button also adds moving gremlins; Table 1 has none, and an
-    object kind with zero instances breaks Safety-Gymnasium's lidar, so they are removed.
-    """
-
-    def __init__(self, config: dict, task: ButtonTask) -> None:
-        super().__init__(config=config)
-        del self._mocaps["gremlins"]
-        del self.gremlins
-        self.task_params: ButtonTask
-        self.apply_task(task)
-
-    def apply_task(self, task: ButtonTask) -> None:
-        """Configure arena and objects for ``task``; takes effect at the next reset."""
-        if not isinstance(task, ButtonTask):
-            raise ValueError(f"a button env needs a ButtonTask, got {type(task).__name__}")
-        self.task_params = task
-        h = float(task.half_size)
-        self.placements_conf.extents = [-h, -h, h, h]
-        # pylint: disable=no-member
-        self.buttons.num = int(task.num_buttons)
-        self.hazards.num = int(task.num_hazards)
-        self.buttons.is_constrained = task.wrong_button_cost > 0
-        self.buttons.cost = float(task.wrong_button_cost)
-        self.placements_conf.placements = None  # rebuilt for the new counts at reset
-
-
 def _build_button(p: Mapping[str, Any]) -> ButtonTask:
     return ButtonTask(
         half_size=float(p["half_size"]),
@@ -154,7 +97,7 @@ def _build_button(p: Mapping[str, Any]) -> ButtonTask:
 
 
 # --------------------------------------------------------------------------------------------
-# Family definitions (fast task classes are attached in metacpo.tasks.fast)
+# Family definitions
 # --------------------------------------------------------------------------------------------
 
 CIRCLE_PARAMS = (
@@ -182,7 +125,8 @@ BUTTON_LEVELS: dict[int, dict[str, Any]] = {
 }
 
 
-def circle_family(task_class: type = StCircleLevel, fast_task_class: type | None = None) -> TaskFamily:
+def circle_family(task_class: type | str = "metacpo.tasks.levels:StCircleLevel",
+                  fast_task_class: type | str | None = None) -> TaskFamily:
     """The Circle family (500 steps)."""
     return TaskFamily(
         name="circle", task_type=CircleTask, params=CIRCLE_PARAMS, build_task=_build_circle,
@@ -191,10 +135,19 @@ def circle_family(task_class: type = StCircleLevel, fast_task_class: type | None
         description="run along a circle; walls at x = +-wall_distance cost when crossed")
 
 
-def button_family(task_class: type = StButtonLevel, fast_task_class: type | None = None) -> TaskFamily:
+def button_family(task_class: type | str = "metacpo.tasks.levels:StButtonLevel",
+                  fast_task_class: type | str | None = None) -> TaskFamily:
     """The Button family (1000 steps)."""
     return TaskFamily(
         name="button", task_type=ButtonTask, params=BUTTON_PARAMS, build_task=_build_button,
         levels=BUTTON_LEVELS, task_class=task_class, fast_task_class=fast_task_class,
         max_episode_steps=1000, derived={"num_hazards": "num_buttons + extra_hazards"},
         description="press the goal button; hazards (and wrong buttons at level 2) cost")
+
+
+def __getattr__(name: str) -> object:  # StCircleLevel/StButtonLevel moved to metacpo.tasks.levels
+    if name in ("StCircleLevel", "StButtonLevel"):
+        from metacpo.tasks import levels
+
+        return getattr(levels, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -37,12 +37,14 @@ from metacpo.compat import import_safety_gymnasium
 import_safety_gymnasium()
 
 import safety_gymnasium.world as _sg_world  # noqa: E402
-from safety_gymnasium.assets.geoms import Buttons, Circle, Goal, Hazards, Sigwalls  # noqa: E402
+from safety_gymnasium.assets.free_geoms import PushBox, Vases  # noqa: E402
+from safety_gymnasium.assets.geoms import Buttons, Circle, Goal, Hazards, Pillars, Sigwalls  # noqa: E402
+from safety_gymnasium.assets.mocaps import Gremlins  # noqa: E402
 from safety_gymnasium.utils.common_utils import MujocoException  # noqa: E402
 from safety_gymnasium.utils.random_generator import RandomGenerator  # noqa: E402
 from safety_gymnasium.world import World  # noqa: E402
 
-from metacpo.tasks.families import StButtonLevel, StCircleLevel  # noqa: E402
+from metacpo.tasks.levels import StButtonLevel, StCircleLevel  # noqa: E402
 
 _SKYBOX_RE = re.compile(r'<texture type="skybox"[^>]*?(/>|>\s*</texture>)')
 _BUILD_LOCK = threading.Lock()
@@ -144,14 +146,22 @@ class FastRandomGenerator(RandomGenerator):
         return True
 
 
+_BODY_NAMES: tuple[tuple[type, str], ...] = (
+    (Buttons, "button{}"), (Hazards, "hazard{}"), (Pillars, "pillar{}"), (Vases, "vase{}"),
+    (Gremlins, "gremlin{}obj"),
+)
+"""Obstacle kinds whose ``pos`` lists the positions of bodies named like this (i < num)."""
+
+
 def _lidar_bodies(obstacle: Any, model: mujoco.MjModel) -> np.ndarray | None:
     """Body ids whose positions the obstacle's ``pos`` reports (None: not a known kind)."""
-    if isinstance(obstacle, Buttons):
-        return np.array([model.body(f"button{i}").id for i in range(obstacle.num)], dtype=np.intp)
-    if isinstance(obstacle, Hazards):
-        return np.array([model.body(f"hazard{i}").id for i in range(obstacle.num)], dtype=np.intp)
+    for kind, pattern in _BODY_NAMES:
+        if isinstance(obstacle, kind):
+            return np.array([model.body(pattern.format(i)).id for i in range(obstacle.num)], dtype=np.intp)
     if isinstance(obstacle, Goal):
         return np.array([model.body("goal").id], dtype=np.intp)
+    if isinstance(obstacle, PushBox):
+        return np.array([model.body("push_box").id], dtype=np.intp)
     return None
 
 
@@ -423,10 +433,154 @@ class FastTaskMixin(FastBuildMixin):
         self._f_compass = compass
         self._f_quat_mat = np.zeros(9)
         self._f_mocaps = list(self._mocaps.values())
+        self._bind_obstacles()
         self._bind_family()
 
     def _bind_family(self) -> None:
         """Family-specific precomputation (overridden)."""
+
+    def _bind_obstacles(self) -> None:
+        """Plans for the mocap moves and the per-obstacle costs of the built model.
+
+        Each obstacle kind of Safety-Gymnasium's navigation tasks gets a cost function with the
+        keys, operations and summation order of its ``cal_cost``, reading ids fixed here instead
+        of looking names up per contact; unknown kinds keep their own ``cal_cost``.
+        """
+        model = self.model
+        names = self._f_geom_names
+        if getattr(self, "_is_load_static_geoms", False) and getattr(self, "static_geoms_contact_cost", 0):
+            raise ValueError("static-geom contact costs are not supported by the fast path")
+        self._f_is_agent_list = self._f_is_agent.tolist()
+        self._f_step_contacts = None
+        self._f_mocap_plan: list[tuple[Any, np.ndarray | None]] = []
+        for mocap in self._mocaps.values():
+            if type(mocap) is Gremlins:  # noqa: E721 - a subclass may move differently
+                ids = [int(model.body_mocapid[model.body(f"gremlin{i}mocap").id]) for i in range(mocap.num)]
+                self._f_mocap_plan.append((mocap, np.array(ids, dtype=np.intp)))
+            else:
+                self._f_mocap_plan.append((mocap, None))
+        plan: list[Any] = []
+        for obstacle in self._obstacles:
+            kind = type(obstacle)
+            if kind is Hazards:
+                bodies = np.array([model.body(f"hazard{i}").id for i in range(obstacle.num)], dtype=np.intp)
+                plan.append(self._hazards_cost(obstacle, bodies))
+            elif kind is Sigwalls:
+                plan.append(self._sigwalls_cost(obstacle))
+            elif kind is Buttons:
+                is_button = [n.startswith("button") for n in names]
+                button_geom = {n: i for i, n in enumerate(names) if n.startswith("button")}
+                plan.append(self._buttons_cost(obstacle, is_button, button_geom))
+            elif kind in (Pillars, Gremlins):
+                prefix, key = ("pillar", "cost_pillars") if kind is Pillars else ("gremlin", "cost_gremlins")
+                unit = "cost" if kind is Pillars else "contact_cost"
+                plan.append(self._contact_cost(obstacle, key, unit, [n.startswith(prefix) for n in names]))
+            elif kind is Vases:
+                bodies = [model.body(f"vase{i}").id for i in range(obstacle.num)]
+                plan.append(self._vases_cost(obstacle, [n.startswith("vase") for n in names], bodies))
+            elif kind in (Goal, Circle, PushBox):
+                continue  # no cost (BaseObject.cal_cost)
+            else:
+                plan.append(obstacle.cal_cost)
+        self._f_cost_plan = plan
+
+    def _contacts(self) -> list[tuple[int, int]]:
+        """Geom pairs of the contacts that touch the agent (cached until the next physics step).
+
+        Plain lists: there are only a handful of contacts per step.
+        """
+        cached = self._f_step_contacts
+        data = self._f_data
+        time_now = data.time
+        if cached is not None and cached[0] == time_now and cached[1] == data.ncon:
+            return cached[2]
+        con = data.contact
+        is_agent = self._f_is_agent_list
+        pairs = [(a, b) for a, b in zip(con.geom1.tolist(), con.geom2.tolist()) if is_agent[a] or is_agent[b]]
+        self._f_step_contacts = (time_now, data.ncon, pairs)
+        return pairs
+
+    def _hazards_cost(self, hazards: Any, bodies: np.ndarray) -> Any:
+        def cost() -> dict:
+            if not hazards.is_constrained:
+                return {}
+            total = 0
+            if hazards.num:
+                xpos = self._f_data.xpos
+                ax, ay, _ = xpos[self._f_agent_body].tolist()
+                size, unit = hazards.size, hazards.cost
+                for hx, hy, _ in xpos[bodies].tolist():
+                    dx, dy = hx - ax, hy - ay
+                    d = math.sqrt(dx * dx + dy * dy)  # as agent.dist_xy
+                    if d <= size:
+                        total += unit * (size - d)
+            return {"cost_hazards": total}
+        return cost
+
+    def _sigwalls_cost(self, walls: Any) -> Any:
+        def cost() -> dict:
+            if not walls.is_constrained:
+                return {}
+            x, y, _ = self._f_data.xpos[self._f_agent_body].tolist()
+            out = abs(x) > walls.locate_factor
+            if walls.num == 4:
+                out = out or abs(y) > walls.locate_factor
+            return {"cost_out_of_boundary": out}
+        return cost
+
+    def _buttons_cost(self, buttons: Any, is_button: list[bool], button_geom: dict[str, int]) -> Any:
+        def cost() -> dict:
+            if not buttons.is_constrained or buttons.timer != 0:
+                return {}
+            total = 0
+            pairs = self._contacts()
+            if pairs:
+                goal = button_geom.get(f"button{buttons.goal_button}", -1)
+                for a, b in pairs:
+                    if (is_button[a] or is_button[b]) and a != goal and b != goal:
+                        total += buttons.cost
+            return {"cost_buttons": total}
+        return cost
+
+    def _contact_cost(self, obstacle: Any, key: str, unit: str, is_kind: list[bool]) -> Any:
+        def cost() -> dict:
+            if not obstacle.is_constrained:
+                return {}
+            total = 0
+            for a, b in self._contacts():
+                if is_kind[a] or is_kind[b]:
+                    total += getattr(obstacle, unit)
+            return {key: total}
+        return cost
+
+    def _vases_cost(self, vases: Any, is_vase: list[bool], bodies: list[int]) -> Any:
+        def cost() -> dict:
+            out: dict = {}
+            if not vases.is_constrained:
+                return out
+            out["cost_vases_contact"] = 0
+            if vases.contact_cost:
+                for a, b in self._contacts():
+                    if is_vase[a] or is_vase[b]:
+                        out["cost_vases_contact"] += vases.contact_cost
+            data = self._f_data
+            if vases.displace_cost:
+                out["cost_vases_displace"] = 0
+                layout = self.world_info.reset_layout
+                for i, bid in enumerate(bodies):
+                    dist = np.sqrt(np.sum(np.square(data.xpos[bid][:2] - layout[f"vase{i}"])))
+                    if dist > vases.displace_threshold:
+                        out["cost_vases_displace"] += dist * vases.displace_cost
+            if vases.velocity_cost:
+                out["cost_vases_velocity"] = 0
+                jacp = self._f_jacp
+                for bid in bodies:
+                    mujoco.mj_jacBody(self._f_model, data, jacp, None, bid)
+                    vel = np.sqrt(np.sum(np.square(np.dot(jacp, data.qvel))))
+                    if vel >= vases.velocity_threshold:
+                        out["cost_vases_velocity"] += vel * vases.velocity_cost
+            return out
+        return cost
 
     # ---- stepping ----------------------------------------------------------------------------
 
@@ -440,12 +594,17 @@ class FastTaskMixin(FastBuildMixin):
         if self.action_noise:
             data.ctrl[:] += self.action_noise * self.random_generator.randn(self.agent.body_info.nu)
         n = self.random_generator.binomial(self.sim_conf.frameskip_binom_n, self.sim_conf.frameskip_binom_p)
-        mocaps = self._f_mocaps
+        mocaps = self._f_mocap_plan
         step = mujoco.mj_step
         try:
             for _ in range(n):
-                for mocap in mocaps:
-                    mocap.move()
+                for mocap, ids in mocaps:
+                    if ids is None:
+                        mocap.move()
+                    else:  # Gremlins.move: every gremlin goes to the same target
+                        phase = float(data.time)
+                        target = np.array([np.sin(phase), np.cos(phase)]) * mocap.travel
+                        data.mocap_pos[ids] = np.r_[target, [mocap.size]]
                 step(model, data)
         except MujocoException as exc:  # pragma: no cover - mirrors simulation_forward
             print("MujocoException", exc)
@@ -481,8 +640,13 @@ class FastTaskMixin(FastBuildMixin):
         return self.calculate_reward()
 
     def fast_calculate_cost(self) -> dict:
-        """The raw cost dict as ``calculate_cost`` returns it (overridden per family)."""
-        return self.calculate_cost()
+        """The raw cost dict as ``calculate_cost`` returns it, without its ``mj_forward``
+        (:meth:`cost_forward` ran it): every obstacle's cost in ``_obstacles`` order, summed."""
+        cost: dict = {}
+        for part in self._f_cost_plan:
+            cost.update(part())
+        cost["cost_sum"] = sum(v for k, v in cost.items() if k.startswith("cost_"))
+        return cost
 
     def fast_goal_achieved(self) -> bool:
         """Whether the goal is achieved (overridden per family)."""
@@ -639,16 +803,13 @@ class FastTaskMixin(FastBuildMixin):
         """Family-specific observation edits (overridden)."""
 
 
-class FastStCircleLevel(FastTaskMixin, StCircleLevel):
-    """:class:`~metacpo.tasks.families.StCircleLevel`, fast."""
-
-    _RESIZABLE = frozenset({"circle"})  # the radius only resizes a non-colliding marker
+class FastCircleMixin(FastTaskMixin):
+    """Circle tasks (``CircleLevel0`` and subclasses): reward on Python floats, no goal."""
 
     def _bind_family(self) -> None:
         others = [o for o in self._obstacles if not isinstance(o, (Circle, Sigwalls))]
         if others:
-            raise ValueError(f"FastStCircleLevel supports circle and sigwalls only, got {others}")
-        self._f_walls = getattr(self, "sigwalls", None)
+            raise ValueError(f"{type(self).__name__} supports circle and sigwalls only, got {others}")
         self._f_radius = float(self.circle.radius)  # pylint: disable=no-member
 
     def fast_calculate_reward(self) -> float:
@@ -659,54 +820,58 @@ class FastStCircleLevel(FastTaskMixin, StCircleLevel):
         radius = math.sqrt(x**2 + y**2)
         return 0.0 + (((-u * y + v * x) / radius) / (1 + abs(radius - self._f_radius))) * self.reward_factor
 
-    def fast_calculate_cost(self) -> dict:
-        walls = self._f_walls
-        if walls is None or not walls.is_constrained:
-            return {"cost_sum": 0}
-        x, y, _ = self._f_data.xpos[self._f_agent_body].tolist()
-        out = abs(x) > walls.locate_factor
-        if walls.num == 4:
-            out = out or abs(y) > walls.locate_factor
-        return {"cost_out_of_boundary": out, "cost_sum": 0 + out}
-
     def fast_goal_achieved(self) -> bool:
         return False
 
 
-class FastStButtonLevel(FastTaskMixin, StButtonLevel):
-    """:class:`~metacpo.tasks.families.StButtonLevel`, fast."""
+class _GoalDistanceMixin(FastTaskMixin):
+    """``dist_goal`` and the goal-distance reward without name lookups."""
 
     def _bind_family(self) -> None:
-        model = self.model
-        names = self._f_geom_names
-        self._f_is_button_list = [n.startswith("button") for n in names]
-        self._f_is_agent_list = self._f_is_agent.tolist()
-        self._f_button_geom = {n: i for i, n in enumerate(names) if n.startswith("button")}
-        self._f_goal_body = model.body("goal").id
-        self._f_hazard_bodies = np.array(
-            [model.body(f"hazard{i}").id for i in range(self.hazards.num)], dtype=np.intp)  # pylint: disable=no-member
-        self._f_step_contacts: tuple | None = None
-        self._f_buttons = self.buttons  # pylint: disable=no-member
-        self._f_hazards = self.hazards  # pylint: disable=no-member
-        kinds = (Buttons, Goal, Hazards)
-        others = [o for o in self._obstacles if not isinstance(o, kinds)]
-        if others:
-            raise ValueError(f"FastStButtonLevel supports buttons, goal and hazards only, got {others}")
+        self._f_goal_body = self.model.body("goal").id
 
-    def _contacts(self) -> list[tuple[int, int]]:
-        """Geom pairs of the contacts that touch the agent (cached until the next physics step).
+    def dist_goal_fast(self) -> float:
+        """``dist_goal()`` without name lookups: sqrt(dx*dx + dy*dy), the same IEEE operations
+        as numpy's sqrt(sum(square(.))) of two components."""
+        xpos = self._f_data.xpos
+        gx, gy, _ = xpos[self._f_goal_body].tolist()
+        ax, ay, _ = xpos[self._f_agent_body].tolist()
+        dx, dy = gx - ax, gy - ay
+        return math.sqrt(dx * dx + dy * dy)
 
-        Plain lists: there are only a handful of contacts per step.
-        """
-        cached = self._f_step_contacts
-        time_now = self._f_data.time
-        if cached is not None and cached[0] == time_now:
-            return cached[1]
-        con = self._f_data.contact
-        is_agent = self._f_is_agent_list
-        pairs = [(a, b) for a, b in zip(con.geom1.tolist(), con.geom2.tolist()) if is_agent[a] or is_agent[b]]
-        self._f_step_contacts = (time_now, pairs)
-        return pairs
+    def _goal_object(self) -> Any:
+        raise NotImplementedError
+
+    def fast_calculate_reward(self) -> float:
+        # Same operations and order as ButtonLevel0/GoalLevel0.calculate_reward.
+        reward = 0.0
+        dist_goal = self.dist_goal_fast()
+        reward += (self.last_dist_goal - dist_goal) * self._goal_object().reward_distance
+        self.last_dist_goal = dist_goal
+        if self.fast_goal_achieved():
+            reward += self._goal_object().reward_goal
+        return reward
+
+
+class FastGoalMixin(_GoalDistanceMixin):
+    """Goal tasks (``GoalLevel0`` and subclasses): reach the goal disc."""
+
+    def _goal_object(self) -> Any:
+        return self.goal  # pylint: disable=no-member
+
+    def fast_goal_achieved(self) -> bool:
+        return self.dist_goal_fast() <= self.goal.size  # pylint: disable=no-member
+
+
+class FastButtonMixin(_GoalDistanceMixin):
+    """Button tasks (``ButtonLevel0`` and subclasses): press the goal button."""
+
+    def _bind_family(self) -> None:
+        super()._bind_family()
+        self._f_button_geom = {n: i for i, n in enumerate(self._f_geom_names) if n.startswith("button")}
+
+    def _goal_object(self) -> Any:
+        return self.buttons  # pylint: disable=no-member
 
     def _goal_geom(self) -> int:
         return self._f_button_geom.get(f"button{self.buttons.goal_button}", -1)  # pylint: disable=no-member
@@ -718,56 +883,47 @@ class FastStButtonLevel(FastTaskMixin, StButtonLevel):
         goal = self._goal_geom()
         return any(a == goal or b == goal for a, b in pairs)
 
-    def dist_goal_fast(self) -> float:
-        """``dist_goal()`` without name lookups: sqrt(dx*dx + dy*dy), the same IEEE operations
-        as numpy's sqrt(sum(square(.))) of two components."""
-        xpos = self._f_data.xpos
-        gx, gy, _ = xpos[self._f_goal_body].tolist()
-        ax, ay, _ = xpos[self._f_agent_body].tolist()
-        dx, dy = gx - ax, gy - ay
-        return math.sqrt(dx * dx + dy * dy)
-
-    def fast_calculate_reward(self) -> float:
-        # Same operations and order as ButtonLevel0.calculate_reward.
-        reward = 0.0
-        dist_goal = self.dist_goal_fast()
-        reward += (self.last_dist_goal - dist_goal) * self.buttons.reward_distance  # pylint: disable=no-member
-        self.last_dist_goal = dist_goal
-        if self.fast_goal_achieved():
-            reward += self.buttons.reward_goal  # pylint: disable=no-member
-        return reward
-
-    def fast_calculate_cost(self) -> dict:
-        # The keys, order and sums of Buttons/Hazards.cal_cost (Goal adds no cost).
-        cost: dict = {}
-        buttons, hazards = self._f_buttons, self._f_hazards
-        if buttons.is_constrained and buttons.timer == 0:
-            total = 0
-            pairs = self._contacts()
-            if pairs:
-                goal = self._goal_geom()
-                is_button = self._f_is_button_list
-                for a, b in pairs:
-                    if (is_button[a] or is_button[b]) and a != goal and b != goal:
-                        total += buttons.cost
-            cost["cost_buttons"] = total
-        if hazards.is_constrained:
-            total = 0
-            if hazards.num:
-                xpos = self._f_data.xpos
-                ax, ay, _ = xpos[self._f_agent_body].tolist()
-                size, unit = hazards.size, hazards.cost
-                for hx, hy, _ in xpos[self._f_hazard_bodies].tolist():
-                    dx, dy = hx - ax, hy - ay
-                    d = math.sqrt(dx * dx + dy * dy)  # as agent.dist_xy
-                    if d <= size:
-                        total += unit * (size - d)
-            cost["cost_hazards"] = total
-        cost["cost_sum"] = sum(v for k, v in cost.items() if k.startswith("cost_"))
-        return cost
-
     def _post_obs(self, out: np.ndarray) -> None:
         if self.buttons.timer != 0:  # pylint: disable=no-member
             for off, obstacle, _ in self._f_lidar:
                 if obstacle.name == "buttons":
                     out[off: off + self.lidar_conf.num_bins] = 0.0
+
+
+class FastStCircleLevel(FastCircleMixin, StCircleLevel):
+    """:class:`~metacpo.tasks.levels.StCircleLevel`, fast."""
+
+    _RESIZABLE = frozenset({"circle"})  # the radius only resizes a non-colliding marker
+
+
+class FastStButtonLevel(FastButtonMixin, StButtonLevel):
+    """:class:`~metacpo.tasks.levels.StButtonLevel`, fast."""
+
+
+_FAST_CLASSES: dict[type, type] = {}
+
+
+def fast_task_class(task_class: type) -> type:
+    """A fast drop-in for a Safety-Gymnasium navigation task class (cached per class).
+
+    Circle, Goal and Button tasks get their family's reward and goal test on precomputed ids;
+    any other task (Push, ...) keeps its own reward and goal test and gets the fast build,
+    observation, physics step and obstacle costs of :class:`FastTaskMixin`.
+    """
+    from safety_gymnasium.tasks.safe_navigation.button.button_level0 import ButtonLevel0
+    from safety_gymnasium.tasks.safe_navigation.circle.circle_level0 import CircleLevel0
+    from safety_gymnasium.tasks.safe_navigation.goal.goal_level0 import GoalLevel0
+
+    if issubclass(task_class, FastTaskMixin):
+        return task_class
+    cls = _FAST_CLASSES.get(task_class)
+    if cls is None:
+        mixin = FastTaskMixin
+        for base, candidate in ((CircleLevel0, FastCircleMixin), (ButtonLevel0, FastButtonMixin),
+                                (GoalLevel0, FastGoalMixin)):
+            if issubclass(task_class, base):
+                mixin = candidate
+        cls = type(f"Fast{task_class.__name__}", (mixin, task_class),
+                   {"__module__": __name__, "__doc__": f"{task_class.__name__}, fast (see {mixin.__name__})."})
+        _FAST_CLASSES[task_class] = cls
+    return cls

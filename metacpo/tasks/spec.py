@@ -203,6 +203,22 @@ def make_range(domain: ParamDomain, spec: Any, *, where: str) -> ParamRange:
 # --------------------------------------------------------------------------------------------
 
 
+def _load_class(ref: type | str, what: str) -> type:
+    if isinstance(ref, type):
+        return ref
+    module, sep, qualname = str(ref).partition(":")
+    if not sep or not module or not qualname:
+        raise ValueError(f"{what}={ref!r} is not allowed; allowed: a class or 'module:QualName'")
+    import importlib
+
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    if not isinstance(obj, type):
+        raise ValueError(f"{what}={ref!r} names {obj!r}, not a class")
+    return obj
+
+
 @dataclass(frozen=True)
 class TaskFamily:
     """A parameterised task family: how tasks are drawn and how they are simulated."""
@@ -217,18 +233,20 @@ class TaskFamily:
     """Turns one set of sampled parameters into a task (derives dependent parameters)."""
     levels: Mapping[int, Mapping[str, Any]]
     """Level -> parameter name -> range spec (see :func:`make_range`)."""
-    task_class: type
+    task_class: type | str
     """The Safety-Gymnasium task class (a ``BaseTask`` subclass taking ``config=`` and ``task=``,
-    with an ``apply_task(task)`` method that reconfigures it for the next reset)."""
+    with an ``apply_task(task)`` method that reconfigures it for the next reset), or its
+    ``"module:QualName"`` so that defining the family does not import Safety-Gymnasium
+    (:meth:`load_task_class` imports it)."""
     max_episode_steps: int
     """Episode length registered with Safety-Gymnasium."""
     derived: Mapping[str, str] = field(default_factory=dict)
     """Task fields computed from parameters -> formula text shown by ``metacpo envs``."""
     description: str = ""
     """One line describing the family."""
-    fast_task_class: type | None = None
-    """Optional faster drop-in for ``task_class`` (same physics, observations, rewards, costs);
-    used when not rendering."""
+    fast_task_class: type | str | None = None
+    """Optional faster drop-in for ``task_class`` (same physics, observations, rewards, costs;
+    a class or ``"module:QualName"``); used when not rendering."""
 
     def __post_init__(self) -> None:
         if not _FAMILY_NAME_RE.match(self.name):
@@ -241,6 +259,16 @@ class TaskFamily:
         if self.max_episode_steps <= 0:
             raise ValueError(f"family {self.name!r}: max_episode_steps must be > 0, "
                              f"got {self.max_episode_steps}")
+
+    def load_task_class(self) -> type:
+        """``task_class``, imported if given as ``"module:QualName"``."""
+        return _load_class(self.task_class, f"family {self.name!r} task_class")
+
+    def load_fast_task_class(self) -> type | None:
+        """``fast_task_class`` (None if unset), imported if given as ``"module:QualName"``."""
+        if self.fast_task_class is None:
+            return None
+        return _load_class(self.fast_task_class, f"family {self.name!r} fast_task_class")
 
     def distribution(self, level: int) -> TaskDistribution:
         """The validated distribution of one level."""

@@ -44,7 +44,7 @@ def test_value_error_is_one_line_exit_2():
 
 def test_demo_runs_and_reports_where_results_went(tmp_path, capsys):
     run_dir = tmp_path / "demo"
-    rc = main(["demo", "--iters", "1", "--steps-per-iter", "300", "--adapt-iters", "1",
+    rc = main(["demo", "--iters", "1", "--steps-per-iter", "500", "--adapt-iters", "1",
                "--run-dir", str(run_dir)])
     assert rc == 0
     out = capsys.readouterr().out

@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from metacpo.tasks import ButtonTask, CircleTask, ReferenceBuilder, StochasticBuilder
+from metacpo.compat import import_safety_gymnasium
+from metacpo.tasks import ButtonTask, CircleTask, ReferenceBuilder, StochasticBuilder, make_env
+from metacpo.tasks.builder import FAST_ENV_VAR, StandardBuilder
 from metacpo.tasks.fast import _MODEL_CACHE
 
 # safety-gymnasium 1.0.0 reads joint types with a deprecated numpy conversion (Car, Racecar)
@@ -22,7 +24,9 @@ def _steer(env, rng: np.random.Generator) -> np.ndarray:
     task = env.task
     low, high = env.action_space.low, env.action_space.high
     noise = rng.uniform(low, high)
-    if not hasattr(task, "buttons") or task.agent.body_info.nu != 2:
+    if hasattr(task, "circle"):  # drive forward on a wide arc, out across the walls and back
+        return np.clip(0.6 * high + 0.4 * noise, low, high)
+    if not hasattr(task, "goal") and not hasattr(task, "buttons") or task.agent.body_info.nu != 2:
         return noise
     pos = task.data.body("agent").xpos[:2]
     mat = task.data.body("agent").xmat.reshape(3, 3)
@@ -165,3 +169,70 @@ def test_batched_lidar_paths_match_safety_gymnasium_lidar():
         assert expected.shape == (3 * nbins,) and expected.max() > 0
         np.testing.assert_allclose(scalar, expected, rtol=0, atol=1e-12)
         np.testing.assert_allclose(batched, expected, rtol=0, atol=1e-12)
+
+
+# ---- the standard Safety-Gymnasium navigation ids ------------------------------------------
+
+# Every task class, every agent and every obstacle kind (circle, sigwalls 2/4, goal, buttons,
+# hazards, gremlins, vases constrained or not, push box, pillars constrained or not). Circle
+# episodes run to their own end (500 steps); the others are cut by a time limit.
+_STANDARD = [
+    ("SafetyPointCircle1-v0", None), ("SafetyCarCircle2-v0", None), ("SafetyRacecarCircle0-v0", 60),
+    ("SafetyPointButton1-v0", 250), ("SafetyCarButton2-v0", 120), ("SafetyDoggoButton0-v0", 30),
+    ("SafetyPointGoal1-v0", 250), ("SafetyCarGoal2-v0", 150), ("SafetyAntGoal1-v0", 30),
+    ("SafetyPointPush2-v0", 150),
+]
+
+
+@pytest.mark.parametrize(("env_id", "limit"), _STANDARD)
+def test_standard_ids_equal_plain_safety_gymnasium(env_id, limit):
+    """make_env's fast env vs ``safety_gymnasium.make`` of the same id: seeded and unseeded
+    resets, full (or time-limited) episodes, identical rewards/costs/flags/info, obs to 1e-12."""
+    sg = import_safety_gymnasium()
+    fast = make_env(env_id)
+    plain = sg.make(env_id)
+    assert type(fast.unwrapped) is StandardBuilder and type(plain.unwrapped).__name__ == "Builder"
+    assert type(fast.unwrapped.task).__name__ == "Fast" + type(plain.unwrapped.task).__name__
+    assert fast.observation_space == plain.observation_space
+    assert fast.spec.max_episode_steps == plain.spec.max_episode_steps
+    rng = np.random.default_rng(11)
+    events = {"goal_met": 0, "cost": 0.0, "steps": 0}
+    for ep, seed in enumerate([21, None]):  # the second reset continues the layout stream
+        o1, _ = fast.reset(seed=seed)
+        o2, _ = plain.reset(seed=seed)
+        np.testing.assert_allclose(o1, o2, rtol=0, atol=1e-12)
+        t = 0
+        while True:
+            a = _steer(plain.unwrapped, rng)
+            r1, r2 = fast.step(a), plain.step(a)
+            np.testing.assert_allclose(r1[0], r2[0], rtol=0, atol=1e-12, err_msg=f"obs ep{ep} t{t}")
+            assert r1[1] == r2[1] and r1[2] == r2[2], (ep, t, r1[1:3], r2[1:3])
+            assert r1[3:5] == r2[3:5] and r1[5] == r2[5], (ep, t, r1[3:], r2[3:])
+            events["goal_met"] += int(r1[5].get("goal_met", False))
+            events["cost"] += r1[2]
+            t += 1
+            if r1[3] or r1[4] or t == limit:
+                break
+        events["steps"] += t
+        if limit is None:
+            assert t == fast.spec.max_episode_steps  # ran to the env's own truncation
+    if env_id in ("SafetyPointGoal1-v0", "SafetyPointButton1-v0"):
+        assert events["goal_met"] >= 1, events  # goal resampling exercised
+    if env_id in ("SafetyPointCircle1-v0", "SafetyCarButton2-v0", "SafetyPointGoal1-v0"):
+        assert events["cost"] > 0, events
+
+
+def test_fast_path_opt_out(monkeypatch):
+    """fast=False, METACPO_FAST_ENVS=0 and rendering give the untouched Builder; bad values fail."""
+    assert type(make_env("SafetyPointGoal1-v0", fast=False).unwrapped).__name__ == "Builder"
+    monkeypatch.setenv(FAST_ENV_VAR, "0")
+    assert type(make_env("SafetyPointGoal1-v0").unwrapped).__name__ == "Builder"
+    assert not make_env("SafetyPointStcircle1-v0", seed=0).unwrapped._fast
+    monkeypatch.setenv(FAST_ENV_VAR, "maybe")
+    with pytest.raises(ValueError, match="METACPO_FAST_ENVS='maybe' is not allowed"):
+        make_env("SafetyPointGoal1-v0")
+    monkeypatch.delenv(FAST_ENV_VAR)
+    assert type(make_env("SafetyPointGoal1-v0").unwrapped) is StandardBuilder
+    assert type(make_env("SafetyPointGoal1Vision-v0").unwrapped).__name__ == "Builder"  # not covered
+    with pytest.raises(ValueError, match="fast='yes' is not allowed"):
+        make_env("SafetyPointGoal1-v0", fast="yes")

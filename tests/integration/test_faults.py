@@ -33,7 +33,7 @@ def test_tasks_run_in_parallel_and_a_worker_killed_mid_sample_is_replaced(caplog
     steps = 8000  # per task, one job per worker (~0.3-0.6 CPU-s each); the worker is killed mid-job
     with LocalSampler(ENV, seed=11, num_virtual_workers=2) as loc:
         expected = loc.sample(snapshot=snap, num_steps=steps, tasks=TASKS)
-        expected_next = loc.sample(snapshot=snap, num_steps=300, tasks=TASKS[:1])[0]  # split over both workers
+        expected_next = loc.sample(snapshot=snap, num_steps=1000, tasks=TASKS[:1])[0]  # 2 episodes: split over both workers
         expected_state = loc.state_dict()
     with ProcessSampler(ENV, seed=11, num_workers=2) as proc:
         pids = proc.worker_pids()
@@ -56,7 +56,7 @@ def test_tasks_run_in_parallel_and_a_worker_killed_mid_sample_is_replaced(caplog
             assert len(g) == steps
             same_batch(g, e)
         # The replacement continues the dead worker's generator stream.
-        (nxt,) = proc.sample(snapshot=snap, num_steps=300, tasks=TASKS[:1])
+        (nxt,) = proc.sample(snapshot=snap, num_steps=1000, tasks=TASKS[:1])
         assert nxt.info["workers"] == [0, 1]
         same_batch(nxt, expected_next)
         assert proc.state_dict() == expected_state

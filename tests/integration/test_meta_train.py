@@ -85,7 +85,7 @@ def test_bad_meta_config_exits_2(tmp_path, capsys):
 def _config(seed: int) -> TrainConfig:
     return TrainConfig.from_dict({
         "algo": "meta-cpo", "env": {"env_id": ENV}, "policy": {"hidden": [8]}, "critic": {"hidden": [8]},
-        "sampler": {"kind": "local", "steps_per_iter": 200}, "run": {"seed": seed},
+        "sampler": {"kind": "local", "steps_per_iter": 500}, "run": {"seed": seed},
         "meta": {"meta_batch_size": 2, "inner_steps": 2},
     })
 
@@ -107,7 +107,10 @@ def test_one_meta_iteration_is_seeded_and_deterministic():
     assert torch.equal(b1, b2) and torch.equal(a1, a2)
     assert r1 == r2 or all((v == r2[k]) or (isinstance(v, float) and math.isnan(v) and math.isnan(r2[k]))
                            for k, v in r1.items())
-    assert not torch.equal(a1, b1) or r1["outer/ls_accepted"] == 0  # the meta-step moved theta (if accepted)
+    assert r1["outer/ls_accepted"] == 1 and not torch.equal(a1, b1)  # the accepted meta-step moved theta
+    step = float((a1 - b1).norm())
+    assert step == pytest.approx(r1["outer/step_norm"], rel=1e-5)  # by the logged length
+    assert step <= math.sqrt(2 * 0.003) * (1 + 1e-6)  # inside the outer trust region (identity metric)
     _, a3, _ = _one_iteration(4)
     assert not torch.equal(a1, a3)
 
@@ -130,7 +133,7 @@ def test_resume_continues_exactly(tmp_path):
 def test_task_draws_fixed_set_level0_and_annealing():
     cfg = TrainConfig.from_dict({
         "algo": "meta-cpo", "env": {"env_id": ENV}, "policy": {"hidden": [8]}, "critic": {"hidden": [8]},
-        "sampler": {"kind": "local", "steps_per_iter": 200}, "update": {"cost_limit": 10.0},
+        "sampler": {"kind": "local", "steps_per_iter": 500}, "update": {"cost_limit": 10.0},
         "meta": {"meta_batch_size": 3, "fixed_tasks": True, "include_level0": True,
                  "anneal_cost_limit_from": 50.0, "anneal_iters": 4},
     })
@@ -163,7 +166,14 @@ def test_non_finite_data_skips_the_meta_update_and_leaves_theta_untouched():
         assert torch.equal(flatten(params_of(algo.policy, detach=True)), before)
     assert st.skipped and "non-finite" in st.skip_reason and st.skipped_total == 1
     assert st.events() and "skipped" in st.events()[0]
-    assert set(st.log_row()) == ok_keys  # same progress.csv columns as a normal iteration
+    row = st.log_row()
+    assert set(row) == ok_keys  # same progress.csv columns as a normal iteration
+    # skipped before any adapted policy sampled: the post-adaptation figures were not measured
+    # (NaN), never the pre-update batches relabelled
+    assert math.isfinite(row["meta/pre_ep_return_mean"])
+    for key in ("meta/post_ep_return_mean", "meta/post_ep_cost_mean", "rollout/ep_return_mean",
+                "rollout/ep_cost_mean", "rollout/j_c"):
+        assert math.isnan(row[key]), key
 
 
 @pytest.mark.parametrize("settings", [{"backend": "dco", "inner_steps": 1, "max_backtracks": 2},
@@ -179,3 +189,78 @@ def test_meta_iteration_variants_run(settings):
         st = build_meta_cpo(cfg, sampler=sampler, obs_dim=28, act_dim=2).iterate(0)
     assert not st.skipped and math.isfinite(st.g_norm) and st.a_norm > 0
     assert sum(st.inner_case_counts) == 2 * cfg.extra["meta"].inner_steps
+
+
+class _Recording(LocalSampler):
+    """A real local sampler that also keeps what each call was asked for and returned."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.calls = []
+
+    def sample(self, *, snapshot, num_steps, tasks=None):
+        out = super().sample(snapshot=snapshot, num_steps=num_steps, tasks=tasks)
+        self.calls.append((list(snapshot), list(tasks), out))
+        return out
+
+
+def test_each_inner_round_and_the_post_round_sample_with_the_adapted_parameters():
+    """Recompute every task's inner steps independently from the recorded batches (critics and
+    normaliser frozen during the iteration) and check each later round sampled with them."""
+    import copy
+
+    from metacpo.algorithms.common import process_batch
+    from metacpo.algorithms.meta_cpo import surrogate_objective
+    from metacpo.meta.core import adapt_step
+
+    cfg = _config(11)
+    with _Recording(ENV, seed=11) as sampler:
+        algo = build_meta_cpo(cfg, sampler=sampler, obs_dim=28, act_dim=2)
+        theta = {k: v.detach().clone() for k, v in algo.policy.named_parameters()}
+        critic_r, critic_c = copy.deepcopy(algo.critic_r), copy.deepcopy(algo.critic_c)
+        norm = algo.obs_norm_state()
+        algo.iterate(0)
+    calls = sampler.calls
+    assert len(calls) == 3  # inner round 0, inner round 1, post-update round
+    assert all(c[1] == calls[0][1] for c in calls)  # the same tasks every round
+    for snap in calls[0][0]:
+        for k, v in theta.items():
+            np.testing.assert_array_equal(snap.params[k], v.numpy())
+    adv, objective = cfg.advantage, surrogate_objective(algo.policy)
+    for i in range(2):
+        p = dict(theta)
+        for k in range(2):
+            proc = process_batch(calls[k][2][i], policy=algo.policy, params=p, critic_r=critic_r, critic_c=critic_c,
+                                 obs_norm=norm, gamma=adv.gamma, lam=adv.lam, cost_gamma=adv.cost_gamma,
+                                 cost_lam=adv.cost_lam)
+            leaf = {n: v.detach().requires_grad_(True) for n, v in p.items()}
+            p, _ = adapt_step(leaf, proc, objective=objective, rule=algo.inner_rule, cost_limit=25.0,
+                              second_order=False)
+            used = calls[k + 1][0][i].params
+            moved = max(float(np.abs(used[n] - theta[n].numpy()).max()) for n in theta)
+            assert moved > 1e-4, (i, k)  # not theta
+            for n, v in p.items():
+                np.testing.assert_allclose(used[n], v.detach().numpy(), rtol=1e-4, atol=1e-6)
+    # the two tasks were adapted differently (their own data)
+    assert any(not np.allclose(calls[2][0][0].params[n], calls[2][0][1].params[n]) for n in theta)
+
+
+@pytest.mark.parametrize("cost_limit, case", [(0.0, "recovery"), (85.0, "active")])
+def test_tiny_meta_runs_reach_the_recovery_and_the_active_outer_case(cost_limit, case):
+    """On Button (hazards near the start) a wide random policy pays ~70-115 per episode: with
+    d = 0 no step within the trust region can reach the limit (recovery); with d near J_C the
+    linearised constraint binds (active)."""
+    env = "SafetyPointStbutton1-v0"
+    cfg = TrainConfig.from_dict({
+        "algo": "meta-cpo", "env": {"env_id": env}, "policy": {"hidden": [8], "log_std_init": 1.5},
+        "critic": {"hidden": [8]}, "sampler": {"kind": "local", "steps_per_iter": 1000}, "run": {"seed": 2},
+        "update": {"cost_limit": cost_limit}, "meta": {"meta_batch_size": 2, "inner_steps": 1},
+    })
+    with LocalSampler(env, seed=2) as sampler:
+        algo = build_meta_cpo(cfg, sampler=sampler, obs_dim=60, act_dim=2)
+        cases = [algo.iterate(i) for i in range(2)]
+    assert case in [st.outer_case for st in cases], [(st.outer_case, st.B) for st in cases]
+    for st in cases:
+        assert math.isfinite(st.B) and st.B == pytest.approx(st.post_j_c - cost_limit)
+        if st.outer_case == "recovery":
+            assert st.B > 0 and st.ls_accepted

@@ -40,7 +40,33 @@ def test_cost_gradient_snr(tiny_run):
     out = _run_tool("cost_gradient_snr.py", tiny_run, "--batches", 3, "--steps", 1000)
     assert len(re.findall(r"^batch \d: episode cost", out, flags=re.M)) == 3
     cosines = [float(x) for x in re.findall(r"-?\d+\.\d{3}", out.split("cos(g, a) within batches:")[1])]
-    assert len(cosines) == 3 and all(-1.0 <= c <= 1.0 for c in cosines)
+    assert len(cosines) == 3
+    # recompute the tool's figures for its first batch independently: same policy, same sampler seed
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from _trained_run import load_trained_run
+    finally:
+        sys.path.pop(0)
+    from metacpo.algorithms.common import process_batch, surrogate_losses
+    from metacpo.functional import flat_grad, params_of
+    from metacpo.samplers import LocalSampler, PolicySnapshot
+
+    run = load_trained_run(tiny_run)
+    adv = run.config.advantage
+    with LocalSampler(run.env_id, seed=123) as sampler:
+        (b,) = sampler.sample(snapshot=PolicySnapshot.from_policy(run.policy, run.obs_norm), num_steps=1000)
+    params = params_of(run.policy)
+    pb = process_batch(b, policy=run.policy, params=params, critic_r=run.critic_r, critic_c=run.critic_c,
+                       obs_norm=run.obs_norm, gamma=adv.gamma, lam=adv.lam, cost_gamma=adv.cost_gamma,
+                       cost_lam=adv.cost_lam)
+    loss_r, loss_c = surrogate_losses(run.policy, params, pb)
+    a = flat_grad(loss_c, params, retain_graph=True)
+    g = flat_grad(loss_r, params)
+    first = re.search(r"^batch 0: episode cost ([\d.]+)\s+\|g\| (\S+)\s+\|a\| (\S+)", out, flags=re.M)
+    assert float(first.group(1)) == pytest.approx(float(b.episode_costs.mean()), abs=0.051)
+    assert float(first.group(2)) == pytest.approx(float(g.norm()), rel=1e-3)
+    assert float(first.group(3)) == pytest.approx(float(a.norm()), rel=1e-3)
+    assert cosines[0] == pytest.approx(float(g @ a / (g.norm() * a.norm())), abs=6e-4)
 
 
 def test_cost_prediction_check_decomposes_the_real_change(tiny_run):

@@ -1,4 +1,4 @@
-"""End-to-end runs on SafetyPointCircle1-v0 with tiny budgets (300 steps, 2 iterations)."""
+"""End-to-end runs on SafetyPointCircle1-v0 with tiny budgets (one 500-step episode, 2 iterations)."""
 
 import csv
 import subprocess
@@ -23,7 +23,7 @@ def _config(run_dir, *, iters=2, algo="cpo", tensorboard=False):
         "policy": {"hidden": [16]},
         "critic": {"hidden": [16], "iters": 2},
         "update": {"cost_limit": 5.0},
-        "sampler": {"kind": "local", "steps_per_iter": 300},
+        "sampler": {"kind": "local", "steps_per_iter": 500},
         "run": {"seed": 7, "iters": iters, "run_dir": str(run_dir), "tensorboard": tensorboard},
     })
 
@@ -43,8 +43,11 @@ def test_same_seed_gives_identical_progress_and_resume_continues_exactly(tmp_pat
     for col in ("rollout/env_steps", "rollout/ep_return_mean", "rollout/ep_cost_mean", "rollout/j_c",
                 "update/kl", "update/step_norm", "solver/lam", "solver/nu", "solver/case", "update/ls_fraction"):
         assert col in rows_a[0]
-    assert [r["rollout/env_steps"] for r in rows_a] == ["300", "600"]
-    assert rows_a[0]["update/step_norm"] != rows_a[1]["update/step_norm"]
+    assert [r["rollout/env_steps"] for r in rows_a] == ["500", "1000"]
+    for r in rows_a:  # each accepted step moved the policy, inside the trust region (delta 0.01, mean KL)
+        assert float(r["update/ls_fraction"]) > 0, r
+        assert float(r["update/step_norm"]) > 0 and 0 < float(r["update/kl"]) <= 0.01 * (1 + 1e-6)
+        assert float(r["rollout/j_c"]) == float(r["rollout/ep_cost_mean"])  # J_C: the complete episode's cost
     assert list((a.run_dir / "tb").glob("events.out.tfevents.*"))
     ck = torch.load(a.run_dir / "checkpoint.pt", weights_only=True)
     assert ck["iteration"] == 2 and "policy" in ck["algorithm"] and "obs_norm" in ck["algorithm"]
@@ -93,7 +96,7 @@ def test_cpo_steps_target_the_limit_minus_the_integral_margin(tmp_path):
 
 def test_cli_train_trpo_with_process_sampler_and_evaluate(tmp_path):
     run_dir = tmp_path / "trpo"
-    cmd = [sys.executable, "-m", "metacpo.cli", "train", "--algo", "trpo", "--env-id", ENV, "--steps-per-iter", "200",
+    cmd = [sys.executable, "-m", "metacpo.cli", "train", "--algo", "trpo", "--env-id", ENV, "--steps-per-iter", "500",
            "--iters", "1", "--workers", "1", "--sampler", "process", "--run-dir", str(run_dir), "--no-progress", *TINY]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -104,7 +107,7 @@ def test_cli_train_trpo_with_process_sampler_and_evaluate(tmp_path):
 
 def test_cli_train_cpo_then_evaluate(tmp_path, capsys):
     run_dir = tmp_path / "cpo"
-    assert main(["train", "--algo", "cpo", "--env-id", ENV, "--steps-per-iter", "200", "--iters", "1",
+    assert main(["train", "--algo", "cpo", "--env-id", ENV, "--steps-per-iter", "500", "--iters", "1",
                  "--sampler", "local", "--run-dir", str(run_dir), "--cost-limit", "10", "--seed", "3",
                  "--no-progress", *TINY]) == 0
     assert main(["evaluate", str(run_dir), "--episodes", "1", "--json"]) == 0
@@ -151,3 +154,13 @@ def test_corrupt_or_mismatched_checkpoint_is_named(tmp_path, capsys):
     assert main(["train", "--resume", str(run_dir), "--iters", "2", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert f"checkpoint {ck_path} is corrupt" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_batch_shorter_than_an_episode_is_a_clear_error(tmp_path, capsys):
+    """200 steps of 500-step episodes complete no episode: J_C cannot be estimated, so training
+    stops with a one-line error instead of logging NaN return/cost and J_C 0."""
+    code = main(["train", "--algo", "cpo", "--env-id", "SafetyPointStcircle0-v0", "--steps-per-iter", "200",
+                 "--iters", "1", "--sampler", "local", "--run-dir", str(tmp_path / "short"), "--no-progress", *TINY])
+    err = capsys.readouterr().err
+    assert code == 2 and "no complete episode" in err and "steps_per_iter" in err
+    assert len(err.strip().splitlines()) == 1

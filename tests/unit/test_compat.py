@@ -82,3 +82,20 @@ def test_import_metacpo_holds_back_only_the_robotics_notice():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "AdroitHand" not in out.stderr
+
+
+def test_import_metacpo_is_lazy_and_a_later_plain_import_registers_our_ids():
+    """``import metacpo`` imports neither Safety-Gymnasium nor MuJoCo; the user's own plain
+    ``import safety_gymnasium`` afterwards works on Python 3.11 (the shim) and knows our ids."""
+    code = (
+        "import sys, metacpo, metacpo.tasks as t\n"
+        "t.get_distribution('SafetyPointStcircle1-v0')\n"
+        "assert not {'safety_gymnasium', 'mujoco', 'gymnasium'} & set(sys.modules), sorted(sys.modules)\n"
+        "import safety_gymnasium\n"
+        "env = safety_gymnasium.make('SafetyCarStbutton2-v0')\n"
+        "assert type(env.unwrapped).__name__ == 'StochasticBuilder'\n"
+        "assert 'SafetyDoggoStcircle0-v0' in t.registered_ids()\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

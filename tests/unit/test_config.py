@@ -44,8 +44,33 @@ def test_round_trip_and_overrides():
 
 @pytest.mark.parametrize("preset", sorted(p.name for p in PRESET_DIR.glob("*.yaml")))
 def test_bundled_presets_are_valid(preset):
-    cfg = TrainConfig.from_dict(load_yaml(PRESET_DIR / preset))
-    assert isinstance(cfg, TrainConfig)
+    data = load_yaml(PRESET_DIR / preset)
+    cfg = TrainConfig.from_dict(data)
+    # every value the preset sets arrives in the config (a preset that silently loses keys fails)
+    got = cfg.to_dict()
+    for section, values in data.items():
+        if section == "algo":
+            assert cfg.algo == values
+            continue
+        for key, value in values.items():
+            expected = list(value) if isinstance(value, (list, tuple)) else value
+            assert got[section][key] == expected, f"{preset}: {section}.{key}"
+    assert TrainConfig.from_dict(got) == cfg  # and round-trips
+
+
+def test_meta_algorithms_default_to_a_task_family_env():
+    for algo in ("meta-cpo", "meta-trpo", "multitask-cpo"):
+        assert TrainConfig.from_dict({"algo": algo}).env.env_id == "SafetyPointStcircle1-v0"
+    assert TrainConfig.from_dict({"algo": "cpo"}).env.env_id == "SafetyPointCircle1-v0"
+    assert TrainConfig.from_dict({"algo": "meta-cpo", "env": {"env_id": "SafetyCarStbutton1-v0"}}).env.env_id \
+        == "SafetyCarStbutton1-v0"
+
+
+def test_cost_advantage_settings_are_validated():
+    cfg = TrainConfig.from_dict({"advantage": {"cost_lam": 0.9}})
+    assert cfg.advantage.cost_lam == 0.9 and cfg.advantage.cost_gamma == 1.0
+    with pytest.raises(ValueError, match="cost_lam"):
+        TrainConfig.from_dict({"advantage": {"cost_lam": 1.5}})
 
 
 def test_presets_exist_and_bad_preset_fails(tmp_path):

@@ -18,47 +18,7 @@ from metacpo.functional.params import flat_grad, flatten
 from metacpo.models.policy import GaussianMLPPolicy, PolicySpec, ValueCritic
 from metacpo.solvers import FisherMetric, solve_cpo
 
-OBS, ACT, EP, N = 4, 2, 25, 200
-
-
-def synthetic_batch(*, seed=0, cost_per_step=1.0, reward_nan=False):
-    """8 episodes of 25 steps from a random policy; reward favours a_0 > 0, cost favours a_1 > 0."""
-    torch.manual_seed(seed)
-    policy = GaussianMLPPolicy(PolicySpec(obs_dim=OBS, act_dim=ACT, hidden=(16,)))
-    rng = np.random.default_rng(seed)
-    obs = rng.normal(size=(N, OBS))
-    with torch.no_grad():
-        dist = policy.distribution(torch.as_tensor(obs, dtype=torch.float32))
-        actions = dist.sample()
-        log_probs = dist.log_prob(actions).sum(-1).double().numpy()
-    actions = actions.double().numpy()
-    rewards = actions[:, 0] + 0.1 * rng.normal(size=N)
-    costs = cost_per_step * (actions[:, 1] > 0)
-    if reward_nan:
-        rewards[5] = np.nan
-    terminated = np.zeros(N, bool)
-    truncated = np.zeros(N, bool)
-    truncated[EP - 1 :: EP] = True
-    ep_costs = costs.reshape(-1, EP).sum(1)
-    batch = Batch(
-        obs=obs, actions=actions, rewards=rewards, costs=costs, terminated=terminated, truncated=truncated,
-        next_obs=np.roll(obs, -1, axis=0), log_probs=log_probs,
-        episode_returns=rewards.reshape(-1, EP).sum(1), episode_costs=ep_costs,
-        episode_lengths=np.full(N // EP, EP),
-    )
-    return policy, batch
-
-
-def synthetic_processed(**kw):
-    policy, batch = synthetic_batch(**kw)
-    params = {k: v.detach().clone() for k, v in policy.named_parameters()}
-    torch.manual_seed(1)
-    processed = process_batch(
-        batch, policy=policy, params=params, critic_r=ValueCritic(obs_dim=OBS, hidden=(8,)),
-        critic_c=ValueCritic(obs_dim=OBS, hidden=(8,)), obs_norm=NormalizerState.identity(OBS),
-        gamma=0.99, lam=0.95,
-    )
-    return policy, params, processed
+from tests.synthetic import ACT, EP, N, OBS, synthetic_batch, synthetic_processed  # noqa: E402
 
 
 def test_processing_j_c_ratio_and_cost_scale():
@@ -140,7 +100,7 @@ def test_algorithm_counts_and_reports_skipped_updates_on_a_real_env():
     from metacpo.samplers import LocalSampler
 
     cfg = TrainConfig.from_dict({"policy": {"hidden": [8]}, "critic": {"hidden": [8], "iters": 1},
-                                 "sampler": {"kind": "local", "steps_per_iter": 40}, "run": {"seed": 1}})
+                                 "sampler": {"kind": "local", "steps_per_iter": 500}, "run": {"seed": 1}})
     with LocalSampler(cfg.env.env_id, seed=1) as sampler:
         algo = TrustRegionAlgorithm(cfg, sampler=sampler, constrained=True, obs_dim=28, act_dim=2)
         with torch.no_grad():
@@ -153,4 +113,4 @@ def test_algorithm_counts_and_reports_skipped_updates_on_a_real_env():
         assert stats.events() == ["update skipped: non-finite advantages or J_C"]
         for k, v in algo.policy.state_dict().items():
             assert torch.equal(v, before[k])
-        assert algo.env_steps == 40 and algo.normalizer.count == 40  # sampling itself went on
+        assert algo.env_steps == 500 and algo.normalizer.count == 500  # sampling itself went on

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from metacpo.data.gae import cost_estimate, discounted_episode_costs, gae
+from metacpo.data.gae import NoCompleteEpisodeError, cost_estimate, discounted_episode_costs, gae
 
 
 def _batch():
@@ -61,6 +61,9 @@ def test_cost_estimate_averages_complete_episodes_only():
     np.testing.assert_allclose(
         discounted_episode_costs(costs=costs, terminated=term, truncated=trunc, cost_gamma=0.5), [1.5, 1.0, 7.5]
     )
-    assert cost_estimate(costs=costs, terminated=term, truncated=trunc, num_complete=2, cost_gamma=1.0) == 2.0
-    # No complete episode: the fragment's cost is used.
-    assert cost_estimate(costs=costs[:2], terminated=term[:2], truncated=trunc[:2], num_complete=0, cost_gamma=1.0) == 2.0
+    cut = np.zeros(6, bool)
+    cut[-1] = True  # the last segment is a fragment cut off by the batch end
+    assert cost_estimate(costs=costs, terminated=term, truncated=trunc, cut=cut, cost_gamma=1.0) == 2.0
+    # No complete episode: an error, never a silent estimate from the fragment.
+    with pytest.raises(NoCompleteEpisodeError, match="no complete episode"):
+        cost_estimate(costs=costs[4:], terminated=term[4:], truncated=trunc[4:], cut=cut[4:], cost_gamma=1.0)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from metacpo.algorithms.common import Evaluation, backtracking_line_search, candidate_evaluator
+from tests.synthetic import synthetic_processed
 
 
 def _quadratic(*, kl_coef=0.0, cost_slope=0.0, reward_curv=0.0):
@@ -57,15 +58,24 @@ def test_insufficient_reward_improvement_is_rejected():
     assert not r.accepted and r.reason == "non-finite surrogate"
 
 
-def test_candidate_evaluator_trust_region_matches_the_metric():
-    from metacpo.algorithms.common import process_batch  # noqa: F401  (import check)
-    from metacpo.models.policy import GaussianMLPPolicy, PolicySpec
-    from tests.unit.test_cpo import synthetic_processed
+def test_candidate_evaluator_matches_surrogates_and_trust_region_at_the_candidate():
+    from metacpo.algorithms.common import fisher_vector_product, mean_kl, surrogate_losses
+    from metacpo.functional.params import add_flat
 
     policy, params, processed = synthetic_processed()
     step = torch.randn(sum(v.numel() for v in params.values()), generator=torch.Generator().manual_seed(0)) * 0.01
     ident = candidate_evaluator(policy=policy, params=params, step=step, processed=processed, metric="identity")(0.5)
     assert ident.trust_region == pytest.approx(0.5 * 0.25 * float(step.double().pow(2).sum()), rel=1e-9)
+    # the surrogates and KL it reports are those at params + 0.5 step, computed independently here
+    cand = add_flat(params, step, alpha=0.5)
+    with torch.no_grad():
+        lr, lc = surrogate_losses(policy, cand, processed)
+        kl = float(mean_kl(policy, cand, processed))
+    assert ident.loss_r == pytest.approx(float(lr), rel=1e-6) and ident.loss_c == pytest.approx(float(lc), rel=1e-6)
+    assert ident.kl == pytest.approx(kl, rel=1e-6) and kl > 0
     fisher = candidate_evaluator(policy=policy, params=params, step=step, processed=processed, metric="fisher")(0.5)
-    assert fisher.trust_region == fisher.kl > 0
-    assert isinstance(policy, GaussianMLPPolicy) and isinstance(policy.spec, PolicySpec)
+    assert fisher.trust_region == fisher.kl == pytest.approx(kl, rel=1e-6)
+    # for a small step the KL is the Fisher quadratic form 1/2 s^T F s (s = 0.5 step)
+    s = 0.5 * step
+    quad = 0.5 * float(s @ fisher_vector_product(policy, params, processed)(s))
+    assert kl == pytest.approx(quad, rel=0.05)

@@ -21,15 +21,18 @@ def test_local_sampler_is_deterministic_and_ends_on_episode_boundaries(same_batc
     policy, snap = _snapshot()
     with LocalSampler(ENV, seed=3, num_virtual_workers=2) as s:
         start = s.state_dict()
-        (a,) = s.sample(snapshot=snap, num_steps=120)  # two 60-step parts, one per virtual worker
+        (a,) = s.sample(snapshot=snap, num_steps=1000)  # two whole 500-step episodes, one per virtual worker
         after = s.state_dict()
         s.load_state_dict(start)
-        (b,) = s.sample(snapshot=snap, num_steps=120)
+        (b,) = s.sample(snapshot=snap, num_steps=1000)
         same_batch(a, b)  # same generator states -> same batch
         assert s.state_dict() == after
-    assert len(a) == 120 and a.info["workers"] == [0, 1] and a.info["cut"]
-    assert a.truncated[59] and a.truncated[119] and not a.terminated.any()  # parts end on a boundary
-    assert len(a.episode_returns) == 0  # no complete 500-step episode in 60 steps
+        (short,) = s.sample(snapshot=snap, num_steps=120)  # shorter than an episode: one 120-step fragment
+    assert len(a) == 1000 and a.info["workers"] == [0, 1] and not a.info["cut"] and not a.cut.any()
+    assert a.truncated[499] and a.truncated[999] and not a.terminated.any()  # parts end on a boundary
+    assert len(a.episode_returns) == 2  # each part completed its episode
+    assert len(short) == 120 and short.info["workers"] == [0] and short.cut[-1] and short.cut.sum() == 1
+    assert len(short.episode_returns) == 0
     # Behaviour log-probs were computed on normalised observations with the snapshot's statistics.
     obs = torch.as_tensor(snap.obs_norm.normalize(a.obs), dtype=torch.float32)
     lp = policy.log_prob(obs, torch.as_tensor(a.actions, dtype=torch.float32)).detach().double().numpy()
@@ -37,16 +40,16 @@ def test_local_sampler_is_deterministic_and_ends_on_episode_boundaries(same_batc
     # Every episode (and worker) starts from its own seed and start state.
     seeds = a.info["episode_seeds"]
     assert len(seeds) == 2 and seeds[0] != seeds[1]
-    assert not np.allclose(a.obs[0], a.obs[60])
+    assert not np.allclose(a.obs[0], a.obs[500])
 
 
 def test_process_sampler_equals_local_sampler_bit_for_bit(same_batch):
     _, snap = _snapshot()
     with LocalSampler(ENV, seed=5, num_virtual_workers=2) as loc:
-        expected = loc.sample(snapshot=snap, num_steps=100)
+        expected = loc.sample(snapshot=snap, num_steps=1000)
         loc_state = loc.state_dict()
     with ProcessSampler(ENV, seed=5, num_workers=2) as proc:
-        got = proc.sample(snapshot=snap, num_steps=100)
+        got = proc.sample(snapshot=snap, num_steps=1000)
         assert proc.state_dict() == loc_state  # workers' generators advanced identically
         proc.load_state_dict(loc_state)
         assert proc.state_dict() == loc_state
@@ -55,16 +58,43 @@ def test_process_sampler_equals_local_sampler_bit_for_bit(same_batch):
     assert got[0].info["workers"] == [0, 1]
 
 
-def test_plan_jobs_spreads_tasks_over_workers():
-    jobs = plan_jobs(num_tasks=2, num_steps=1001, num_workers=5)
+def test_plan_jobs_spreads_tasks_over_workers_in_whole_episodes():
+    jobs = plan_jobs(num_tasks=2, num_steps=1001, num_workers=5, episode_steps=100)
     by_task = {k: [j for j in jobs if j.task_index == k] for k in (0, 1)}
-    assert [j.num_steps for j in by_task[0]] == [334, 334, 333]
-    assert [j.num_steps for j in by_task[1]] == [501, 500]
+    assert [j.num_steps for j in by_task[0]] == [400, 300, 301]  # 10 episodes over 3 parts + the remainder 1
+    assert [j.num_steps for j in by_task[1]] == [500, 501]
     assert sorted(j.worker for j in jobs) == [0, 1, 2, 3, 4]
-    jobs = plan_jobs(num_tasks=5, num_steps=10, num_workers=2)
+    jobs = plan_jobs(num_tasks=5, num_steps=10, num_workers=2, episode_steps=10)
     assert [j.worker for j in jobs] == [0, 1, 0, 1, 0]
+    # never more parts than whole episodes: 4000 steps of 500-step episodes on 16 workers -> 8 parts
+    jobs = plan_jobs(num_tasks=1, num_steps=4000, num_workers=16, episode_steps=500)
+    assert [j.num_steps for j in jobs] == [500] * 8
+    # a share shorter than one episode is impossible: 1000-step Button episodes on 5 workers
+    jobs = plan_jobs(num_tasks=1, num_steps=4000, num_workers=5, episode_steps=1000)
+    assert [j.num_steps for j in jobs] == [1000] * 4
     with pytest.raises(ValueError):
-        plan_jobs(num_tasks=0, num_steps=10, num_workers=2)
+        plan_jobs(num_tasks=0, num_steps=10, num_workers=2, episode_steps=5)
+    # shorter than one episode: not split (one fragment; processing it for an update is an error)
+    jobs = plan_jobs(num_tasks=1, num_steps=499, num_workers=2, episode_steps=500)
+    assert [(j.num_steps, j.worker) for j in jobs] == [(499, 0)]
+
+
+def test_plan_jobs_invariants_over_many_shapes():
+    for tasks in (1, 2, 3, 5):
+        for workers in (1, 2, 3, 5, 8, 16):
+            for T in (7, 100, 500):
+                for steps in (T, T + 1, 3 * T - 1, 8 * T, 8 * T + 13):  # >= T: each part completes one
+                    jobs = plan_jobs(num_tasks=tasks, num_steps=steps, num_workers=workers, episode_steps=T)
+                    for k in range(tasks):
+                        parts = sorted((j for j in jobs if j.task_index == k), key=lambda j: j.part)
+                        assert sum(j.num_steps for j in parts) == steps
+                        assert [j.part for j in parts] == list(range(len(parts)))
+                        assert all(j.num_steps >= T for j in parts)  # every part completes an episode
+                        assert all(j.num_steps % T == 0 for j in parts[:-1])
+                    workers_used = [j.worker for j in jobs]
+                    assert all(0 <= w < workers for w in workers_used)
+                    if tasks < workers:  # a split task's parts run on distinct workers
+                        assert len(set(workers_used)) == len(workers_used)
 
 
 def test_task_switch_on_plain_env_and_unknown_env_fail_loudly():

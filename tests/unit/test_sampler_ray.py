@@ -57,15 +57,16 @@ def test_ray_equals_local_spreads_tasks_over_actors_and_round_trips_state(ray_sa
         # the run seed, hence the same on every backend.
         same_batch(s.sample(snapshot=snap, num_steps=100)[0], loc.sample(snapshot=snap, num_steps=100)[0])
         start = s.state_dict()
-        # 3 tasks on 2 actors: tasks 0 and 2 on actor 0, task 1 on actor 1; one task: split in two.
+        # 3 tasks on 2 actors: tasks 0 and 2 on actor 0, task 1 on actor 1; one task of two whole
+        # episodes: split in two.
         expected = loc.sample(snapshot=snap, num_steps=150, tasks=TASKS)
-        expected += loc.sample(snapshot=snap, num_steps=120, tasks=TASKS[1:2])
+        expected += loc.sample(snapshot=snap, num_steps=1000, tasks=TASKS[1:2])
         expected_state = loc.state_dict()
     got = s.sample(snapshot=snap, num_steps=150, tasks=TASKS)
-    got += s.sample(snapshot=snap, num_steps=120, tasks=TASKS[1:2])
+    got += s.sample(snapshot=snap, num_steps=1000, tasks=TASKS[1:2])
     assert [b.task for b in got] == TASKS + TASKS[1:2]  # per-task batches, in task order
     assert [b.info["workers"] for b in got] == [[0], [1], [0], [0, 1]]
-    assert [len(b) for b in got] == [150, 150, 150, 120]
+    assert [len(b) for b in got] == [150, 150, 150, 1000]  # 1000 = two whole 500-step episodes, one per actor
     for g, e in zip(got, expected, strict=True):
         same_batch(g, e)
     assert s.state_dict() == expected_state
