@@ -131,11 +131,10 @@ def check_output_dir(path: str | os.PathLike[str], *, flag: str = "--run-dir") -
 def _check_sampling(config: TrainConfig, episode_steps: int | None, echo: Any) -> None:
     """Refuse or explain settings that are accepted by the schema but do not do what they say."""
     steps = config.sampler.steps_per_iter
-    if episode_steps and steps < episode_steps:
-        echo(f"warning: --steps-per-iter {steps} is shorter than one episode of {config.env.env_id} "
-             f"({episode_steps} steps): no episode finishes within an iteration, so the episode return/cost "
-             f"columns stay NaN and every batch is cut mid-episode (J_C is then estimated from partial "
-             f"episodes); pass --steps-per-iter >= {episode_steps} for whole episodes")
+    if episode_steps and steps < episode_steps:  # checked before any work (sampling would fail later)
+        raise ValueError(f"--steps-per-iter {steps} (sampler.steps_per_iter) is shorter than one episode of "
+                         f"{config.env.env_id} ({episode_steps} steps): no complete episode per iteration, so J_C "
+                         f"cannot be estimated; pass --steps-per-iter >= {episode_steps}")
     meta = config.extra.get("meta")
     if meta is not None and getattr(meta, "inner_steps", 1) == 0:
         echo("warning: meta.inner_steps=0: no inner adaptation step, so the outer update trains the "
