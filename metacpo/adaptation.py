@@ -28,21 +28,24 @@ checked). Every run therefore meets the same tasks and the same episode seeds.
 from __future__ import annotations
 
 import math
+import hashlib
+import json
+import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from metacpo.checkpoint import CheckpointError, load_checkpoint
-from metacpo.config.schema import RunConfig, SamplerConfig, TrainConfig, UpdateConfig
+from metacpo.config.schema import TRAIN_SEED_LIMIT, RunConfig, SamplerConfig, TrainConfig, UpdateConfig
 from metacpo.meta.summary import AdaptRecord, summarize, write_records_csv, write_summary_json
 
 TEST_STREAM = 7_777_777
 """Generator key of the held-out task draws (no training generator uses it)."""
-TEST_SEED_BASE = 1_000_000
-"""Test seed s is TEST_SEED_BASE + s; training run seeds must be smaller."""
+TEST_SEED_BASE = TRAIN_SEED_LIMIT
+"""Test seed s is TEST_SEED_BASE + s; training run seeds must be smaller (checked at train time)."""
 FROM_SCRATCH = "cpo-from-scratch"
 """Label of the CPO-from-scratch curve."""
 
@@ -76,6 +79,12 @@ class AdaptSettings:
     curve; off: plain CPO steps aiming at the cost limit itself."""
     torch_threads: int = 1
     """torch intra-op threads in this process (0 = torch default; 1 is fastest for these small nets)."""
+    imports: tuple[str, ...] = ()
+    """Extra modules/.py files registering task families (adapt --import), beyond the runs' own."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Task range overrides applied after the runs' own (adapt --overrides FILE, e.g. for the test level)."""
+    ray_connect_timeout: float = 30.0
+    """Seconds to wait for the Ray head at ray_address to answer."""
 
     def __post_init__(self) -> None:
         for name in ("tasks", "adapt_iters", "seeds"):
@@ -89,6 +98,9 @@ class AdaptSettings:
             raise ValueError(f"--cost-limit must be a finite number >= 0, got {self.cost_limit}")
         if self.sampler not in ("local", "process", "ray"):
             raise ValueError(f"unknown sampler {self.sampler!r}; allowed: 'local', 'process', 'ray'")
+        if self.ray_address and self.sampler != "ray":
+            raise ValueError(f"--ray-address {self.ray_address} needs --sampler ray (got --sampler {self.sampler}); "
+                             "drop --ray-address or pass --sampler ray")
 
 
 @dataclass(frozen=True)
@@ -254,7 +266,12 @@ def meta_test(
     echo: Any = None,
 ) -> AdaptResult:
     """Adapt every run (and CPO from scratch if asked) on the same held-out tasks and seeds;
-    write ``adapt.csv``, ``adapt.json`` and ``adapt.png`` into ``out_dir`` (default: first run)."""
+    write ``adapt.csv``, ``adapt.json`` and ``adapt.png`` into ``out_dir`` (default: first run).
+
+    Each finished (run, task, seed) curve is written at once (atomically) to
+    ``out_dir/adapt_parts/``; a later call with the same settings reuses the curves found there
+    whose run checkpoint, task, seed and settings match, so an interrupted meta-test continues
+    where it stopped and gives the outputs of an uninterrupted one."""
     from metacpo.logging.plots import plot_adaptation
 
     if not run_dirs:
@@ -263,7 +280,7 @@ def meta_test(
         import torch
 
         torch.set_num_threads(settings.torch_threads)
-    inits = []
+    inits: list[Initialisation] = []
     names: set[str] = set()
     for rd in run_dirs:
         label = Path(rd).resolve().name
@@ -276,6 +293,8 @@ def meta_test(
         if init.config.run.seed >= TEST_SEED_BASE:
             raise ValueError(f"run {init.label} was trained with seed {init.config.run.seed} >= {TEST_SEED_BASE}: "
                              "its seeds could collide with the test seeds")
+    setup = _task_setup(inits, settings)
+    setup.apply()  # the runs' custom families and ranges, then adapt's own --import/--overrides
     if settings.from_scratch:
         inits.append(from_scratch(ref))
     cost_limit = ref.update.cost_limit if settings.cost_limit is None else settings.cost_limit
@@ -286,23 +305,46 @@ def meta_test(
             raise ValueError(f"runs come from different agents/task families: {init.config.env.env_id} "
                              f"vs {ref.env.env_id}")
     out = Path(out_dir) if out_dir else Path(run_dirs[0])
-    out.mkdir(parents=True, exist_ok=True)
-    sampler = _make_sampler(test_env, settings)
+    from metacpo.training import check_output_dir
+
+    check_output_dir(out, flag="--out")  # before any work
+    parts = out / PARTS_DIR
+    keys = [_init_key(init, rd) for init, rd in zip(inits, [*run_dirs, None], strict=False)]
+    sampler = _make_sampler(test_env, settings, setup)
     records: list[AdaptRecord] = []
+    total, reused, done = len(inits) * len(tasks) * settings.seeds, 0, 0
     try:
-        for init in inits:
+        for init, init_key in zip(inits, keys, strict=True):
             for ti, task in enumerate(tasks):
                 for s in range(settings.seeds):
-                    recs = adapt_one(init, sampler=sampler, task=task, task_index=ti, test_seed=TEST_SEED_BASE + s,
-                                     settings=settings, steps_per_iter=steps, cost_limit=cost_limit)
+                    key = {**init_key, "step_rule": step_rule(init, settings), "env_id": test_env,
+                           "task": dict(task.as_dict()), "task_index": ti,
+                           "seed": TEST_SEED_BASE + s, "adapt_iters": settings.adapt_iters, "steps_per_iter": steps,
+                           "cost_limit": cost_limit}
+                    path = parts / f"{_slug(init.label)}-task{ti}-seed{s}.json"
+                    recs = _read_part(path, key)
+                    if recs is None:
+                        recs = adapt_one(init, sampler=sampler, task=task, task_index=ti,
+                                         test_seed=TEST_SEED_BASE + s, settings=settings, steps_per_iter=steps,
+                                         cost_limit=cost_limit)
+                        _write_part(path, key, recs)
+                    else:
+                        reused += 1
                     records.extend(recs)
+                    done += 1
                     if echo is not None:
                         last = recs[-1]
                         echo(f"{init.label} task {ti} seed {s}: return {recs[0].ep_return:.1f} -> {last.ep_return:.1f}, "
                              f"cost {recs[0].ep_cost:.1f} -> {last.ep_cost:.1f}")
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"interrupted; {done} of {total} (run, task, seed) curves are kept in {parts}; run "
+                                "the same command again to continue from them") from None
     finally:
         sampler.close()
+    if echo is not None and reused:
+        echo(f"reused {reused} finished curve(s) from {parts}")
     summary = summarize(records)
+    out.mkdir(parents=True, exist_ok=True)
     write_records_csv(records, out / "adapt.csv")
     meta = {
         "runs": [str(r) for r in run_dirs], "labels": [i.label for i in inits], "level": settings.level,
@@ -325,8 +367,67 @@ def step_rule(init: Initialisation, settings: AdaptSettings) -> dict[str, Any]:
             "normalize_grads": u.normalize_grads, "line_search": u.line_search, "margin": settings.margin}
 
 
-def _make_sampler(env_id: str, settings: AdaptSettings) -> Any:
+def _make_sampler(env_id: str, settings: AdaptSettings, setup: Any = None) -> Any:
     from metacpo.samplers import make_sampler
 
     return make_sampler(settings.sampler, env_id, seed=TEST_SEED_BASE, num_workers=settings.workers or None,
-                        ray_address=settings.ray_address or None)
+                        ray_address=settings.ray_address or None, task_setup=setup,
+                        ray_connect_timeout=settings.ray_connect_timeout)
+
+
+# ---- finished (run, task, seed) curves, kept so an interrupted meta-test continues --------------
+
+PARTS_DIR = "adapt_parts"
+"""Sub-directory of the output directory holding one JSON file per finished (run, task, seed)."""
+
+
+def _task_setup(inits: list[Initialisation], settings: AdaptSettings) -> Any:
+    """The runs' imports and overrides (in run order), then the settings' own."""
+    from metacpo.tasks.setup import TaskSetup, normalize_import, plain_overrides
+
+    imports: list[str] = []
+    overrides: dict[str, Any] = {}
+    for init in inits:
+        imports += [i for i in init.config.env.imports if i not in imports]
+        for fam, levels in init.config.env.task_overrides.items():
+            overrides.setdefault(fam, {}).update(levels)
+    imports += [i for i in (normalize_import(x) for x in settings.imports) if i not in imports]
+    TaskSetup(imports=tuple(imports)).apply()  # the families the overrides may name
+    for fam, levels in plain_overrides(settings.overrides, source="--overrides").items():
+        overrides.setdefault(fam, {}).update(levels)
+    return TaskSetup(imports=tuple(imports), overrides=overrides)
+
+
+def _init_key(init: Initialisation, run_dir: str | None) -> dict[str, Any]:
+    """What identifies a curve's starting point: the checkpoint's content and the adaptation step."""
+    from metacpo.training import CHECKPOINT_NAME
+
+    digest = ""
+    if init.state is not None and run_dir is not None:
+        digest = hashlib.sha256((Path(run_dir) / CHECKPOINT_NAME).read_bytes()).hexdigest()
+    return {"label": init.label, "checkpoint_sha256": digest, "update": asdict(init.update),
+            "env": asdict(init.config.env)}
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+
+
+def _read_part(path: Path, key: dict[str, Any]) -> list[AdaptRecord] | None:
+    """The records of a finished curve saved with the same ``key``, else None (it is re-run)."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        if data.get("key") != json.loads(json.dumps(key)):
+            return None
+        return [AdaptRecord(**r) for r in data["records"]]
+    except (ValueError, TypeError, KeyError):
+        return None  # torn or foreign file: computed again and overwritten
+
+
+def _write_part(path: Path, key: dict[str, Any], records: list[AdaptRecord]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"key": key, "records": [asdict(r) for r in records]}))
+    os.replace(tmp, path)
