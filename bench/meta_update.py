@@ -53,7 +53,7 @@ def batch(policy: GaussianMLPPolicy, params, seed: int) -> ProcessedBatch:
     st = RolloutStats(num_steps=N, num_episodes=6, ep_return_mean=0.0, ep_return_std=0.0, ep_cost_mean=20.0,
                       ep_cost_std=0.0, ep_len_mean=500.0, j_c=20.0)
     return ProcessedBatch(obs=obs, actions=act, old_log_probs=lp, old_mean=dist.mean, old_log_std=dist.stddev.log(),
-                          adv_r=adv_r, adv_c=adv_c, target_r=adv_r, target_c=adv_c, j_c=20.0, cost_scale=500.0,
+                          adv_r=adv_r, adv_c=adv_c, target_r=adv_r, target_c=adv_c, obs_c=obs, j_c=20.0, cost_scale=500.0,
                           behaviour_logp_gap=0.0, rollout=st)
 
 

@@ -30,6 +30,7 @@ checked). Every run therefore meets the same tasks and the same episode seeds.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -198,8 +199,13 @@ def adapt_one(
     settings: AdaptSettings,
     steps_per_iter: int,
     cost_limit: float,
+    on_policy: Callable[[int, Any], None] | None = None,
 ) -> list[AdaptRecord]:
-    """Adapt ``init`` to ``task`` with ``settings.adapt_iters`` CPO updates; one record per step."""
+    """Adapt ``init`` to ``task`` with ``settings.adapt_iters`` CPO updates; one record per step.
+
+    ``on_policy(k, algo)``, if given, is called with the adapting algorithm when its policy has
+    had ``k`` updates (k = 0 .. adapt_iters + 1), e.g. to take ``algo.policy_snapshot()`` for a video.
+    """
     from metacpo.algorithms.cpo import TrustRegionAlgorithm
     from metacpo.algorithms.multitask import CurrentTaskSampler
 
@@ -218,9 +224,13 @@ def adapt_one(
                 raise CheckpointError(f"{init.label}: {name} does not match its config: {' '.join(str(exc).split())}") from None
         algo.normalizer.load_state_dict(init.state["obs_norm"])
     records = []
+    if on_policy is not None:
+        on_policy(0, algo)
     for k in range(settings.adapt_iters + 1):
         # iterate(k) samples with the policy after k updates (k = 0: the initialisation), then updates
         st = algo.iterate(k)
+        if on_policy is not None:
+            on_policy(k + 1, algo)
         r = st.rollout
         records.append(AdaptRecord(
             label=init.label, task_index=task_index, seed=test_seed, step=k, env_steps=k * steps_per_iter,
@@ -319,7 +329,7 @@ def meta_test(
         "ci": "mean +- half-width of the 95% Student-t interval over tasks x seeds",
     }
     write_summary_json(summary, meta=meta, path=out / "adapt.json")
-    plot_adaptation(summary, cost_limit=cost_limit, path=out / "adapt.png",
+    plot_adaptation(summary, cost_limit=cost_limit, path=out / "adapt.png", records=records,
                     title=f"meta-test on {test_env}: {settings.tasks} tasks x {settings.seeds} seeds")
     return AdaptResult(records=records, summary=summary, out_dir=out, cost_limit=cost_limit)
 

@@ -108,6 +108,9 @@ def load_run_config(run_dir: str | os.PathLike[str]) -> TrainConfig:
 
 
 def _config_from(data: Any, source: Path) -> TrainConfig:
+    if isinstance(data, dict) and isinstance(data.get("critic"), dict) and "time_aware_cost" not in data["critic"]:
+        # written before the time-aware cost critic existed: its cost critic sees obs only
+        data = {**data, "critic": {**data["critic"], "time_aware_cost": False}}
     try:
         return TrainConfig.from_dict(data)
     except ValueError as exc:

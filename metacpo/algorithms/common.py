@@ -36,7 +36,7 @@ from metacpo.data.gae import NoCompleteEpisodeError, cost_estimate, gae
 from metacpo.data.normalizer import NormalizerState
 from metacpo.functional.params import Params, add_flat, flat_grad
 from metacpo.config.schema import TrainConfig
-from metacpo.models.policy import GaussianMLPPolicy, PolicySpec, ValueCritic
+from metacpo.models.policy import GaussianMLPPolicy, PolicySpec, TimeAwareValueCritic, ValueCritic
 
 
 # --------------------------------------------------------------------------------------------
@@ -98,6 +98,7 @@ class ProcessedBatch:
     adv_c: Tensor  # [N] cost advantages (centred if requested)
     target_r: Tensor  # [N] reward-critic targets (TD(lambda) returns)
     target_c: Tensor  # [N] cost-critic targets
+    obs_c: Tensor  # [N, obs_dim (+1)] the cost critic's inputs: obs, and tau (episode fraction left) if time-aware
     j_c: float  # J_C of the batch (see metacpo.data.gae.cost_estimate)
     cost_scale: float  # sum_{t<T} cost_gamma^t, T = mean episode length
     behaviour_logp_gap: float  # max |recomputed - sampled| log-prob (normaliser consistency)
@@ -123,6 +124,7 @@ def process_batch(
     cost_lam: float = 0.95,
     normalize_adv_r: bool = True,
     center_adv_c: bool = True,
+    time_limit: int | None = None,
 ) -> ProcessedBatch:
     """Normalise observations, compute reward/cost GAE, J_C and the behaviour distribution.
 
@@ -133,6 +135,8 @@ def process_batch(
     rescales reward advantages to zero mean and unit std; ``center_adv_c`` only subtracts the
     mean of the cost advantages (their scale carries the constraint's units and must be kept).
     A batch without a complete episode is a ValueError (J_C cannot be estimated from it).
+    A time-aware cost critic (``critic_c.time_aware``) also gets ``tau``, the fraction of the
+    episode left at each step, with ``T = time_limit`` (default: the longest complete episode).
     """
     if len(batch) == 0:
         raise ValueError("cannot process an empty batch")
@@ -153,14 +157,19 @@ def process_batch(
     # The cost's episode ends at the env's time limit (J_C counts no cost after it): every
     # episode end that is not a cut is terminal for the cost GAE.
     cost_terminal = np.logical_or(batch.terminated, np.logical_and(batch.truncated, ~np.asarray(batch.cut, bool)))
-    for key, critic, signal, term, gam, lm in (
-        ("r", critic_r, batch.rewards, batch.terminated, gamma, lam),
-        ("c", critic_c, batch.costs, cost_terminal, cost_gamma, cost_lam),
+    obs_c, next_obs_c = obs, next_obs
+    if getattr(critic_c, "time_aware", False):
+        tau, tau_next = _time_left(batch, time_limit)
+        obs_c = torch.cat([obs, torch.as_tensor(tau, dtype=dtype)[:, None]], dim=1)
+        next_obs_c = torch.cat([next_obs, torch.as_tensor(tau_next, dtype=dtype)[:, None]], dim=1)
+    for key, critic, signal, term, gam, lm, o, no in (
+        ("r", critic_r, batch.rewards, batch.terminated, gamma, lam, obs, next_obs),
+        ("c", critic_c, batch.costs, cost_terminal, cost_gamma, cost_lam, obs_c, next_obs_c),
     ):
         adv[key], tgt[key] = gae(
             rewards=signal,
-            values=_values(critic, obs),
-            next_values=_values(critic, next_obs),
+            values=_values(critic, o),
+            next_values=_values(critic, no),
             terminated=term,
             truncated=batch.truncated,
             gamma=gam,
@@ -199,11 +208,26 @@ def process_batch(
         adv_c=torch.as_tensor(adv_c, dtype=dtype),
         target_r=torch.as_tensor(tgt["r"], dtype=dtype),
         target_c=torch.as_tensor(tgt["c"], dtype=dtype),
+        obs_c=obs_c,
         j_c=j_c,
         cost_scale=float(cost_scale),
         behaviour_logp_gap=gap,
         rollout=rollout_stats,
     )
+
+
+def _time_left(batch: Batch, time_limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """``tau_t = (T - t) / T`` at ``s_t`` and at ``s_{t+1}``, ``t`` the step's index in its episode.
+
+    Every episode segment of a batch starts at a reset (workers' shares start with fresh
+    episodes), so ``t`` is the position within the segment."""
+    from metacpo.data.gae import episode_slices
+
+    T = float(time_limit if time_limit else max(int(np.max(batch.episode_lengths)), 1))
+    t = np.empty(len(batch), dtype=np.float64)
+    for sl in episode_slices(batch.terminated, batch.truncated):
+        t[sl] = np.arange(sl.stop - sl.start)
+    return (T - t) / T, (T - t - 1.0) / T
 
 
 def advantages_finite(processed: ProcessedBatch) -> bool:
@@ -539,5 +563,6 @@ def build_modules(config: TrainConfig, *, obs_dim: int, act_dim: int) -> tuple[G
         policy = GaussianMLPPolicy(PolicySpec(obs_dim=obs_dim, act_dim=act_dim, hidden=tuple(pc.hidden),
                                               activation=pc.activation, log_std_init=pc.log_std_init))
         critic_r = ValueCritic(obs_dim=obs_dim, hidden=tuple(cc.hidden), activation=cc.activation)
-        critic_c = ValueCritic(obs_dim=obs_dim, hidden=tuple(cc.hidden), activation=cc.activation)
+        cost_critic = TimeAwareValueCritic if cc.time_aware_cost else ValueCritic
+        critic_c = cost_critic(obs_dim=obs_dim, hidden=tuple(cc.hidden), activation=cc.activation)
     return policy, critic_r, critic_c

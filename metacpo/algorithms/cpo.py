@@ -300,6 +300,7 @@ class TrustRegionAlgorithm:
         processed = process_batch(
             batch, policy=self.policy, params=params, critic_r=self.critic_r, critic_c=self.critic_c,
             obs_norm=obs_norm, gamma=adv.gamma, lam=adv.lam, cost_gamma=adv.cost_gamma, cost_lam=adv.cost_lam,
+            time_limit=getattr(self.sampler, "episode_steps", None),
             normalize_adv_r=adv.normalize_adv_r, center_adv_c=adv.center_adv_c,
         )
         settings, margin = cfg.update, math.nan
@@ -321,7 +322,7 @@ class TrustRegionAlgorithm:
                 for k, p in self.policy.named_parameters():
                     p.copy_(new_params[k])
         cr = self._fit(self.critic_r, processed.obs, processed.target_r)
-        cc = self._fit(self.critic_c, processed.obs, processed.target_c)
+        cc = self._fit(self.critic_c, processed.obs_c, processed.target_c)
         if adv.obs_normalize:
             self.normalizer.update(batch.obs)
         self.env_steps += len(batch)

@@ -461,6 +461,7 @@ class MetaLearner:
             batch, policy=self.policy, params={k: v.detach() for k, v in params.items()},
             critic_r=self.critic_r, critic_c=self.critic_c, obs_norm=norm,
             gamma=adv.gamma, lam=adv.lam, cost_gamma=adv.cost_gamma, cost_lam=adv.cost_lam,
+            time_limit=getattr(self.sampler, "episode_steps", None),
             normalize_adv_r=adv.normalize_adv_r, center_adv_c=adv.center_adv_c,
         )
         if not advantages_finite(p):
@@ -675,8 +676,8 @@ class MetaLearner:
     # ------------------------------------------------------------------ critics, state
     def _fit_critics(self, processed: list[ProcessedBatch]) -> None:
         c = self.critic_cfg
-        obs = torch.cat([p.obs for p in processed])
-        for critic, key in ((self.critic_r, "target_r"), (self.critic_c, "target_c")):
+        for critic, key, inputs in ((self.critic_r, "target_r", "obs"), (self.critic_c, "target_c", "obs_c")):
+            obs = torch.cat([getattr(p, inputs) for p in processed])
             fit_critic(critic, obs, torch.cat([getattr(p, key) for p in processed]),
                        optimizer=c.optimizer, lr=c.lr,  # type: ignore[arg-type]
                        iters=self.meta.critic_epochs * (5 if c.optimizer == "lbfgs" else 1),

@@ -67,6 +67,11 @@ class CurrentTaskSampler(Sampler):
     def num_workers(self) -> int:
         return self.inner.num_workers
 
+    @property
+    def episode_steps(self) -> int | None:
+        """The env's time limit (the wrapped sampler's)."""
+        return getattr(self.inner, "episode_steps", None)
+
     def close(self) -> None:
         self.inner.close()
 

@@ -100,6 +100,9 @@ class CriticConfig:
     """Adam minibatch size."""
     l2: float = 0.0
     """L2 penalty coefficient on critic weights."""
+    time_aware_cost: bool = True
+    """The cost critic also sees the fraction of the episode left: J_C is a finite-horizon
+    episode cost, whose cost-to-go depends on the time left (off: V(s) only)."""
 
     def __post_init__(self) -> None:
         if not self.hidden or any(int(h) <= 0 for h in self.hidden):

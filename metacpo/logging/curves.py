@@ -1,5 +1,9 @@
 """Training curves from a run's progress.csv (return and episode cost vs environment steps).
 
+``metacpo plot RUN_OR_CSV... --out FILE.png`` (:func:`training_figure`) draws several runs on
+the same two panels: per-iteration values as thin lines, trailing means as thick ones, the cost
+limit dashed.
+
 ``python -m metacpo.logging.curves RUN_DIR OUT.png [--cost-limit D] [--window K]
 [--with LABEL=OTHER_RUN ...]`` writes the plot and prints summary figures (first/last-window
 means), so a results page can quote them. ``--with`` overlays other runs' trailing means (e.g. a
@@ -12,9 +16,14 @@ import argparse
 import math
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from metacpo.logging.writers import read_progress
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _col(rows: list[dict[str, str]], key: str) -> np.ndarray:
@@ -49,6 +58,70 @@ def summarize(run_dir: str | Path, *, window: int = 10) -> dict[str, float]:
         "cost_last": float(np.nanmean(cost[-w:])),
         "jc_last": float(np.nanmean(jc[-w:])),
     }
+
+
+def training_figure(
+    runs: dict[str, str | Path],
+    *,
+    cost_limit: float | None,
+    window: int = 10,
+    title: str = "",
+) -> "Figure":
+    """Two panels (episode return, episode cost vs environment steps), one colour per run.
+
+    ``runs``: legend label -> run directory or progress CSV. Each run gets its per-iteration
+    values (thin, faint) and the trailing mean over ``window`` iterations (thick); the cost limit
+    ``d`` (if given) is a dashed line. The cost axis starts at 0.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not runs:
+        raise ValueError("metacpo plot needs at least one run directory or progress CSV")
+    if window < 1:
+        raise ValueError(f"--window must be >= 1, got {window}")
+    fig, (ax_r, ax_c) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, (label, run) in enumerate(runs.items()):
+        path = progress_file(run)
+        if not path.is_file():
+            raise FileNotFoundError(f"{run}: neither a progress CSV nor a run directory with {path}")
+        rows = read_progress(path)
+        if not rows:
+            raise ValueError(f"{path} has no rows")
+        missing = [k for k in ("rollout/env_steps", "rollout/ep_return_mean", "rollout/ep_cost_mean") if k not in rows[0]]
+        if missing:
+            raise ValueError(f"{path} is not a metacpo progress CSV (no column {missing[0]!r})")
+        steps = _col(rows, "rollout/env_steps") / 1000.0
+        for ax, key in ((ax_r, "rollout/ep_return_mean"), (ax_c, "rollout/ep_cost_mean")):
+            y = _col(rows, key)
+            ax.plot(steps, y, color=f"C{i}", lw=0.8, alpha=0.35, label="_nolegend_")
+            ax.plot(steps, rolling_mean(y, window), color=f"C{i}", lw=2, label=f"{label} (mean of last {window})")
+    if cost_limit is not None:
+        ax_c.axhline(cost_limit, color="k", ls="--", lw=1, label=f"cost limit d = {cost_limit:g}")
+    for ax, ylabel in ((ax_r, "episode return"), (ax_c, "episode cost")):
+        ax.set_xlabel("environment steps (thousands)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+    ax_c.set_ylim(bottom=0.0)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def run_labels(runs: list[str]) -> dict[str, str]:
+    """Legend labels for ``runs``: a run directory's name, a CSV's stem (made unique)."""
+    out: dict[str, str] = {}
+    for run in runs:
+        p = Path(run)
+        label = (p.stem if p.is_file() else p.resolve().name) or str(run)
+        while label in out:
+            label += "'"
+        out[label] = run
+    return out
 
 
 def plot_run(

@@ -109,3 +109,20 @@ class ValueCritic(nn.Module):
 
     def forward(self, obs: Tensor) -> Tensor:
         return self.net(obs).squeeze(-1)
+
+
+class TimeAwareValueCritic(ValueCritic):
+    """V(s, tau): a :class:`ValueCritic` that also sees ``tau``, the fraction of the episode left.
+
+    The cost critic's target is a finite-horizon cost-to-go (J_C counts the cost of one episode
+    of ``T`` steps, undiscounted by default), which depends on the time left as much as on the
+    state: the same position is worth ``c (T - t)`` at a cost rate ``c``. Without ``tau`` the
+    critic can only fit the average over times, and its error enters every cost advantage.
+    Inputs are ``[obs, tau]`` (``obs_dim + 1`` columns); :func:`metacpo.algorithms.common.process_batch`
+    appends ``tau`` when a critic has ``time_aware = True``.
+    """
+
+    time_aware = True
+
+    def __init__(self, *, obs_dim: int, hidden: tuple[int, ...] = (64, 64), activation: str = "tanh") -> None:
+        super().__init__(obs_dim=obs_dim + 1, hidden=hidden, activation=activation)

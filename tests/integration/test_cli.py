@@ -44,8 +44,8 @@ def test_value_error_is_one_line_exit_2():
 
 def test_demo_runs_and_reports_where_results_went(tmp_path, capsys):
     run_dir = tmp_path / "demo"
-    rc = main(["demo", "--iters", "1", "--steps-per-iter", "500", "--adapt-iters", "1",
-               "--run-dir", str(run_dir)])
+    rc = main(["demo", "--train", "--iters", "1", "--steps-per-iter", "500", "--adapt-iters", "1",
+               "--no-video", "--run-dir", str(run_dir)])
     assert rc == 0
     out = capsys.readouterr().out
     for name in ("progress.csv", "checkpoint.pt", "adapt.csv", "adapt.json", "adapt.png"):

@@ -197,3 +197,29 @@ def test_exact_boundary_steps_are_accepted_whole(dtype):
         evaluate=lambda f: Evaluation(loss_r=-f, loss_c=0.0, kl=0.0, trust_region=f * f * delta * (1 + 1e-4)),
         loss_r0=0.0, loss_c0=0.0, expected_improvement=1.0, delta=delta, b=None)
     assert too_big.fraction == pytest.approx(0.8)
+
+
+def test_time_aware_cost_critic_sees_the_fraction_of_the_episode_left():
+    from metacpo.models.policy import TimeAwareValueCritic
+
+    a = _part([([1.0, 0.0, 2.0, 0.0], True), ([5.0, 1.0], False)], seed=3)
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(PolicySpec(obs_dim=OBS, act_dim=1, hidden=(4,)))
+    params = {k: v.detach() for k, v in policy.named_parameters()}
+    critic_c = TimeAwareValueCritic(obs_dim=OBS, hidden=(4,))
+    p = process_batch(a, policy=policy, params=params, critic_r=ValueCritic(obs_dim=OBS, hidden=(4,)),
+                      critic_c=critic_c, obs_norm=NormalizerState.identity(OBS), gamma=0.99, lam=0.95,
+                      time_limit=4)
+    np.testing.assert_allclose(p.obs_c[:, :OBS].numpy(), p.obs.numpy())
+    # t restarts at every episode start (the fragment is a new episode): tau = (4 - t) / 4
+    np.testing.assert_allclose(p.obs_c[:, OBS].numpy(), [1.0, 0.75, 0.5, 0.25, 1.0, 0.75])
+    # the cost critic was evaluated on [obs, tau]: its targets are A_c + V(obs, tau) (before centring)
+    with torch.no_grad():
+        v = critic_c(p.obs_c).double().numpy()
+    assert np.all(np.isfinite(p.target_c.numpy())) and p.target_c.shape == (6,)
+    # time limit = terminal for the cost: the last step of the complete episode has target = its cost
+    np.testing.assert_allclose(float(p.target_c[3]), 0.0 + 0.0, atol=1e-6)  # c_3 = 0, no bootstrap
+    assert v.shape == (6,)
+    # a plain critic gets the observations as they are
+    q = _process(a)
+    assert q.obs_c.shape == q.obs.shape

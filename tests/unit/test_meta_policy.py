@@ -27,7 +27,7 @@ def synthetic_batch(policy, params, *, n: int, seed: int, j_c: float) -> Process
                          ep_cost_std=0.0, ep_len_mean=float(n), j_c=j_c)
     return ProcessedBatch(obs=obs, actions=actions, old_log_probs=old_lp, old_mean=dist.mean,
                           old_log_std=dist.stddev.log(), adv_r=adv_r, adv_c=adv_c - adv_c.mean(),
-                          target_r=adv_r, target_c=adv_c, j_c=j_c, cost_scale=10.0, behaviour_logp_gap=0.0,
+                          target_r=adv_r, target_c=adv_c, obs_c=obs, j_c=j_c, cost_scale=10.0, behaviour_logp_gap=0.0,
                           rollout=stats)
 
 
