@@ -11,12 +11,14 @@ Which CPO step adapts (recorded per curve in adapt.json under ``step_rules``):
 
 * meta runs (meta-cpo, meta-trpo): exactly the inner step they were meta-trained with
   (``meta.inner_delta``, ``meta.metric``, ``meta.normalize_grads``, ``meta.backend``, no line
-  search) -- as MAML prescribes; every adaptation step is a CPO step (meta-trpo's curve too: the
+  search, and the inner target ``d - m`` of ``meta.inner_cost_margin`` /
+  ``meta.inner_margin_fraction`` as a fixed cost margin) -- as MAML prescribes; every adaptation step is a CPO step (meta-trpo's curve too: the
   meta-test asks every initialisation to adapt under the constraint);
 * cpo / multitask-cpo runs: their own ``update`` section (CPO proper, with its line search);
   CPO from scratch: the default ``update`` section;
-* no cost margin (:mod:`metacpo.algorithms.margin`) unless ``AdaptSettings.margin`` (``metacpo
-  adapt --margin``) turns CPO's adaptive margin on for every curve alike.
+* no adaptive cost margin (:mod:`metacpo.algorithms.margin`) unless ``AdaptSettings.margin``
+  (``metacpo adapt --margin``) turns CPO's adaptive margin on for every curve alike (added to a
+  meta run's fixed inner margin).
 
 Seeds and tasks: tasks come from a dedicated generator ``default_rng([TEST_STREAM, level])``
 (the same held-out tasks for every run); test seed ``s`` is ``TEST_SEED_BASE + s`` and the
@@ -114,6 +116,16 @@ class Initialisation:
     """The CPO step used to adapt."""
     state: dict[str, Any] | None
     """Policy/critic/normaliser state dicts (None: fresh modules)."""
+    inner_cost_margin: float = 0.0
+    """Fixed part of the cost margin the steps aim below d by (a meta run's meta.inner_cost_margin)."""
+    inner_margin_fraction: float = 0.0
+    """Part of the margin proportional to d (a meta run's meta.inner_margin_fraction)."""
+
+    def fixed_margin(self, cost_limit: float) -> float:
+        """The constant margin ``m`` at cost limit ``d`` (the steps aim at ``d - m``), clipped to d."""
+        from metacpo.algorithms.margin import fixed_margin
+
+        return fixed_margin(cost_limit, margin=self.inner_cost_margin, fraction=self.inner_margin_fraction)
 
 
 def load_initialisation(run_dir: str | Path, *, label: str | None = None) -> Initialisation:
@@ -131,11 +143,14 @@ def load_initialisation(run_dir: str | Path, *, label: str | None = None) -> Ini
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {sorted(missing)} needed for adaptation")
     update = config.update
+    margin, fraction = 0.0, 0.0
     if "meta" in config.extra:
         m = config.extra["meta"]
         update = replace(update, delta=m.inner_delta, metric=m.metric, backend=m.backend,
                          normalize_grads=m.normalize_grads, line_search=False)
-    return Initialisation(label=label or run_dir.name, config=config, update=update, state=dict(state))
+        margin, fraction = float(m.inner_cost_margin), float(m.inner_margin_fraction)
+    return Initialisation(label=label or run_dir.name, config=config, update=update, state=dict(state),
+                          inner_cost_margin=margin, inner_margin_fraction=fraction)
 
 
 def from_scratch(reference: TrainConfig) -> Initialisation:
@@ -180,8 +195,9 @@ def adaptation_config(init: Initialisation, *, settings: AdaptSettings, test_see
         update=replace(init.update, cost_limit=cost_limit),
         sampler=SamplerConfig(kind=settings.sampler, workers=settings.workers, steps_per_iter=steps_per_iter),
         run=RunConfig(seed=test_seed, iters=settings.adapt_iters + 1, tensorboard=False),
-        # the margin only when asked for: TrainConfig(algo="cpo") would otherwise default it on
-        extra={"margin": CostMarginConfig(adaptive=settings.margin)},
+        # the adaptive margin only when asked for (TrainConfig(algo="cpo") would otherwise default it
+        # on); a meta run's inner target d - m is the fixed margin m
+        extra={"margin": CostMarginConfig(adaptive=settings.margin, fixed=init.fixed_margin(cost_limit))},
     )
 
 
@@ -351,7 +367,7 @@ def meta_test(
         "env_id": test_env, "tasks": [dict(t.as_dict()) for t in tasks], "task_count": settings.tasks,
         "seeds": [TEST_SEED_BASE + s for s in range(settings.seeds)], "adapt_iters": settings.adapt_iters,
         "steps_per_iter": steps, "cost_limit": cost_limit,
-        "step_rules": {i.label: step_rule(i, settings) for i in inits},
+        "step_rules": {i.label: step_rule(i, settings, cost_limit=cost_limit) for i in inits},
         "ci": "mean +- half-width of the 95% Student-t interval over tasks x seeds",
     }
     write_summary_json(summary, meta=meta, path=out / "adapt.json")
@@ -360,11 +376,17 @@ def meta_test(
     return AdaptResult(records=records, summary=summary, out_dir=out, cost_limit=cost_limit)
 
 
-def step_rule(init: Initialisation, settings: AdaptSettings) -> dict[str, Any]:
-    """The adaptation step a curve uses, as recorded in adapt.json."""
+def step_rule(init: Initialisation, settings: AdaptSettings, *, cost_limit: float) -> dict[str, Any]:
+    """The adaptation step a curve uses, as recorded in adapt.json.
+
+    ``margin``: CPO's adaptive margin on/off; ``fixed_margin``: the constant margin ``m`` (a meta
+    run's inner target, 0 otherwise) and ``cost_target = d - m``, what every step aims at (before
+    any adaptive margin)."""
     u = init.update
+    m = init.fixed_margin(cost_limit)
     return {"step": "cpo", "delta": u.delta, "metric": u.metric, "backend": u.backend,
-            "normalize_grads": u.normalize_grads, "line_search": u.line_search, "margin": settings.margin}
+            "normalize_grads": u.normalize_grads, "line_search": u.line_search, "margin": settings.margin,
+            "fixed_margin": m, "cost_target": cost_limit - m}
 
 
 def _make_sampler(env_id: str, settings: AdaptSettings, setup: Any = None) -> Any:
