@@ -333,7 +333,7 @@ def meta_test(
         for init, init_key in zip(inits, keys, strict=True):
             for ti, task in enumerate(tasks):
                 for s in range(settings.seeds):
-                    key = {**init_key, "step_rule": step_rule(init, settings), "env_id": test_env,
+                    key = {**init_key, "step_rule": step_rule(init, settings, cost_limit=cost_limit), "env_id": test_env,
                            "task": dict(task.as_dict()), "task_index": ti,
                            "seed": TEST_SEED_BASE + s, "adapt_iters": settings.adapt_iters, "steps_per_iter": steps,
                            "cost_limit": cost_limit}
