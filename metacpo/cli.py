@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 # Order shown in --help.
-COMMANDS: tuple[str, ...] = ("envs", "train", "evaluate", "adapt", "render", "plot", "demo")
+COMMANDS: tuple[str, ...] = ("envs", "train", "evaluate", "adapt", "benchmark", "report", "render", "plot", "demo")
 
 
 class CLIError(ValueError):

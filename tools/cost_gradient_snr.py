@@ -41,7 +41,7 @@ def main() -> None:
             params = params_of(pol)
             pb = process_batch(b, policy=pol, params=params, critic_r=run.critic_r, critic_c=run.critic_c,
                                obs_norm=run.obs_norm, gamma=cfg.advantage.gamma, lam=cfg.advantage.lam,
-                               cost_gamma=cfg.advantage.cost_gamma, cost_lam=cfg.advantage.cost_lam)
+                               cost_gamma=cfg.advantage.cost_gamma, cost_lam=cfg.advantage.cost_lam, cost_adv_gamma=cfg.advantage.cost_adv_gamma)
             loss_r, loss_c = surrogate_losses(pol, params, pb)
             a = flat_grad(loss_c, params, retain_graph=True)
             g = flat_grad(loss_r, params)

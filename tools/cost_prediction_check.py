@@ -72,7 +72,7 @@ def main() -> None:
         def process(batch):  # noqa: ANN001, ANN202
             return process_batch(batch, policy=pol, params=theta, critic_r=critics[0], critic_c=critics[1],
                                  obs_norm=obs_norm, gamma=cfg.advantage.gamma, lam=cfg.advantage.lam,
-                                 cost_gamma=cfg.advantage.cost_gamma, cost_lam=cfg.advantage.cost_lam,
+                                 cost_gamma=cfg.advantage.cost_gamma, cost_lam=cfg.advantage.cost_lam, cost_adv_gamma=cfg.advantage.cost_adv_gamma,
                                  normalize_adv_r=cfg.advantage.normalize_adv_r,
                                  center_adv_c=cfg.advantage.center_adv_c)
 

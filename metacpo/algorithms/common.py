@@ -122,6 +122,7 @@ def process_batch(
     lam: float,
     cost_gamma: float = 1.0,
     cost_lam: float = 0.95,
+    cost_adv_gamma: float | None = None,
     normalize_adv_r: bool = True,
     center_adv_c: bool = True,
     time_limit: int | None = None,
@@ -129,9 +130,10 @@ def process_batch(
     """Normalise observations, compute reward/cost GAE, J_C and the behaviour distribution.
 
     Reward advantages: GAE(``gamma``, ``lam``), bootstrapping at every truncation (time limit or
-    cut). Cost advantages: GAE(``cost_gamma``, ``cost_lam``) -- the discount J_C uses -- with the
-    time limit as the episode's end and bootstrapping only at cuts, so ``b + a^T x`` is a
-    first-order estimate of ``J_C(new) - d`` (see the module docstring). ``normalize_adv_r``
+    cut). Cost advantages: GAE(``cost_gamma``, ``cost_lam``) -- the discount J_C uses, unless
+    ``cost_adv_gamma`` trades that for variance -- with the time limit as the episode's end and
+    bootstrapping only at cuts, so ``b + a^T x`` is a first-order estimate of ``J_C(new) - d``
+    (see the module docstring). ``normalize_adv_r``
     rescales reward advantages to zero mean and unit std; ``center_adv_c`` only subtracts the
     mean of the cost advantages (their scale carries the constraint's units and must be kept).
     A batch without a complete episode is a ValueError (J_C cannot be estimated from it).
@@ -164,7 +166,8 @@ def process_batch(
         next_obs_c = torch.cat([next_obs, torch.as_tensor(tau_next, dtype=dtype)[:, None]], dim=1)
     for key, critic, signal, term, gam, lm, o, no in (
         ("r", critic_r, batch.rewards, batch.terminated, gamma, lam, obs, next_obs),
-        ("c", critic_c, batch.costs, cost_terminal, cost_gamma, cost_lam, obs_c, next_obs_c),
+        ("c", critic_c, batch.costs, cost_terminal, cost_gamma if cost_adv_gamma is None else cost_adv_gamma,
+         cost_lam, obs_c, next_obs_c),
     ):
         adv[key], tgt[key] = gae(
             rewards=signal,

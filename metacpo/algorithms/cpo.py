@@ -299,7 +299,7 @@ class TrustRegionAlgorithm:
         adv = cfg.advantage
         processed = process_batch(
             batch, policy=self.policy, params=params, critic_r=self.critic_r, critic_c=self.critic_c,
-            obs_norm=obs_norm, gamma=adv.gamma, lam=adv.lam, cost_gamma=adv.cost_gamma, cost_lam=adv.cost_lam,
+            obs_norm=obs_norm, gamma=adv.gamma, lam=adv.lam, cost_gamma=adv.cost_gamma, cost_lam=adv.cost_lam, cost_adv_gamma=adv.cost_adv_gamma,
             time_limit=getattr(self.sampler, "episode_steps", None),
             normalize_adv_r=adv.normalize_adv_r, center_adv_c=adv.center_adv_c,
         )

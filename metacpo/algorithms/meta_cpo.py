@@ -407,7 +407,7 @@ class MetaLearner:
         p = process_batch(
             batch, policy=self.policy, params={k: v.detach() for k, v in params.items()},
             critic_r=self.critic_r, critic_c=self.critic_c, obs_norm=norm,
-            gamma=adv.gamma, lam=adv.lam, cost_gamma=adv.cost_gamma, cost_lam=adv.cost_lam,
+            gamma=adv.gamma, lam=adv.lam, cost_gamma=adv.cost_gamma, cost_lam=adv.cost_lam, cost_adv_gamma=adv.cost_adv_gamma,
             time_limit=getattr(self.sampler, "episode_steps", None),
             normalize_adv_r=adv.normalize_adv_r, center_adv_c=adv.center_adv_c,
         )

@@ -136,6 +136,12 @@ class AdvantageConfig:
     cost, the scale on which Safety-Gymnasium cost limits (e.g. 25 per episode) are stated."""
     cost_lam: float = 0.95
     """GAE lambda of the cost advantages."""
+    cost_adv_gamma: float | None = None
+    """Discount of the cost GAE. None: cost_gamma, the discount J_C uses, so that b + a^T x is a
+    first-order estimate of J_C(new) - d (exact in expectation with an exact critic). A value
+    below cost_gamma treats the discount as a variance-reduction parameter (as GAE does for
+    undiscounted objectives): lower-variance cost gradients, but a cost arriving k steps after
+    a decision is under-weighted by cost_adv_gamma^k (docs/results.md measures both)."""
     normalize_adv_r: bool = True
     """Normalise reward advantages to zero mean and unit std per batch."""
     center_adv_c: bool = True
@@ -151,6 +157,10 @@ class AdvantageConfig:
         _rate("advantage.lam", self.lam)
         _rate("advantage.cost_gamma", self.cost_gamma)
         _rate("advantage.cost_lam", self.cost_lam)
+        if self.cost_adv_gamma is not None:
+            if isinstance(self.cost_adv_gamma, bool) or not isinstance(self.cost_adv_gamma, (int, float)):
+                raise ValueError(f"advantage.cost_adv_gamma must be a number in [0, 1] or null, got {self.cost_adv_gamma!r}")
+            _rate("advantage.cost_adv_gamma", float(self.cost_adv_gamma))
         if not self.obs_clip > 0:
             raise ValueError(f"advantage.obs_clip must be > 0, got {self.obs_clip}")
 

@@ -163,6 +163,13 @@ def test_cost_gradient_matches_the_true_change_of_j_c_when_cost_is_delayed():
 
     x = 0.05
     assert float(a_bias[0]) * x == pytest.approx((T - K) * (norm.cdf(x) - 0.5), rel=0.06)
+    # advantage.cost_adv_gamma < 1 trades this for variance: the delayed cost is under-weighted
+    disc = process_batch(batch, policy=policy, params={k: v.detach() for k, v in params.items()},
+                         critic_r=ExactDelayedCostCritic(), critic_c=ExactDelayedCostCritic(),
+                         obs_norm=NormalizerState.identity(K + 1), gamma=0.99, lam=0.95, cost_adv_gamma=0.99)
+    _, loss_c_disc = surrogate_losses(policy, params, disc)
+    (a_disc,) = torch.autograd.grad(loss_c_disc, [params[f"mu.{len(policy.mu) - 1}.bias"]])
+    assert float(a_disc[0]) / true < 0.93 and disc.j_c == proc.j_c  # J_C itself is unchanged
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,0 +1,327 @@
+"""Benchmark grid files: algorithms x environments x seeds, plus an optional meta-test stage.
+
+A grid file (YAML, see ``benchmarks/`` and ``docs/benchmark.md``)::
+
+    name: smoke
+    description: one line saying what the grid measures
+    train:                    # dotted config keys, exactly as `metacpo train --set`, for every cell
+      sampler.steps_per_iter: 2000
+      run.iters: 3
+    algorithms:               # label -> algo name, optional preset, own dotted overrides, train flag
+      meta-cpo: {algo: meta-cpo, set: {meta.inner_steps: 1}}
+      cpo: {algo: cpo, preset: cpo_point_circle}
+      cpo-scratch: {algo: cpo, train: false}
+    envs: [SafetyPointStcircle1-v0]
+    seeds: [0, 1, 2]
+    adapt:                    # optional: `metacpo adapt` settings (AdaptSettings field names)
+      level: 2
+      tasks: 5
+      seeds: 3
+      adapt_iters: 10
+      steps_per_iter: 4000
+
+Each cell's config is resolved as defaults < the algorithm's ``preset`` < ``train`` < the
+algorithm's ``set`` < what the grid fixes (``algo``, ``env.env_id``, ``run.seed``,
+``run.run_dir``). Everything is validated by :func:`load_grid` before any work: an unknown key,
+algorithm, env id or config key, a bad seed list, ... is a ``ValueError`` naming the file, the
+bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from metacpo.adaptation import TEST_SEED_BASE, AdaptSettings
+from metacpo.config.schema import TrainConfig, build_section, load_yaml
+
+TOP_KEYS: tuple[str, ...] = ("name", "description", "train", "algorithms", "envs", "seeds", "adapt")
+"""Keys of a grid file (``name``, ``algorithms``, ``envs``, ``seeds`` are required)."""
+ALGORITHM_KEYS: tuple[str, ...] = ("algo", "preset", "set", "train")
+"""Keys of one ``algorithms`` entry (``algo`` is required)."""
+ADAPT_KEYS: tuple[str, ...] = tuple(f.name for f in fields(AdaptSettings) if f.name not in ("ray_address", "from_scratch"))
+"""Keys of the ``adapt`` stage: the :class:`~metacpo.adaptation.AdaptSettings` fields, but ``ray_address``
+(cells sample locally or in processes) and ``from_scratch`` (use a ``train: false`` algorithm)."""
+GRID_OWNED: tuple[str, ...] = ("env.env_id", "run.seed", "run.run_dir")
+"""Config keys the grid sets per cell (from ``envs``, ``seeds`` and ``--out``)."""
+CELL_SAMPLERS: tuple[str, ...] = ("local", "process")
+"""Sampler kinds a cell may use (on a Ray cluster each cell is itself a Ray task)."""
+
+_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    """One entry of a grid's ``algorithms`` mapping."""
+
+    label: str
+    """Name of the row in reports and of the first directory level under ``--out``."""
+    algo: str
+    """Registered algorithm name (metacpo.algorithms.registry)."""
+    preset: str = ""
+    """YAML preset (a file, relative to the grid file, or a bundled preset name); '' = none."""
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    """Dotted config key -> value (the entry's ``set``), applied after the grid's ``train``."""
+    train: bool = True
+    """False: no training; the cell's initial (untrained, seeded) policy is meta-tested only."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (algorithm, env, seed) cell of a grid, with its resolved configs."""
+
+    label: str
+    algo: str
+    env_id: str
+    seed: int
+    train: bool
+    """Whether the cell trains (False: meta-test of the initial policy only)."""
+    config: TrainConfig
+    """The full training config (``run.run_dir`` is set by :meth:`Grid.cells`)."""
+    adapt: AdaptSettings | None
+    """The meta-test stage (same tasks, test seeds, cost limit and batch size for every cell of an env)."""
+
+    @property
+    def key(self) -> str:
+        """``label/env_id/seed<k>``: the cell's path under the output directory."""
+        return f"{self.label}/{self.env_id}/seed{self.seed}"
+
+    @property
+    def cpus(self) -> int:
+        """CPUs the cell needs: its sampler workers (process sampler) or 1 (local sampler)."""
+        need = 1
+        if self.train and self.config.sampler.kind == "process":
+            need = self.config.sampler.num_workers
+        if self.adapt is not None and self.adapt.sampler == "process":
+            need = max(need, self.adapt.workers or (os.cpu_count() or 1))
+        return need
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A validated grid file."""
+
+    name: str
+    description: str
+    path: Path
+    train: Mapping[str, Any]
+    """Dotted config keys shared by every training cell."""
+    algorithms: tuple[AlgorithmSpec, ...]
+    envs: tuple[str, ...]
+    seeds: tuple[int, ...]
+    adapt: AdaptSettings | None
+    """The meta-test stage as written (``cost_limit`` None: each env's common update.cost_limit)."""
+
+    def cells(self, out: str | os.PathLike[str]) -> list[Cell]:
+        """Every cell, algorithm-major, with ``run.run_dir = out/label/env/seed<k>`` (absolute)."""
+        root = Path(out).resolve()
+        cells = []
+        for spec in self.algorithms:
+            for env_id in self.envs:
+                for seed in self.seeds:
+                    config = _resolve_config(self, spec, env_id, seed, run_dir=str(root / spec.label / env_id / f"seed{seed}"))
+                    cells.append(Cell(label=spec.label, algo=spec.algo, env_id=env_id, seed=seed,
+                                      train=spec.train, config=config, adapt=None))
+        if self.adapt is None:
+            return cells
+        out_cells = []
+        for env_id in self.envs:
+            limits = {c.config.update.cost_limit for c in cells if c.env_id == env_id}
+            limit = self.adapt.cost_limit
+            if limit is None:
+                if len(limits) > 1:
+                    raise ValueError(f"grid {self.path}: the cells of {env_id} have different update.cost_limit "
+                                     f"{sorted(limits)}; set adapt.cost_limit so they are meta-tested against one limit")
+                limit = limits.pop()
+            for c in cells:
+                if c.env_id == env_id:
+                    out_cells.append(replace(c, adapt=replace(self.adapt, cost_limit=float(limit))))
+        order = {c.key: i for i, c in enumerate(cells)}
+        return sorted(out_cells, key=lambda c: order[c.key])
+
+
+def load_grid(path: str | os.PathLike[str]) -> Grid:
+    """Read and validate a grid file (every cell's config is built once, so any bad key fails here)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"grid file {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"grid {p}: invalid YAML: {' '.join(str(exc).split())}") from None
+    return parse_grid(data, path=p)
+
+
+def parse_grid(data: Any, *, path: Path) -> Grid:
+    """Validate a parsed grid mapping (see the module docstring); ``path`` names it in errors."""
+    where = f"grid {path}"
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping with keys {list(TOP_KEYS)}, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(TOP_KEYS), key=str)
+    if unknown:
+        raise ValueError(f"{where}: unknown key {unknown[0]!r}; allowed: {list(TOP_KEYS)}")
+    for key in ("name", "algorithms", "envs", "seeds"):
+        if key not in data:
+            raise ValueError(f"{where}: missing required key {key!r}")
+    name = data["name"]
+    if not isinstance(name, str) or not _LABEL_RE.match(name):
+        raise ValueError(f"{where}: name must be a word of letters, digits, '.', '_', '-', got {name!r}")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise ValueError(f"{where}: description must be a string, got {description!r}")
+    train = _dotted(data.get("train") or {}, f"{where}: train")
+    algorithms = _algorithms(data["algorithms"], where, base=path.parent)
+    envs = _envs(data["envs"], where)
+    seeds = _seeds(data["seeds"], where)
+    adapt = _adapt(data.get("adapt"), where) if data.get("adapt") is not None else None
+    if adapt is None:
+        no_train = [a.label for a in algorithms if not a.train]
+        if no_train:
+            raise ValueError(f"{where}: algorithm {no_train[0]!r} has train: false but the grid has no adapt stage "
+                             "(an untrained cell is only meta-tested)")
+    else:
+        from metacpo.tasks import parse_env_id
+
+        for env_id in envs:
+            try:
+                parse_env_id(env_id)
+            except ValueError as exc:
+                raise ValueError(f"{where}: the adapt stage needs metacpo task-family env ids "
+                                 f"(e.g. SafetyPointStcircle1-v0): {exc}") from None
+    grid = Grid(name=name, description=description, path=path, train=train, algorithms=algorithms,
+                envs=envs, seeds=seeds, adapt=adapt)
+    for spec in algorithms:
+        for env_id in envs:
+            _resolve_config(grid, spec, env_id, seeds[0], run_dir="")
+    grid.cells(path.parent)  # checks the adapt stage's common cost limit
+    return grid
+
+
+def _dotted(raw: Any, where: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where} must be a mapping of dotted config keys (section.key: value), got {raw!r}")
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        parts = str(key).split(".")
+        if len(parts) != 2 or not all(parts):
+            raise ValueError(f"{where}: key {key!r} must be section.key as for `metacpo train --set` (e.g. run.iters)")
+        if key in GRID_OWNED or key == "algo":
+            raise ValueError(f"{where}: key {key!r} is set by the grid per cell (from envs, seeds and --out); "
+                             f"remove it")
+        if key == "sampler.kind" and value not in CELL_SAMPLERS:
+            raise ValueError(f"{where}: sampler.kind {value!r} is not allowed in a grid; allowed: {list(CELL_SAMPLERS)} "
+                             "(on a Ray cluster each cell is already a Ray task: use --ray-address)")
+        out[str(key)] = value
+    return out
+
+
+def _algorithms(raw: Any, where: str, *, base: Path) -> tuple[AlgorithmSpec, ...]:
+    from metacpo.algorithms.registry import algorithm_names
+
+    if not isinstance(raw, dict) or not raw:
+        raise ValueError(f"{where}: algorithms must be a non-empty mapping label -> {{algo: NAME, ...}}, got {raw!r}")
+    specs = []
+    for label, entry in raw.items():
+        if not isinstance(label, str) or not _LABEL_RE.match(label) or label == "adapt":
+            raise ValueError(f"{where}: algorithm label {label!r} must be letters, digits, '.', '_', '-' (a directory name)")
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where}: algorithms.{label} must be a mapping with keys {list(ALGORITHM_KEYS)}, got {entry!r}")
+        unknown = sorted(set(entry) - set(ALGORITHM_KEYS), key=str)
+        if unknown:
+            raise ValueError(f"{where}: unknown key {unknown[0]!r} in algorithms.{label}; allowed: {list(ALGORITHM_KEYS)}")
+        algo = entry.get("algo")
+        if algo not in algorithm_names():
+            raise ValueError(f"{where}: unknown algo {algo!r} in algorithms.{label}; allowed: {algorithm_names()}")
+        preset = entry.get("preset") or ""
+        if not isinstance(preset, str):
+            raise ValueError(f"{where}: algorithms.{label}.preset must be a file or bundled preset name, got {preset!r}")
+        if preset and (base / preset).is_file():
+            preset = str((base / preset).resolve())
+        train = entry.get("train", True)
+        if not isinstance(train, bool):
+            raise ValueError(f"{where}: algorithms.{label}.train must be true or false, got {train!r}")
+        overrides = _dotted(entry.get("set") or {}, f"{where}: algorithms.{label}.set")
+        specs.append(AlgorithmSpec(label=label, algo=algo, preset=preset, overrides=overrides, train=train))
+    return tuple(specs)
+
+
+def _envs(raw: Any, where: str) -> tuple[str, ...]:
+    import metacpo.tasks  # noqa: F401  (registers our ids)
+    from safety_gymnasium.utils.registration import safe_registry
+
+    if not isinstance(raw, list) or not raw:
+        raise ValueError(f"{where}: envs must be a non-empty list of env ids, got {raw!r}")
+    for env_id in raw:
+        if not isinstance(env_id, str) or env_id not in safe_registry:
+            raise ValueError(f"{where}: unknown env id {env_id!r}; allowed: Safety-Gymnasium ids and metacpo's "
+                             "(`metacpo envs` lists them)")
+    if len(set(raw)) != len(raw):
+        raise ValueError(f"{where}: envs lists an id twice: {raw}")
+    return tuple(raw)
+
+
+def _seeds(raw: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ValueError(f"{where}: seeds must be a non-empty list of distinct integers in [0, {TEST_SEED_BASE}), got {raw!r}")
+    for s in raw:
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < TEST_SEED_BASE:
+            raise ValueError(f"{where}: bad seed {s!r}; seeds must be distinct integers in [0, {TEST_SEED_BASE}) "
+                             "(larger ones are reserved for meta-test seeds)")
+    if len(set(raw)) != len(raw):
+        raise ValueError(f"{where}: seeds lists a seed twice: {raw}")
+    return tuple(raw)
+
+
+def _adapt(raw: Any, where: str) -> AdaptSettings:
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: adapt must be a mapping with keys {list(ADAPT_KEYS)}, got {raw!r}")
+    unknown = sorted(set(raw) - set(ADAPT_KEYS), key=str)
+    if unknown:
+        raise ValueError(f"{where}: unknown key {unknown[0]!r} in adapt; allowed: {list(ADAPT_KEYS)}")
+    if not raw.get("steps_per_iter"):
+        raise ValueError(f"{where}: adapt.steps_per_iter is required (one batch size for every cell), got "
+                         f"{raw.get('steps_per_iter')!r}")
+    limit = raw.get("cost_limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or not math.isfinite(limit)):
+        raise ValueError(f"{where}: adapt.cost_limit must be a finite number >= 0, got {limit!r}")
+    if raw.get("sampler", "local") not in CELL_SAMPLERS:
+        raise ValueError(f"{where}: adapt.sampler {raw.get('sampler')!r} is not allowed in a grid; allowed: {list(CELL_SAMPLERS)}")
+    try:
+        return build_section(AdaptSettings, dict(raw), "adapt")
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def _resolve_config(grid: Grid, spec: AlgorithmSpec, env_id: str, seed: int, *, run_dir: str) -> TrainConfig:
+    """defaults < preset < grid train < algorithm set < (algo, env, seed, run_dir)."""
+    data: dict[str, Any] = {}
+    try:
+        if spec.preset:
+            data = load_yaml(spec.preset)
+        for key, value in [*grid.train.items(), *spec.overrides.items()]:
+            section, name = key.split(".")
+            sec = data.setdefault(section, {})
+            if not isinstance(sec, dict):
+                raise ValueError(f"config section {section!r} is not a mapping")
+            sec[name] = value
+        data["algo"] = spec.algo
+        data.setdefault("env", {})["env_id"] = env_id
+        run = data.setdefault("run", {})
+        run["seed"], run["run_dir"] = seed, run_dir
+        return TrainConfig.from_dict(data)
+    except ValueError as exc:
+        raise ValueError(f"grid {grid.path}: algorithms.{spec.label} on {env_id}: {exc}") from None
+
+
+def adapt_settings_dict(settings: AdaptSettings | None) -> dict[str, Any] | None:
+    """Plain dict of the meta-test settings (for cell.json)."""
+    if settings is None:
+        return None
+    return {f.name: getattr(settings, f.name) for f in fields(settings)}

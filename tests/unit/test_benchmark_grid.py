@@ -1,0 +1,135 @@
+"""Grid files: validation (one-line errors naming the bad value) and the resolved cell configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from metacpo.adaptation import TEST_SEED_BASE
+from metacpo.benchmark.grid import load_grid
+from metacpo.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+BASE = {
+    "name": "t",
+    "description": "test grid",
+    "train": {"sampler.kind": "local", "run.iters": 2, "sampler.steps_per_iter": 500},
+    "algorithms": {"cpo": {"algo": "cpo"}, "trpo": {"algo": "trpo", "set": {"update.delta": 0.02}}},
+    "envs": ["SafetyPointStcircle1-v0"],
+    "seeds": [0, 1],
+}
+
+
+def _write(tmp_path: Path, data: dict, name: str = "g.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def _with(**changes) -> dict:
+    d = {k: (dict(v) if isinstance(v, dict) else v) for k, v in BASE.items()}
+    d.update(changes)
+    return d
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"bogus": 1}, "unknown key 'bogus'; allowed: ['name', 'description', 'train', 'algorithms', 'envs', 'seeds', 'adapt']"),
+    ({"algorithms": {"x": {"algo": "ppo"}}}, "unknown algo 'ppo' in algorithms.x; allowed: ['cpo', 'meta-cpo', 'meta-trpo', 'multitask-cpo', 'trpo']"),
+    ({"algorithms": {"x": {"algo": "cpo", "sett": {}}}}, "unknown key 'sett' in algorithms.x"),
+    ({"algorithms": {"a/b": {"algo": "cpo"}}}, "algorithm label 'a/b' must be"),
+    ({"envs": ["SafetyPointCircle9-v0"]}, "unknown env id 'SafetyPointCircle9-v0'"),
+    ({"envs": []}, "envs must be a non-empty list"),
+    ({"seeds": [0, 0]}, "seeds lists a seed twice: [0, 0]"),
+    ({"seeds": [-1]}, "bad seed -1"),
+    ({"seeds": [TEST_SEED_BASE]}, f"bad seed {TEST_SEED_BASE}"),
+    ({"seeds": ["0"]}, "bad seed '0'"),
+    ({"seeds": 3}, "seeds must be a non-empty list"),
+    ({"train": {"run.seed": 3}}, "key 'run.seed' is set by the grid per cell"),
+    ({"train": {"env.env_id": "X"}}, "key 'env.env_id' is set by the grid per cell"),
+    ({"train": {"iters": 3}}, "key 'iters' must be section.key"),
+    ({"train": {"sampler.kind": "ray"}}, "sampler.kind 'ray' is not allowed in a grid; allowed: ['local', 'process']"),
+    ({"train": {"run.iterz": 3}}, "algorithms.cpo on SafetyPointStcircle1-v0: unknown key(s) ['iterz'] in config section 'run'"),
+    ({"train": {"update.delta": -1.0}}, "update.delta must be > 0, got -1.0"),
+    ({"train": {"meta.inner_steps": 1}}, "config section(s) ['meta']"),
+    ({"algorithms": {"s": {"algo": "cpo", "train": False}}}, "has train: false but the grid has no adapt stage"),
+    ({"adapt": {"level": 2, "tasks": 2}}, "adapt.steps_per_iter is required"),
+    ({"adapt": {"steps_per_iter": 500, "taks": 2}}, "unknown key 'taks' in adapt"),
+    ({"adapt": {"steps_per_iter": 500, "tasks": 0}}, "--tasks must be >= 1, got 0"),
+    ({"adapt": {"steps_per_iter": 500, "tasks": "5"}}, "config key adapt.tasks expects an integer, got '5'"),
+    ({"adapt": {"steps_per_iter": 500}, "envs": ["SafetyPointCircle1-v0"]}, "the adapt stage needs metacpo task-family env ids"),
+    ({"name": "a b"}, "name must be a word"),
+])
+def test_bad_grids_are_one_line_errors(tmp_path, capsys, changes, message):
+    path = _write(tmp_path, _with(**changes))
+    with pytest.raises(ValueError) as exc:
+        load_grid(path)
+    assert message in str(exc.value) and str(path) in str(exc.value)
+    # the CLI: one line on stderr, exit 2, nothing written
+    out = tmp_path / "out"
+    assert main(["benchmark", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_missing_and_malformed_files(tmp_path, capsys):
+    assert main(["benchmark", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o")]) == 2
+    assert "grid file" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    assert main(["benchmark", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "invalid YAML" in capsys.readouterr().err
+
+
+def test_cells_resolve_configs_in_order(tmp_path):
+    # preset < train < algorithm set < grid-owned keys
+    grid = load_grid(_write(tmp_path, _with(
+        train={"sampler.kind": "local", "run.iters": 2, "sampler.steps_per_iter": 500, "update.delta": 0.03},
+        algorithms={
+            "cpo-preset": {"algo": "cpo", "preset": "cpo_point_circle", "set": {"margin.gain": 0.2}},
+            "trpo": {"algo": "trpo", "set": {"update.delta": 0.02, "run.iters": 4}},
+        },
+    )))
+    cells = grid.cells(tmp_path / "out")
+    assert [c.key for c in cells] == ["cpo-preset/SafetyPointStcircle1-v0/seed0", "cpo-preset/SafetyPointStcircle1-v0/seed1",
+                                      "trpo/SafetyPointStcircle1-v0/seed0", "trpo/SafetyPointStcircle1-v0/seed1"]
+    c = cells[1]
+    assert c.config.algo == "cpo" and c.config.run.seed == 1
+    assert c.config.env.env_id == "SafetyPointStcircle1-v0"  # grid env beats the preset's SafetyPointCircle1-v0
+    assert c.config.policy.hidden == (64, 64) and c.config.update.metric == "fisher"  # from the preset
+    assert c.config.update.delta == 0.03  # train beats the preset's 0.01
+    assert c.config.extra["margin"].gain == 0.2  # set beats the preset's 0.1
+    assert c.config.sampler.steps_per_iter == 500 and c.config.run.iters == 2
+    assert Path(c.config.run.run_dir) == (tmp_path / "out" / "cpo-preset" / "SafetyPointStcircle1-v0" / "seed1").resolve()
+    t = cells[2]
+    assert t.config.algo == "trpo" and t.config.update.delta == 0.02 and t.config.run.iters == 4
+    assert all(c.adapt is None and c.cpus == 1 for c in cells)
+
+
+def test_adapt_stage_same_for_every_cell_of_an_env(tmp_path):
+    grid = load_grid(_write(tmp_path, _with(
+        train={"sampler.kind": "process", "sampler.workers": 2, "run.iters": 2},
+        algorithms={"a": {"algo": "cpo", "set": {"update.cost_limit": 10.0}}, "b": {"algo": "meta-cpo"}},
+        adapt={"level": 2, "tasks": 3, "seeds": 2, "adapt_iters": 4, "steps_per_iter": 1000, "cost_limit": 20},
+    )))
+    cells = grid.cells(tmp_path / "out")
+    assert {c.adapt for c in cells} == {cells[0].adapt}
+    a = cells[0].adapt
+    assert (a.level, a.tasks, a.seeds, a.adapt_iters, a.steps_per_iter, a.cost_limit) == (2, 3, 2, 4, 1000, 20.0)
+    assert all(c.cpus == 2 for c in cells)  # the sampler workers
+    # without adapt.cost_limit the cells' common update.cost_limit is used; different limits are an error
+    no_limit = {"steps_per_iter": 1000}
+    grid = load_grid(_write(tmp_path, _with(algorithms={"a": {"algo": "cpo"}, "b": {"algo": "meta-cpo"}}, adapt=no_limit)))
+    assert {c.adapt.cost_limit for c in grid.cells(tmp_path)} == {25.0}
+    with pytest.raises(ValueError, match=r"different update.cost_limit \[10.0, 25.0\]; set adapt.cost_limit"):
+        load_grid(_write(tmp_path, _with(algorithms={"a": {"algo": "cpo", "set": {"update.cost_limit": 10.0}},
+                                                     "b": {"algo": "meta-cpo"}}, adapt=no_limit)))
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "benchmarks").glob("*.yaml")))
+def test_shipped_grids_are_valid(name):
+    grid = load_grid(REPO / "benchmarks" / name)
+    assert grid.name == Path(name).stem and grid.description
+    assert len(grid.cells("/tmp/unused")) == len(grid.algorithms) * len(grid.envs) * len(grid.seeds)
