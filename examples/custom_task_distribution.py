@@ -1,11 +1,19 @@
 """A user-defined stochastic task family, plus range overrides for the built-in families.
 
 Run:  python examples/custom_task_distribution.py [--steps 50] [--overrides examples/task_overrides.yaml]
+Or use the family from the command line (the run records the import; every sampler worker,
+``--resume``, ``evaluate`` and ``adapt`` load it again)::
+
+    metacpo envs --import examples/custom_task_distribution.py --family goal
+    metacpo train --algo meta-cpo --import examples/custom_task_distribution.py --env-id SafetyPointStgoal1-v0
+    metacpo adapt runs/<that run> --level 2 --tasks 3
 
 1. Defines a "goal" family on top of Safety-Gymnasium's Goal task: reach a goal of random size in
    an arena of random size with a random number of hazards. Three levels.
-2. Registers it: Safety{Point,Car,Doggo,Racecar}Stgoal{0,1,2}-v0 now work with
-   ``safety_gymnasium.make`` and ``metacpo.tasks.make_env`` like the built-in ids.
+2. Registers it when the module is imported (not under ``if __name__ == "__main__"``: spawned
+   sampler workers import this file and must find the family too):
+   Safety{Point,Car,Doggo,Racecar}Stgoal{0,1,2}-v0 then work with ``safety_gymnasium.make`` and
+   ``metacpo.tasks.make_env`` like the built-in ids.
 3. Overrides the ranges of the built-in Circle/Button levels from a YAML (or TOML) file.
 Nothing in the library is edited.
 """
@@ -67,6 +75,8 @@ class StGoalLevel(GoalLevel1):
         self.placements_conf.extents = [-h, -h, h, h]
         self.goal.size = task.goal_size  # pylint: disable=no-member
         self.hazards.num = task.num_hazards  # pylint: disable=no-member
+        # Safety-Gymnasium caches one placement entry per object ("hazard0".."hazard3"); a task with
+        # more hazards would then fail at reset with KeyError: 'hazard4'. None rebuilds the table.
         self.placements_conf.placements = None
 
 
@@ -96,6 +106,8 @@ GOAL_FAMILY = tasks.TaskFamily(
     description="reach a goal of random size among hazards",
 )
 
+GOAL_IDS = tasks.register_family(GOAL_FAMILY)  # at import: the driver and every spawned worker register it
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -105,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="YAML/TOML range overrides for the built-in families")
     args = parser.parse_args(argv)
 
-    ids = tasks.register_family(GOAL_FAMILY)
+    ids = GOAL_IDS
     print(f"registered {len(ids)} ids, e.g. {ids[4]}")
 
     rng = np.random.default_rng(args.seed)

@@ -11,12 +11,14 @@ Which CPO step adapts (recorded per curve in adapt.json under ``step_rules``):
 
 * meta runs (meta-cpo, meta-trpo): exactly the inner step they were meta-trained with
   (``meta.inner_delta``, ``meta.metric``, ``meta.normalize_grads``, ``meta.backend``, no line
-  search) -- as MAML prescribes; every adaptation step is a CPO step (meta-trpo's curve too: the
+  search, and the inner target ``d - m`` of ``meta.inner_cost_margin`` /
+  ``meta.inner_margin_fraction`` as a fixed cost margin) -- as MAML prescribes; every adaptation step is a CPO step (meta-trpo's curve too: the
   meta-test asks every initialisation to adapt under the constraint);
 * cpo / multitask-cpo runs: their own ``update`` section (CPO proper, with its line search);
   CPO from scratch: the default ``update`` section;
-* no cost margin (:mod:`metacpo.algorithms.margin`) unless ``AdaptSettings.margin`` (``metacpo
-  adapt --margin``) turns CPO's adaptive margin on for every curve alike.
+* no adaptive cost margin (:mod:`metacpo.algorithms.margin`) unless ``AdaptSettings.margin``
+  (``metacpo adapt --margin``) turns CPO's adaptive margin on for every curve alike (added to a
+  meta run's fixed inner margin).
 
 Seeds and tasks: tasks come from a dedicated generator ``default_rng([TEST_STREAM, level])``
 (the same held-out tasks for every run); test seed ``s`` is ``TEST_SEED_BASE + s`` and the
@@ -28,21 +30,24 @@ checked). Every run therefore meets the same tasks and the same episode seeds.
 from __future__ import annotations
 
 import math
+import hashlib
+import json
+import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from metacpo.checkpoint import CheckpointError, load_checkpoint
-from metacpo.config.schema import RunConfig, SamplerConfig, TrainConfig, UpdateConfig
+from metacpo.config.schema import TRAIN_SEED_LIMIT, RunConfig, SamplerConfig, TrainConfig, UpdateConfig
 from metacpo.meta.summary import AdaptRecord, summarize, write_records_csv, write_summary_json
 
 TEST_STREAM = 7_777_777
 """Generator key of the held-out task draws (no training generator uses it)."""
-TEST_SEED_BASE = 1_000_000
-"""Test seed s is TEST_SEED_BASE + s; training run seeds must be smaller."""
+TEST_SEED_BASE = TRAIN_SEED_LIMIT
+"""Test seed s is TEST_SEED_BASE + s; training run seeds must be smaller (checked at train time)."""
 FROM_SCRATCH = "cpo-from-scratch"
 """Label of the CPO-from-scratch curve."""
 
@@ -76,6 +81,12 @@ class AdaptSettings:
     curve; off: plain CPO steps aiming at the cost limit itself."""
     torch_threads: int = 1
     """torch intra-op threads in this process (0 = torch default; 1 is fastest for these small nets)."""
+    imports: tuple[str, ...] = ()
+    """Extra modules/.py files registering task families (adapt --import), beyond the runs' own."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Task range overrides applied after the runs' own (adapt --overrides FILE, e.g. for the test level)."""
+    ray_connect_timeout: float = 30.0
+    """Seconds to wait for the Ray head at ray_address to answer."""
 
     def __post_init__(self) -> None:
         for name in ("tasks", "adapt_iters", "seeds"):
@@ -89,6 +100,9 @@ class AdaptSettings:
             raise ValueError(f"--cost-limit must be a finite number >= 0, got {self.cost_limit}")
         if self.sampler not in ("local", "process", "ray"):
             raise ValueError(f"unknown sampler {self.sampler!r}; allowed: 'local', 'process', 'ray'")
+        if self.ray_address and self.sampler != "ray":
+            raise ValueError(f"--ray-address {self.ray_address} needs --sampler ray (got --sampler {self.sampler}); "
+                             "drop --ray-address or pass --sampler ray")
 
 
 @dataclass(frozen=True)
@@ -102,6 +116,16 @@ class Initialisation:
     """The CPO step used to adapt."""
     state: dict[str, Any] | None
     """Policy/critic/normaliser state dicts (None: fresh modules)."""
+    inner_cost_margin: float = 0.0
+    """Fixed part of the cost margin the steps aim below d by (a meta run's meta.inner_cost_margin)."""
+    inner_margin_fraction: float = 0.0
+    """Part of the margin proportional to d (a meta run's meta.inner_margin_fraction)."""
+
+    def fixed_margin(self, cost_limit: float) -> float:
+        """The constant margin ``m`` at cost limit ``d`` (the steps aim at ``d - m``), clipped to d."""
+        from metacpo.algorithms.margin import fixed_margin
+
+        return fixed_margin(cost_limit, margin=self.inner_cost_margin, fraction=self.inner_margin_fraction)
 
 
 def load_initialisation(run_dir: str | Path, *, label: str | None = None) -> Initialisation:
@@ -119,11 +143,14 @@ def load_initialisation(run_dir: str | Path, *, label: str | None = None) -> Ini
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {sorted(missing)} needed for adaptation")
     update = config.update
+    margin, fraction = 0.0, 0.0
     if "meta" in config.extra:
         m = config.extra["meta"]
         update = replace(update, delta=m.inner_delta, metric=m.metric, backend=m.backend,
                          normalize_grads=m.normalize_grads, line_search=False)
-    return Initialisation(label=label or run_dir.name, config=config, update=update, state=dict(state))
+        margin, fraction = float(m.inner_cost_margin), float(m.inner_margin_fraction)
+    return Initialisation(label=label or run_dir.name, config=config, update=update, state=dict(state),
+                          inner_cost_margin=margin, inner_margin_fraction=fraction)
 
 
 def from_scratch(reference: TrainConfig) -> Initialisation:
@@ -168,8 +195,9 @@ def adaptation_config(init: Initialisation, *, settings: AdaptSettings, test_see
         update=replace(init.update, cost_limit=cost_limit),
         sampler=SamplerConfig(kind=settings.sampler, workers=settings.workers, steps_per_iter=steps_per_iter),
         run=RunConfig(seed=test_seed, iters=settings.adapt_iters + 1, tensorboard=False),
-        # the margin only when asked for: TrainConfig(algo="cpo") would otherwise default it on
-        extra={"margin": CostMarginConfig(adaptive=settings.margin)},
+        # the adaptive margin only when asked for (TrainConfig(algo="cpo") would otherwise default it
+        # on); a meta run's inner target d - m is the fixed margin m
+        extra={"margin": CostMarginConfig(adaptive=settings.margin, fixed=init.fixed_margin(cost_limit))},
     )
 
 
@@ -254,7 +282,12 @@ def meta_test(
     echo: Any = None,
 ) -> AdaptResult:
     """Adapt every run (and CPO from scratch if asked) on the same held-out tasks and seeds;
-    write ``adapt.csv``, ``adapt.json`` and ``adapt.png`` into ``out_dir`` (default: first run)."""
+    write ``adapt.csv``, ``adapt.json`` and ``adapt.png`` into ``out_dir`` (default: first run).
+
+    Each finished (run, task, seed) curve is written at once (atomically) to
+    ``out_dir/adapt_parts/``; a later call with the same settings reuses the curves found there
+    whose run checkpoint, task, seed and settings match, so an interrupted meta-test continues
+    where it stopped and gives the outputs of an uninterrupted one."""
     from metacpo.logging.plots import plot_adaptation
 
     if not run_dirs:
@@ -263,7 +296,7 @@ def meta_test(
         import torch
 
         torch.set_num_threads(settings.torch_threads)
-    inits = []
+    inits: list[Initialisation] = []
     names: set[str] = set()
     for rd in run_dirs:
         label = Path(rd).resolve().name
@@ -276,6 +309,8 @@ def meta_test(
         if init.config.run.seed >= TEST_SEED_BASE:
             raise ValueError(f"run {init.label} was trained with seed {init.config.run.seed} >= {TEST_SEED_BASE}: "
                              "its seeds could collide with the test seeds")
+    setup = _task_setup(inits, settings)
+    setup.apply()  # the runs' custom families and ranges, then adapt's own --import/--overrides
     if settings.from_scratch:
         inits.append(from_scratch(ref))
     cost_limit = ref.update.cost_limit if settings.cost_limit is None else settings.cost_limit
@@ -286,30 +321,53 @@ def meta_test(
             raise ValueError(f"runs come from different agents/task families: {init.config.env.env_id} "
                              f"vs {ref.env.env_id}")
     out = Path(out_dir) if out_dir else Path(run_dirs[0])
-    out.mkdir(parents=True, exist_ok=True)
-    sampler = _make_sampler(test_env, settings)
+    from metacpo.training import check_output_dir
+
+    check_output_dir(out, flag="--out")  # before any work
+    parts = out / PARTS_DIR
+    keys = [_init_key(init, rd) for init, rd in zip(inits, [*run_dirs, None], strict=False)]
+    sampler = _make_sampler(test_env, settings, setup)
     records: list[AdaptRecord] = []
+    total, reused, done = len(inits) * len(tasks) * settings.seeds, 0, 0
     try:
-        for init in inits:
+        for init, init_key in zip(inits, keys, strict=True):
             for ti, task in enumerate(tasks):
                 for s in range(settings.seeds):
-                    recs = adapt_one(init, sampler=sampler, task=task, task_index=ti, test_seed=TEST_SEED_BASE + s,
-                                     settings=settings, steps_per_iter=steps, cost_limit=cost_limit)
+                    key = {**init_key, "step_rule": step_rule(init, settings), "env_id": test_env,
+                           "task": dict(task.as_dict()), "task_index": ti,
+                           "seed": TEST_SEED_BASE + s, "adapt_iters": settings.adapt_iters, "steps_per_iter": steps,
+                           "cost_limit": cost_limit}
+                    path = parts / f"{_slug(init.label)}-task{ti}-seed{s}.json"
+                    recs = _read_part(path, key)
+                    if recs is None:
+                        recs = adapt_one(init, sampler=sampler, task=task, task_index=ti,
+                                         test_seed=TEST_SEED_BASE + s, settings=settings, steps_per_iter=steps,
+                                         cost_limit=cost_limit)
+                        _write_part(path, key, recs)
+                    else:
+                        reused += 1
                     records.extend(recs)
+                    done += 1
                     if echo is not None:
                         last = recs[-1]
                         echo(f"{init.label} task {ti} seed {s}: return {recs[0].ep_return:.1f} -> {last.ep_return:.1f}, "
                              f"cost {recs[0].ep_cost:.1f} -> {last.ep_cost:.1f}")
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"interrupted; {done} of {total} (run, task, seed) curves are kept in {parts}; run "
+                                "the same command again to continue from them") from None
     finally:
         sampler.close()
+    if echo is not None and reused:
+        echo(f"reused {reused} finished curve(s) from {parts}")
     summary = summarize(records)
+    out.mkdir(parents=True, exist_ok=True)
     write_records_csv(records, out / "adapt.csv")
     meta = {
         "runs": [str(r) for r in run_dirs], "labels": [i.label for i in inits], "level": settings.level,
         "env_id": test_env, "tasks": [dict(t.as_dict()) for t in tasks], "task_count": settings.tasks,
         "seeds": [TEST_SEED_BASE + s for s in range(settings.seeds)], "adapt_iters": settings.adapt_iters,
         "steps_per_iter": steps, "cost_limit": cost_limit,
-        "step_rules": {i.label: step_rule(i, settings) for i in inits},
+        "step_rules": {i.label: step_rule(i, settings, cost_limit=cost_limit) for i in inits},
         "ci": "mean +- half-width of the 95% Student-t interval over tasks x seeds",
     }
     write_summary_json(summary, meta=meta, path=out / "adapt.json")
@@ -318,15 +376,80 @@ def meta_test(
     return AdaptResult(records=records, summary=summary, out_dir=out, cost_limit=cost_limit)
 
 
-def step_rule(init: Initialisation, settings: AdaptSettings) -> dict[str, Any]:
-    """The adaptation step a curve uses, as recorded in adapt.json."""
+def step_rule(init: Initialisation, settings: AdaptSettings, *, cost_limit: float) -> dict[str, Any]:
+    """The adaptation step a curve uses, as recorded in adapt.json.
+
+    ``margin``: CPO's adaptive margin on/off; ``fixed_margin``: the constant margin ``m`` (a meta
+    run's inner target, 0 otherwise) and ``cost_target = d - m``, what every step aims at (before
+    any adaptive margin)."""
     u = init.update
+    m = init.fixed_margin(cost_limit)
     return {"step": "cpo", "delta": u.delta, "metric": u.metric, "backend": u.backend,
-            "normalize_grads": u.normalize_grads, "line_search": u.line_search, "margin": settings.margin}
+            "normalize_grads": u.normalize_grads, "line_search": u.line_search, "margin": settings.margin,
+            "fixed_margin": m, "cost_target": cost_limit - m}
 
 
-def _make_sampler(env_id: str, settings: AdaptSettings) -> Any:
+def _make_sampler(env_id: str, settings: AdaptSettings, setup: Any = None) -> Any:
     from metacpo.samplers import make_sampler
 
     return make_sampler(settings.sampler, env_id, seed=TEST_SEED_BASE, num_workers=settings.workers or None,
-                        ray_address=settings.ray_address or None)
+                        ray_address=settings.ray_address or None, task_setup=setup,
+                        ray_connect_timeout=settings.ray_connect_timeout)
+
+
+# ---- finished (run, task, seed) curves, kept so an interrupted meta-test continues --------------
+
+PARTS_DIR = "adapt_parts"
+"""Sub-directory of the output directory holding one JSON file per finished (run, task, seed)."""
+
+
+def _task_setup(inits: list[Initialisation], settings: AdaptSettings) -> Any:
+    """The runs' imports and overrides (in run order), then the settings' own."""
+    from metacpo.tasks.setup import TaskSetup, normalize_import, plain_overrides
+
+    imports: list[str] = []
+    overrides: dict[str, Any] = {}
+    for init in inits:
+        imports += [i for i in init.config.env.imports if i not in imports]
+        for fam, levels in init.config.env.task_overrides.items():
+            overrides.setdefault(fam, {}).update(levels)
+    imports += [i for i in (normalize_import(x) for x in settings.imports) if i not in imports]
+    TaskSetup(imports=tuple(imports)).apply()  # the families the overrides may name
+    for fam, levels in plain_overrides(settings.overrides, source="--overrides").items():
+        overrides.setdefault(fam, {}).update(levels)
+    return TaskSetup(imports=tuple(imports), overrides=overrides)
+
+
+def _init_key(init: Initialisation, run_dir: str | None) -> dict[str, Any]:
+    """What identifies a curve's starting point: the checkpoint's content and the adaptation step."""
+    from metacpo.training import CHECKPOINT_NAME
+
+    digest = ""
+    if init.state is not None and run_dir is not None:
+        digest = hashlib.sha256((Path(run_dir) / CHECKPOINT_NAME).read_bytes()).hexdigest()
+    return {"label": init.label, "checkpoint_sha256": digest, "update": asdict(init.update),
+            "env": asdict(init.config.env)}
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+
+
+def _read_part(path: Path, key: dict[str, Any]) -> list[AdaptRecord] | None:
+    """The records of a finished curve saved with the same ``key``, else None (it is re-run)."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        if data.get("key") != json.loads(json.dumps(key)):
+            return None
+        return [AdaptRecord(**r) for r in data["records"]]
+    except (ValueError, TypeError, KeyError):
+        return None  # torn or foreign file: computed again and overwritten
+
+
+def _write_part(path: Path, key: dict[str, Any], records: list[AdaptRecord]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"key": key, "records": [asdict(r) for r in records]}))
+    os.replace(tmp, path)

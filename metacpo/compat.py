@@ -122,16 +122,35 @@ class _ShimLoader(importlib.abc.Loader):
         return getattr(self._loader, name)
 
 
+class _QuietLoader(importlib.abc.Loader):
+    """Runs the real loader of ``gymnasium`` with the robotics notice held back: gymnasium loads
+    its env plugins (gymnasium-robotics among them) at import, wherever it is first imported."""
+
+    def __init__(self, loader: Any) -> None:
+        self._loader = loader
+
+    def create_module(self, spec: Any) -> ModuleType | None:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        with _quiet_robotics_notice():
+            self._loader.exec_module(module)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+
 class _SafetyGymnasiumFinder(importlib.abc.MetaPathFinder):
-    """Finds ``safety_gymnasium`` with the other finders and wraps its loader in :class:`_ShimLoader`."""
+    """Finds ``safety_gymnasium`` (and ``gymnasium``) with the other finders and wraps their
+    loaders: :class:`_ShimLoader` for safety_gymnasium, :class:`_QuietLoader` for gymnasium."""
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname != "safety_gymnasium":
+        if fullname not in ("safety_gymnasium", "gymnasium"):
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or spec.loader is None:
             return None
-        spec.loader = _ShimLoader(spec.loader)
+        spec.loader = _ShimLoader(spec.loader) if fullname == "safety_gymnasium" else _QuietLoader(spec.loader)
         return spec
 
 

@@ -19,6 +19,7 @@ Run directory layout::
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -32,8 +33,8 @@ import yaml
 
 from metacpo.algorithms.registry import get_algorithm
 from metacpo.checkpoint import CheckpointError, config_mismatch, load_checkpoint, save_checkpoint
-from metacpo.config.schema import TrainConfig
-from metacpo.logging.writers import RunLogger
+from metacpo.config.schema import TRAIN_SEED_LIMIT, TrainConfig
+from metacpo.logging.writers import RunLogger, checked_progress
 from metacpo.samplers.base import PolicySnapshot, Sampler, env_dims, make_env_for
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -77,15 +78,67 @@ def build_sampler(config: TrainConfig) -> Sampler:
     s = config.sampler
     workers = s.num_workers if s.kind == "process" or s.workers else None  # ray: None = the cluster's CPUs
     return make_sampler(s.kind, config.env.env_id, seed=config.run.seed, num_workers=workers,
-                        ray_address=s.ray_address or None)
+                        ray_address=s.ray_address or None, task_setup=config.env.task_setup,
+                        ray_connect_timeout=s.ray_connect_timeout)
 
 
 def _dims(env_id: str) -> tuple[int, int]:
+    return _env_info(env_id)[:2]
+
+
+def _env_info(env_id: str) -> tuple[int, int, int | None]:
+    """(obs_dim, act_dim, episode length limit or None) of ``env_id``."""
     env = make_env_for(env_id)
     try:
-        return env_dims(env)
+        spec = getattr(env, "spec", None)
+        limit = getattr(spec, "max_episode_steps", None)
+        return (*env_dims(env), int(limit) if limit else None)
     finally:
         env.close()
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`train`; the message says what was saved and how to resume."""
+
+
+def check_output_dir(path: str | os.PathLike[str], *, flag: str = "--run-dir") -> None:
+    """Fail (one-line ValueError) unless ``path`` is, or can be created as, a writable directory.
+
+    Probes by creating and removing a file, so read-only mounts are caught too; creates nothing.
+    """
+    path = Path(path)
+    probe_dir = path
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"{flag} {path} is a file, not a directory; pass a directory path")
+    else:
+        probe_dir = path.parent
+        while not probe_dir.exists() and probe_dir != probe_dir.parent:
+            probe_dir = probe_dir.parent
+        if not probe_dir.is_dir():
+            raise ValueError(f"{flag} {path} cannot be created: {probe_dir} is a file, not a directory")
+    import tempfile
+
+    try:
+        fd, name = tempfile.mkstemp(prefix=".metacpo-write-probe-", dir=probe_dir)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        where = "is" if probe_dir == path else f"cannot be created in {probe_dir}:"
+        raise ValueError(f"{flag} {path} {where} not writable ({exc.strerror or exc})") from None
+
+
+def _check_sampling(config: TrainConfig, episode_steps: int | None, echo: Any) -> None:
+    """Refuse or explain settings that are accepted by the schema but do not do what they say."""
+    steps = config.sampler.steps_per_iter
+    if episode_steps and steps < episode_steps:  # checked before any work (sampling would fail later)
+        raise ValueError(f"--steps-per-iter {steps} (sampler.steps_per_iter) is shorter than one episode of "
+                         f"{config.env.env_id} ({episode_steps} steps): no complete episode per iteration, so J_C "
+                         f"cannot be estimated; pass --steps-per-iter >= {episode_steps}")
+    meta = config.extra.get("meta")
+    if meta is not None and getattr(meta, "inner_steps", 1) == 0:
+        echo("warning: meta.inner_steps=0: no inner adaptation step, so the outer update trains the "
+             "un-adapted policy on all tasks (multi-task learning, not meta-learning)")
 
 
 @dataclass(frozen=True)
@@ -143,32 +196,45 @@ def _train(config: TrainConfig, *, resume: bool, progress: bool, echo: Any) -> T
     run_dir = Path(config.run.run_dir or config.default_run_dir)
     echo = echo or (lambda msg: print(msg, file=sys.stderr))
     entry = get_algorithm(config.algo)
+    if config.run.seed >= TRAIN_SEED_LIMIT:
+        raise ValueError(f"--seed (run.seed) must be in [0, {TRAIN_SEED_LIMIT}) for training, got {config.run.seed}: "
+                         "larger seeds are reserved for meta-testing (metacpo adapt refuses such runs)")
+    config.env.task_setup.apply()  # custom families and range overrides (the workers apply them too)
+    check_output_dir(run_dir)
     ckpt_path = run_dir / CHECKPOINT_NAME
     ckpt = None
+    start = 0
     if resume:
         ckpt = load_checkpoint(ckpt_path)
-        diff = config_mismatch(ckpt["config"], config.to_dict(), ignore=RESUMABLE_CHANGES)
+        saved = _config_from(ckpt["config"], ckpt_path)
+        diff = config_mismatch(saved.to_dict(), config.to_dict(), ignore=RESUMABLE_CHANGES)
         if diff:
             raise CheckpointError(f"checkpoint {ckpt_path} does not match the config: " + "; ".join(diff))
+        start = int(ckpt["iteration"])
+        if config.run.iters <= start:
+            raise ValueError(f"run {run_dir} already has {start} iterations; pass --iters M > {start} to continue")
+        checked_progress(run_dir / "progress.csv", start)  # refuse before any work, rewrite nothing
     elif ckpt_path.exists():
         raise ValueError(f"{run_dir} already holds a run ({ckpt_path}); use --resume {run_dir} or another --run-dir")
-    obs_dim, act_dim = _dims(config.env.env_id)  # fails early (ValueError) on unknown env ids
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(config.to_yaml())
+    obs_dim, act_dim, episode_steps = _env_info(config.env.env_id)  # fails early (ValueError) on unknown env ids
+    _check_sampling(config, episode_steps, echo)
     if config.run.torch_threads:
         torch.set_num_threads(config.run.torch_threads)
 
-    start = 0
-    sampler = build_sampler(config)
+    created = not run_dir.exists()
+    saved_iterations = start
+    sampler: Sampler | None = None
     logger = None
     try:
+        sampler = build_sampler(config)  # a Ray address nobody answers fails here, before the run dir exists
         algo = entry.build(config, sampler=sampler, obs_dim=obs_dim, act_dim=act_dim)
         if ckpt is not None:
             try:
                 algo.load_state_dict(ckpt["algorithm"])
             except (ValueError, KeyError, RuntimeError) as exc:
                 raise CheckpointError(f"checkpoint {ckpt_path} does not fit this run: {exc}") from None
-            start = int(ckpt["iteration"])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_text_atomic(run_dir / "config.yaml", config.to_yaml())
         logger = RunLogger(run_dir, tensorboard=config.run.tensorboard, start_iteration=start)
         last_row: dict[str, Any] = {}
         faults_seen = 0
@@ -193,11 +259,36 @@ def _train(config: TrainConfig, *, resume: bool, progress: bool, echo: Any) -> T
                     {"iteration": done, "config": config.to_dict(), "algorithm": algo.state_dict(),
                      "saved_at": time.time()},
                 )
+                saved_iterations = done
         return TrainResult(run_dir=run_dir, iterations=config.run.iters, last_row=last_row)
+    except BaseException as exc:
+        nothing_saved = created and not ckpt_path.exists()
+        if logger is not None:
+            logger.close()
+            logger = None
+        if sampler is not None:
+            sampler.close()
+            sampler = None
+        if nothing_saved and run_dir.exists():  # no stub run dirs: nothing in it can be resumed
+            shutil.rmtree(run_dir, ignore_errors=True)
+        if isinstance(exc, KeyboardInterrupt):
+            if nothing_saved:
+                raise TrainingInterrupted(f"interrupted before the first checkpoint; nothing to resume "
+                                          f"(removed {run_dir})") from None
+            raise TrainingInterrupted(f"interrupted; {saved_iterations} iterations saved in {run_dir}; continue "
+                                      f"with: metacpo train --resume {run_dir}") from None
+        raise
     finally:
         if logger is not None:
             logger.close()
-        sampler.close()
+        if sampler is not None:
+            sampler.close()
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _progress(it: range, start: int, total: int, enabled: bool) -> Any:
@@ -239,8 +330,11 @@ def evaluate(run_dir: str | os.PathLike[str], *, episodes: int, seed: int = 0, d
     ckpt_path = run_dir / CHECKPOINT_NAME
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"--seed must be an integer >= 0, got {seed!r}")
     ckpt = load_checkpoint(ckpt_path)
     config = _config_from(ckpt["config"], ckpt_path)
+    config.env.task_setup.apply()  # the run's custom families and range overrides
     state = ckpt["algorithm"]
     if "policy" not in state or "obs_norm" not in state:
         raise CheckpointError(f"checkpoint {ckpt_path} lacks the policy or obs_norm state needed for evaluation")

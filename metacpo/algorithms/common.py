@@ -262,13 +262,46 @@ def surrogate_losses(
     return loss_r, loss_c
 
 
+def _gaussian_kl(mu0: Tensor, ls0: Tensor, mu1: Tensor, ls1: Tensor) -> Tensor:
+    """Mean over rows of KL(N(mu0, e^{2 ls0}) || N(mu1, e^{2 ls1})) summed over action dims."""
+    kl = ls1 - ls0 + (torch.exp(2 * ls0) + (mu0 - mu1) ** 2) / (2 * torch.exp(2 * ls1)) - 0.5
+    return kl.sum(-1).mean()
+
+
 def mean_kl(policy: GaussianMLPPolicy, params: Mapping[str, Tensor], processed: ProcessedBatch) -> Tensor:
     """Mean over states of KL(pi_old(.|s) || pi_params(.|s)) (differentiable w.r.t. ``params``)."""
     dist = policy.distribution(processed.obs, params)
-    mu0, ls0 = processed.old_mean, processed.old_log_std
-    mu1, ls1 = dist.mean, dist.stddev.log()
-    kl = ls1 - ls0 + (torch.exp(2 * ls0) + (mu0 - mu1) ** 2) / (2 * torch.exp(2 * ls1)) - 0.5
-    return kl.sum(-1).mean()
+    return _gaussian_kl(processed.old_mean, processed.old_log_std, dist.mean, dist.stddev.log())
+
+
+def fisher_at_params(
+    policy: GaussianMLPPolicy, params: Mapping[str, Tensor], processed: ProcessedBatch, *, keep_graph: bool
+) -> Callable[[Tensor], Tensor]:
+    """``v -> F(params) v``, the Fisher information of ``pi_params`` on the batch's states.
+
+    ``F(params) = d^2/dx^2 KL(pi_params || pi_{params + x})`` at ``x = 0``: the old distribution
+    is the policy at ``params`` itself (not the batch's behaviour policy), so ``F`` is a function
+    of ``params`` alone. ``keep_graph=True`` keeps the products' graph back to ``params`` (both
+    distributions depend on them), for :class:`metacpo.solvers.ExactFisherMetric`; False detaches
+    ``params`` and returns constant products. No damping is added.
+    """
+    base = dict(params) if keep_graph else {k: v.detach() for k, v in params.items()}
+    first = next(iter(base.values()))
+    n = sum(v.numel() for v in base.values())
+    x = torch.zeros(n, dtype=first.dtype, device=first.device, requires_grad=True)
+    with torch.enable_grad():
+        old = policy.distribution(processed.obs, base)
+        new = policy.distribution(processed.obs, add_flat(base, x))
+        kl = _gaussian_kl(old.mean, old.stddev.log(), new.mean, new.stddev.log())
+        (grad_x,) = torch.autograd.grad(kl, x, create_graph=True)
+
+    def hvp(v: Tensor) -> Tensor:
+        with torch.enable_grad():
+            u = v.to(grad_x.dtype) if keep_graph else v.detach().to(grad_x.dtype)
+            (fv,) = torch.autograd.grad(grad_x @ u, x, create_graph=keep_graph, retain_graph=True)
+        return (fv if keep_graph else fv.detach()).to(v.dtype)
+
+    return hvp
 
 
 def fisher_vector_product(

@@ -56,6 +56,15 @@ class CostMarginConfig:
             raise ValueError(f"margin.max_fraction must lie in [0, 1], got {self.max_fraction}")
 
 
+def fixed_margin(cost_limit: float, *, margin: float, fraction: float) -> float:
+    """A constant margin ``m = min(margin + fraction * d, d)`` on the cost limit ``d``.
+
+    Meta-CPO's conservative inner target ``d - m`` (``meta.inner_cost_margin``,
+    ``meta.inner_margin_fraction``), also what ``metacpo adapt`` adapts a meta run with; the clip
+    keeps the target >= 0 (a margin never loosens the limit)."""
+    return min(margin + fraction * cost_limit, max(cost_limit, 0.0))
+
+
 def next_margin(margin: float, j_c: float, *, cost_limit: float, gain: float, upper: float) -> float:
     """``clip(margin + gain * (j_c - cost_limit), 0, upper)``; a non-finite ``j_c`` changes nothing."""
     if not math.isfinite(j_c):

@@ -34,6 +34,7 @@ from metacpo.algorithms.common import (
     advantages_finite,
     backtracking_line_search,
     build_modules,
+    fisher_at_params,
     fisher_vector_product,
     fit_critics,
     load_module_states,
@@ -41,6 +42,7 @@ from metacpo.algorithms.common import (
     process_batch,
     surrogate_losses,
 )
+from metacpo.algorithms.margin import fixed_margin
 from metacpo.algorithms.registry import register_algorithm
 from metacpo.config.schema import AdvantageConfig, CriticConfig, TrainConfig, UpdateConfig
 from metacpo.data.batch import Batch
@@ -111,6 +113,25 @@ class MetaConfig:
     """Maximum number of shrinks of the meta-step."""
     accept_ratio: float = 0.1
     """Minimum fraction of the predicted surrogate improvement the line search accepts."""
+    inner_cost_margin: float = 0.0
+    """Conservative inner target, episode-cost units (>= 0): the inner CPO steps aim at
+    ``J_C <= d - m`` with ``m = inner_cost_margin + inner_margin_fraction * d`` (clipped to d);
+    the outer constraint stays at d. ``metacpo adapt`` adapts the run with the same target."""
+    inner_margin_fraction: float = 0.0
+    """The part of the inner margin proportional to the cost limit, a fraction of d in [0, 1]
+    (added to ``inner_cost_margin``; follows d when it is annealed or overridden at meta-test)."""
+    fisher_exact: bool = False
+    """With ``metric=fisher``: keep the inner Fisher matrix's dependence on the parameters on the
+    meta-gradient path (implicit differentiation of ``H w = v`` including ``dH/dtheta``; about
+    one extra third-order product per inner solve). False: H is a constant on that path."""
+
+    def inner_margin(self, cost_limit: float) -> float:
+        """The inner margin ``m = min(inner_cost_margin + inner_margin_fraction * d, d)``."""
+        return fixed_margin(cost_limit, margin=self.inner_cost_margin, fraction=self.inner_margin_fraction)
+
+    def inner_cost_target(self, cost_limit: float) -> float:
+        """What the inner steps aim at: ``d - m`` (``d`` itself without a margin)."""
+        return cost_limit - self.inner_margin(cost_limit)
 
     def __post_init__(self) -> None:
         if self.meta_batch_size < 1:
@@ -139,6 +160,14 @@ class MetaConfig:
             raise ValueError(f"backtrack_coef must lie in (0, 1), got {self.backtrack_coef}")
         if self.max_backtracks < 0:
             raise ValueError(f"max_backtracks must be >= 0, got {self.max_backtracks}")
+        m = self.inner_cost_margin
+        if isinstance(m, bool) or not (isinstance(m, (int, float)) and math.isfinite(m) and m >= 0):
+            raise ValueError(f"meta.inner_cost_margin must be a finite number >= 0 (episode cost), got {m!r}")
+        f = self.inner_margin_fraction
+        if isinstance(f, bool) or not (isinstance(f, (int, float)) and 0.0 <= f <= 1.0):
+            raise ValueError(f"meta.inner_margin_fraction must lie in [0, 1], got {f!r}")
+        if self.fisher_exact and self.metric != "fisher":
+            raise ValueError(f"meta.fisher_exact=true needs meta.metric='fisher', got metric={self.metric!r}")
 
 
 @dataclass(frozen=True)
@@ -164,6 +193,10 @@ class MetaIterationStats:
     """Mean over tasks of J_C after adaptation (B + d)."""
     cost_limit: float
     """The (possibly annealed) cost limit d of this iteration."""
+    inner_cost_target: float
+    """What the inner steps aimed at: ``d - m`` (meta.inner_cost_margin/fraction; nan for Meta-TRPO)."""
+    inner_b: float
+    """Mean over the inner steps of ``b = J_C - (d - m)`` (nan for Meta-TRPO)."""
     inner_case_counts: tuple[int, int, int]
     """How many inner steps were unconstrained / active / recovery."""
     inner_step_norm: float
@@ -210,6 +243,8 @@ class MetaIterationStats:
             "meta/pre_j_c": self.pre_j_c,
             "meta/post_j_c": self.post_j_c,
             "meta/cost_limit": self.cost_limit,
+            "inner/cost_target": self.inner_cost_target,
+            "inner/b": self.inner_b,
             "inner/unconstrained": self.inner_case_counts[0],
             "inner/active": self.inner_case_counts[1],
             "inner/recovery": self.inner_case_counts[2],
@@ -288,6 +323,29 @@ def surrogate_objective(policy: GaussianMLPPolicy):
     return objective
 
 
+def inner_fisher_metric_fn(policy: GaussianMLPPolicy, *, cg_iters: int, damping: float, exact: bool,
+                           cg_tol: float = 1e-10) -> MetricFn:
+    """The inner steps' Fisher metric ``H = F + damping I`` built at the step's parameters.
+
+    ``exact=False`` (``meta.fisher_exact=false``): the KL Hessian w.r.t. the batch's behaviour
+    policy at ``params`` (the Fisher when they coincide, as in the sampling loop), a constant on
+    the meta-gradient path. ``exact=True``: the Fisher of ``pi_params`` itself
+    (:func:`fisher_at_params`) in an :class:`~metacpo.solvers.ExactFisherMetric`, whose solves
+    are differentiated through ``H``'s dependence on ``params`` too.
+    """
+    from metacpo.solvers import ExactFisherMetric, FisherMetric
+
+    def metric_fn(params: Params, data: ProcessedBatch) -> Any:
+        if not exact:
+            return FisherMetric(hvp=fisher_vector_product(policy, params, data), cg_iters=cg_iters,
+                                damping=damping, cg_tol=cg_tol)
+        base = FisherMetric(hvp=fisher_at_params(policy, params, data, keep_graph=False), cg_iters=cg_iters,
+                            damping=damping, cg_tol=cg_tol)
+        return ExactFisherMetric(base=base, hvp_graph=fisher_at_params(policy, params, data, keep_graph=True))
+
+    return metric_fn
+
+
 def _task_to_state(task: Any) -> dict[str, Any]:
     return {"type": type(task).__name__, "params": dict(task.as_dict())} if task is not None else {}
 
@@ -352,13 +410,8 @@ class MetaLearner:
                                    normalize=meta.normalize_grads)
         self.metric_fn: MetricFn | None = None
         if meta.metric == "fisher":
-            from metacpo.solvers import FisherMetric
-
-            def metric_fn(params: Params, data: ProcessedBatch) -> Any:
-                return FisherMetric(hvp=fisher_vector_product(policy, params, data), cg_iters=update.cg_iters,
-                                    damping=update.damping)
-
-            self.metric_fn = metric_fn
+            self.metric_fn = inner_fisher_metric_fn(policy, cg_iters=update.cg_iters, damping=update.damping,
+                                                    exact=meta.fisher_exact)
 
     # ------------------------------------------------------------------ protocol bits
     def obs_norm_state(self) -> NormalizerState:
@@ -422,6 +475,7 @@ class MetaLearner:
             self.iteration = iteration
         meta = self.meta
         d = self.cost_limit()
+        d_inner = meta.inner_cost_target(d)  # the inner steps' target d - m (d without a margin)
         norm = self.obs_norm_state()  # frozen for the whole meta-iteration
         tasks = self.draw_tasks()
         t_sample = t_inner = t_grad = 0.0
@@ -440,6 +494,7 @@ class MetaLearner:
         inner_data: list[list[ProcessedBatch]] = [[] for _ in tasks]
         cases = [0, 0, 0]
         norms: list[float] = []
+        inner_bs: list[float] = []
         pre_jc: list[float] = []
         post: list[ProcessedBatch] = []
         # Batches sampled with the adapted policies: None until measured (a meta-iteration skipped
@@ -463,10 +518,11 @@ class MetaLearner:
                     all_processed.append(proc)
                     inner_data[i].append(proc)
                     adapted[i], st = adapt_step(
-                        adapted[i], proc, objective=self.objective, rule=self.inner_rule, cost_limit=d,
+                        adapted[i], proc, objective=self.objective, rule=self.inner_rule, cost_limit=d_inner,
                         second_order=not meta.first_order, metric_fn=self.metric_fn,
                     )
                     cases[st.case] += 1
+                    inner_bs.append(st.b)
                     self.fallback_total += int(st.fell_back)
                     norms.append(st.step_norm)
                 t_inner += time.perf_counter() - t
@@ -526,6 +582,8 @@ class MetaLearner:
             pre_j_c=float(np.mean(pre_jc)) if pre_jc else nan,
             post_j_c=mg.j_c if mg is not None else nan,
             cost_limit=d,
+            inner_cost_target=d_inner if self.constrained else nan,
+            inner_b=float(np.mean(inner_bs)) if inner_bs and self.constrained else nan,
             inner_case_counts=(cases[0], cases[1], cases[2]),
             inner_step_norm=float(np.mean(norms)) if norms else 0.0,
             g_norm=float(mg.G.norm()) if mg is not None else nan,
@@ -558,7 +616,8 @@ class MetaLearner:
         """Task-mean post-adaptation (L_R, L_C) when starting from ``params``."""
         if self.meta.inner_steps > 0:
             r, c, _ = post_adaptation_values(params, inner_data, post, objective=self.objective,
-                                             rule=self.inner_rule, cost_limit=d, metric_fn=self.metric_fn)
+                                             rule=self.inner_rule, cost_limit=self.meta.inner_cost_target(d),
+                                             metric_fn=self.metric_fn)
             return r, c
         with torch.no_grad():
             vals = [self.objective(params, p) for p in post]

@@ -16,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overrides", metavar="FILE",
                         help="a YAML/TOML file of range overrides to validate and show")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    from metacpo.cli import add_task_arguments
+
+    add_task_arguments(parser, overrides=False)
 
 
 def rows(*, family: str | None = None, agent: str | None = None, level: int | None = None) -> list[dict]:
@@ -46,7 +49,9 @@ def rows(*, family: str | None = None, agent: str | None = None, level: int | No
 
 def run(args: argparse.Namespace) -> int:
     from metacpo import tasks
+    from metacpo.tasks.setup import TaskSetup
 
+    TaskSetup(imports=tuple(args.imports)).apply()  # installed entry points, then --import
     if args.overrides:
         tasks.load_distribution_overrides(args.overrides)
     table = rows(family=args.family, agent=args.agent, level=args.level)

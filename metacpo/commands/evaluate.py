@@ -15,11 +15,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="evaluation seed (episode start states derive from it)")
     parser.add_argument("--stochastic", action="store_true", help="sample actions instead of the mean action")
     parser.add_argument("--json", action="store_true", help="print the per-episode figures as JSON")
+    from metacpo.cli import add_task_arguments
+
+    add_task_arguments(parser, overrides=False)  # the run's own imports and overrides are applied anyway
 
 
 def run(args: argparse.Namespace) -> int:
+    from metacpo.tasks.setup import TaskSetup
     from metacpo.training import evaluate
 
+    TaskSetup(imports=tuple(args.imports)).apply()
     res = evaluate(args.run_dir, episodes=args.episodes, seed=args.seed, deterministic=not args.stochastic)
     if args.json:
         print(json.dumps({"returns": res.returns.tolist(), "costs": res.costs.tolist(),

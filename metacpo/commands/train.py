@@ -68,8 +68,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for flag, (section, key) in FLAGS.items():
         doc = field_docs(sections[section]).get(key, "")
         parser.add_argument(flag, default=None, metavar=key.upper(), help=f"{doc} [{section}.{key}]")
+    from metacpo.cli import add_task_arguments
+
+    add_task_arguments(parser)
     parser.add_argument("--resume", default=None, metavar="RUN_DIR",
-                        help="continue the run in RUN_DIR exactly where it stopped (only --iters and --ray-address may be given)")
+                        help="continue the run in RUN_DIR exactly where it stopped (only --iters and --ray-address "
+                             "may be given; the run's --import/--overrides are reused)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -77,9 +81,18 @@ def build_config(args: argparse.Namespace) -> Any:
     """defaults < --preset < --set < explicit flags; validated by the dataclasses."""
     from metacpo.config.schema import TrainConfig, apply_override, load_yaml
 
+    from metacpo.tasks.setup import import_task_module, normalize_import, read_overrides_file
+
     data: dict[str, Any] = load_yaml(args.preset) if args.preset else {}
     for assignment in args.overrides:
         apply_override(data, assignment)
+    if args.imports:
+        imports = [normalize_import(spec) for spec in args.imports]
+        for spec in imports:  # before the overrides and the env id are checked: they may name its families
+            import_task_module(spec)
+        data.setdefault("env", {})["imports"] = imports
+    if args.task_overrides:
+        data.setdefault("env", {})["task_overrides"] = read_overrides_file(args.task_overrides)
     if args.algo is not None:
         data["algo"] = args.algo
     for flag, (section, key) in FLAGS.items():
@@ -96,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resume:
         others = [f for f in ("algo", "preset") if getattr(args, f) is not None] + (["--set"] if args.overrides else [])
+        others += (["--import"] if args.imports else []) + (["--overrides"] if args.task_overrides else [])
         others += [flag for flag in FLAGS if flag not in ("--iters", "--ray-address")
                    and getattr(args, flag.lstrip("-").replace("-", "_")) is not None]
         if others:

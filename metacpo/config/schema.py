@@ -23,6 +23,8 @@ from typing import Any
 import yaml
 
 PRESET_DIR = Path(__file__).parent / "presets"
+TRAIN_SEED_LIMIT = 1_000_000
+"""Training run seeds must be below this; metacpo adapt's test seeds start here."""
 
 _ALLOWED: dict[str, tuple[str, ...]] = {
     "activation": ("tanh", "relu", "elu"),
@@ -57,11 +59,30 @@ class EnvConfig:
     on metacpo's fast path (same physics, observations, rewards and costs); false: Safety-Gymnasium's
     own untouched envs (sets METACPO_FAST_ENVS=0 for the run's worker processes)."""
 
+    imports: tuple[str, ...] = ()
+    """Modules or .py files (absolute paths) that register custom task families (train --import);
+    imported by the driver and every sampler worker before an env is built."""
+    task_overrides: dict[str, Any] = field(default_factory=dict)
+    """Task range overrides {family: {level: {parameter: range}}} (the content of train --overrides
+    FILE), installed in the driver and every sampler worker."""
+
     def __post_init__(self) -> None:
         if not self.env_id:
             raise ValueError("env.env_id must be a non-empty environment id")
         if not isinstance(self.fast, bool):
             raise ValueError(f"env.fast={self.fast!r} is not allowed; allowed: true or false")
+        if not all(isinstance(s, str) and s for s in self.imports):
+            raise ValueError(f"env.imports must be a list of module names or .py files, got {list(self.imports)!r}")
+        if not isinstance(self.task_overrides, dict):
+            raise ValueError(f"env.task_overrides must be a mapping family -> level -> ranges, "
+                             f"got {self.task_overrides!r}")
+
+    @property
+    def task_setup(self) -> Any:
+        """The :class:`metacpo.tasks.setup.TaskSetup` every process of the run applies."""
+        from metacpo.tasks.setup import TaskSetup
+
+        return TaskSetup(imports=tuple(self.imports), overrides=dict(self.task_overrides))
 
 
 @dataclass(frozen=True)
@@ -227,9 +248,16 @@ class SamplerConfig:
     """Environment steps collected per iteration (per task)."""
     ray_address: str = ""
     """Ray cluster to join with the ray sampler ('' = start Ray on this machine; 'auto' = the running cluster)."""
+    ray_connect_timeout: float = 30.0
+    """Seconds to wait for the Ray head at ray_address to answer before failing with an error."""
 
     def __post_init__(self) -> None:
         _choice("sampler.kind", self.kind, "sampler")
+        if self.ray_address and self.kind != "ray":
+            raise ValueError(f"--ray-address {self.ray_address} needs --sampler ray (sampler.kind is "
+                             f"{self.kind!r}); drop --ray-address or pass --sampler ray")
+        if not self.ray_connect_timeout > 0:
+            raise ValueError(f"sampler.ray_connect_timeout must be > 0 seconds, got {self.ray_connect_timeout}")
         if self.workers < 0:
             raise ValueError(f"sampler.workers must be >= 0, got {self.workers}")
         if self.steps_per_iter < 1:
@@ -246,7 +274,8 @@ class RunConfig:
     """Run length, seeding and outputs."""
 
     seed: int = 0
-    """Run seed: every generator (workers, critics' minibatches, initial weights) derives from it."""
+    """Run seed: every generator (workers, critics' minibatches, initial weights) derives from it.
+    Training runs need seed < 1000000 (larger seeds are metacpo adapt's test seeds)."""
     iters: int = 100
     """Number of training iterations."""
     run_dir: str = ""

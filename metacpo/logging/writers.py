@@ -17,27 +17,22 @@ from typing import Any
 
 
 class ProgressCSV:
-    """Append-only progress.csv that can be cut back to ``keep_rows`` rows on resume."""
+    """Append-only progress.csv; on resume it keeps exactly the rows of the checkpointed iterations.
+
+    ``keep_rows`` is the checkpoint's iteration count: the file must hold the rows of iterations
+    0 .. keep_rows-1 (checked by their ``iteration`` numbers, see :func:`checked_progress`); rows
+    of later iterations (logged after the last checkpoint) are dropped, atomically, since those
+    iterations run again.
+    """
 
     def __init__(self, path: str | os.PathLike[str], *, keep_rows: int = 0) -> None:
         self.path = Path(path)
         self.columns: list[str] | None = None
-        if self.path.exists():
-            with self.path.open(newline="") as f:
-                rows = list(csv.reader(f))
-            if rows:
-                self.columns = rows[0]
-                body = rows[1:]
-                if len(body) < keep_rows:
-                    raise ValueError(
-                        f"{self.path} has {len(body)} rows but the checkpoint is at iteration {keep_rows}"
-                    )
-                with self.path.open("w", newline="") as f:
-                    w = csv.writer(f)
-                    w.writerow(self.columns)
-                    w.writerows(body[:keep_rows])
-        elif keep_rows:
-            raise ValueError(f"{self.path} is missing but the checkpoint is at iteration {keep_rows}")
+        header, body, extra = checked_progress(self.path, keep_rows)
+        if header is not None:
+            self.columns = header
+            if extra:
+                _write_rows_atomic(self.path, header, body)
 
     def write(self, row: Mapping[str, Any]) -> None:
         if self.columns is None:
@@ -48,6 +43,59 @@ class ProgressCSV:
             raise ValueError(f"{self.path}: row keys {list(row)} differ from the header {self.columns}")
         with self.path.open("a", newline="") as f:
             csv.writer(f).writerow([_fmt(row[k]) for k in self.columns])
+
+
+def checked_progress(path: str | os.PathLike[str], iterations: int) -> tuple[list[str] | None, list[list[str]], int]:
+    """``(header, rows of iterations 0..iterations-1, number of later rows)`` of a progress.csv.
+
+    Raises ValueError saying what is wrong when the file does not fit a checkpoint at
+    ``iterations``: missing or empty while iterations were done, no ``iteration`` column, a row
+    whose iteration number is not the next one (duplicated, missing or out of order), a torn
+    row among the checkpointed ones, or fewer rows than iterations. Never rewrites anything.
+    """
+    path = Path(path)
+    if not path.exists():
+        if iterations:
+            raise ValueError(f"{path} is missing but the checkpoint has {iterations} iterations; restore it "
+                             "or start a new run")
+        return None, [], 0
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        if iterations:
+            raise ValueError(f"{path} is empty but the checkpoint has {iterations} iterations: their rows "
+                             "would be lost; restore it or start a new run")
+        return None, [], 0
+    header, body = rows[0], rows[1:]
+    if "iteration" not in header:
+        raise ValueError(f"{path}: no 'iteration' column in the header; not a metacpo progress.csv")
+    col = header.index("iteration")
+    for k, row in enumerate(body):
+        torn = len(row) != len(header)
+        if k >= iterations and torn and k == len(body) - 1:
+            break  # a row cut short by a crash after the last checkpoint: dropped with the rest
+        if torn:
+            raise ValueError(f"{path}: row {k + 1} has {len(row)} fields, the header {len(header)}")
+        got = row[col]
+        if got != str(k):
+            what = "a duplicated row" if k > 0 and got == body[k - 1][col] else "rows missing or out of order"
+            raise ValueError(f"{path}: row {k + 1} is iteration {got}, expected {k} ({what}); "
+                             f"it does not fit the checkpoint at iteration {iterations}")
+    if len(body) < iterations:
+        raise ValueError(f"{path} has rows for {len(body)} iterations but the checkpoint has {iterations}: "
+                         f"rows of iterations {len(body)}..{iterations - 1} are missing")
+    return header, body[:iterations], len(body) - iterations
+
+
+def _write_rows_atomic(path: Path, header: list[str], body: list[list[str]]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(body)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _fmt(v: Any) -> Any:

@@ -107,6 +107,9 @@ class AdaptStepStats:
     """``L_R`` before the step."""
     j_c: float
     """``J_C`` before the step."""
+    b: float = float("nan")
+    """``b = J_C - cost_limit`` the step was solved with (``cost_limit`` is the inner target
+    ``d - m`` when Meta-CPO's inner margin is on); nan for TRPO steps."""
     fell_back: bool = False
     """The dco backend failed and the analytic backend solved this step."""
 
@@ -154,7 +157,10 @@ def adapt_step(
     the result is differentiable w.r.t. whatever ``params`` depends on (the meta-parameters).
     Without it the step is detached: ``d theta' / d params = I`` (first-order MAML).
     ``params`` itself is never modified. ``metric_fn`` builds the metric ``H`` at ``params``
-    (None: ``rule.metric``); a Fisher metric is a constant on the backward path (see docs/meta.md).
+    (None: ``rule.metric``); a :class:`~metacpo.solvers.FisherMetric` is a constant on the backward
+    path, an :class:`~metacpo.solvers.ExactFisherMetric` keeps ``dH/dparams`` (docs/meta.md).
+    ``cost_limit`` is the target the step aims at: ``b = J_C - cost_limit`` (Meta-CPO's inner
+    steps pass ``d - m`` with the inner margin ``m``; the outer constraint keeps ``d``).
     """
     s = objective(params, data)
     g = flat_grad(s.loss_r, params, create_graph=second_order, retain_graph=True)
@@ -180,6 +186,7 @@ def adapt_step(
         step_norm=float(step.detach().norm()),
         loss_r=float(s.loss_r.detach()),
         j_c=float(s.j_c.detach()),
+        b=float(b.detach()) if b is not None else float("nan"),
         fell_back=fell_back,
     )
     return new, stats

@@ -13,7 +13,12 @@ from metacpo.samplers.base import (
     set_task,
     worker_rng,
 )
+from typing import TYPE_CHECKING
+
 from metacpo.samplers.local import LocalSampler
+
+if TYPE_CHECKING:
+    from metacpo.tasks.setup import TaskSetup
 
 __all__ = [
     "Job",
@@ -35,24 +40,38 @@ SAMPLER_KINDS = ("local", "process", "ray")
 
 
 def make_sampler(
-    kind: str, env_id: str, *, seed: int, num_workers: int | None = None, ray_address: str | None = None
+    kind: str,
+    env_id: str,
+    *,
+    seed: int,
+    num_workers: int | None = None,
+    ray_address: str | None = None,
+    task_setup: "TaskSetup | None" = None,
+    ray_connect_timeout: float = 30.0,
 ) -> Sampler:
     """The ``kind`` backend (local, process or ray) for ``env_id``.
 
     ``num_workers=None``: one worker per CPU core (process) or per CPU of the Ray cluster (ray);
     the local sampler always runs one worker. ``ray_address`` (ray only): None starts Ray on
-    this machine, ``"auto"``/an address joins an existing cluster.
+    this machine, ``"auto"``/an address joins an existing cluster (one-line ValueError if nothing
+    answers within ``ray_connect_timeout`` seconds). ``task_setup``: custom families and range
+    overrides every worker process applies before building its env (the local sampler runs in
+    this process, which must have applied it already).
     """
+    if ray_address and kind != "ray":
+        raise ValueError(f"--ray-address {ray_address} needs --sampler ray (got sampler {kind!r}); "
+                         "drop --ray-address or pass --sampler ray")
     if kind == "local":
         return LocalSampler(env_id, seed=seed)
     if kind == "process":
         from metacpo.samplers.process import ProcessSampler
 
-        return ProcessSampler(env_id, seed=seed, num_workers=num_workers)
+        return ProcessSampler(env_id, seed=seed, num_workers=num_workers, task_setup=task_setup)
     if kind == "ray":
         from metacpo.samplers.ray import RaySampler
 
-        return RaySampler(env_id, seed=seed, num_workers=num_workers, ray_address=ray_address or None)
+        return RaySampler(env_id, seed=seed, num_workers=num_workers, ray_address=ray_address or None,
+                          task_setup=task_setup, connect_timeout=ray_connect_timeout)
     raise ValueError(f"unknown sampler kind {kind!r}; allowed: {list(SAMPLER_KINDS)}")
 
 

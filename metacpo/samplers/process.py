@@ -8,20 +8,33 @@ Protocol (parent -> worker over a ``multiprocessing.Pipe``; worker code is
 * ``("get_state",)`` -> ``("ok", rng_state)``; ``("set_state", rng_state)`` -> ``("ok", None)``
 * ``("close",)`` -> the worker exits.
 * Any exception in a worker -> ``("error", traceback_text)``; the parent raises ``RuntimeError``
-  naming the worker. A worker that died (EOF on its pipe) raises ``WorkerDied`` naming it;
+  naming the worker. A worker that died -- whatever the moment: idle, mid-rollout, or part-way
+  through writing its reply, so that the parent reads EOF, a reset or broken pipe, "got end of
+  file during message" or a truncated pickle -- raises ``WorkerDied`` naming it;
   :meth:`ProcessSampler.sample` catches it, starts a replacement process, restores the generator
   state the parent last knew for that worker, re-runs the lost jobs and records a
   :class:`~metacpo.samplers.faults.FaultEvent` (``sampler.fault_events``, ``sampler.fault_count``;
   logged as a warning). The re-sampled share is exactly what the dead worker would have produced.
 
 Workers get parameters (a :class:`PolicySnapshot`), never modules; envs and processes persist
-across iterations; a task switch is ``env.unwrapped.set_task(task)``.
+across iterations; a task switch is ``env.unwrapped.set_task(task)``. Before building its env a
+worker applies the run's :class:`~metacpo.tasks.setup.TaskSetup` (custom families, range
+overrides), so it sees the same task families and ranges as the driver.
+
+Interrupts: workers ignore SIGINT (they are started with SIGINT ignored, so a Ctrl-C in a terminal,
+which reaches the whole process group, never prints worker tracebacks); the driver handles the
+``KeyboardInterrupt`` and :meth:`ProcessSampler.close` ends the workers within about a second
+(a short grace period for idle workers, then SIGTERM, then SIGKILL), whatever their number.
 """
 
 from __future__ import annotations
 
 import copy
 import multiprocessing as mp
+import pickle
+import signal
+import threading
+import time
 import traceback
 from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection
@@ -43,6 +56,14 @@ from metacpo.samplers.base import (
     worker_rng,
 )
 from metacpo.samplers.faults import FaultEvent, record_fault
+from metacpo.tasks.setup import TaskSetup
+
+# Every way reading a reply from a worker that died can fail: EOFError (nothing of the reply was
+# written), OSError "got end of file during message" (killed while writing it), ConnectionResetError
+# and BrokenPipeError (OSError subclasses), and a truncated or garbled pickle.
+PIPE_BROKEN: tuple[type[BaseException], ...] = (EOFError, OSError, pickle.UnpicklingError)
+CLOSE_GRACE_S = 0.5
+"""How long :meth:`ProcessSampler.close` waits for idle workers to exit before terminating them."""
 
 
 class WorkerDied(RuntimeError):
@@ -54,14 +75,17 @@ class WorkerDied(RuntimeError):
         self.jobs = list(jobs)
 
 
-def worker_main(conn: Connection, env_id: str, seed: int, index: int) -> None:
+def worker_main(conn: Connection, env_id: str, seed: int, index: int, setup: TaskSetup | None = None) -> None:
     """Body of worker ``index``: build the env and generator once, then serve requests."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's business
     import torch
 
     from metacpo.models.policy import GaussianMLPPolicy
 
     torch.set_num_threads(1)
     try:
+        if setup is not None:
+            setup.apply()
         env = make_env_for(env_id, seed=seed)  # our stochastic ids: the default task follows the seed
     except Exception:
         conn.send(("error", traceback.format_exc()))
@@ -72,8 +96,11 @@ def worker_main(conn: Connection, env_id: str, seed: int, index: int) -> None:
     while True:
         try:
             msg = conn.recv()
-        except EOFError:
+        except (EOFError, OSError):  # the parent is gone
             break
+        except Exception:  # e.g. a task whose module this worker cannot import
+            conn.send(("error", traceback.format_exc()))
+            continue
         try:
             cmd = msg[0]
             if cmd == "close":
@@ -90,7 +117,10 @@ def worker_main(conn: Connection, env_id: str, seed: int, index: int) -> None:
             else:
                 conn.send(("error", f"unknown command {cmd!r}"))
         except Exception:
-            conn.send(("error", traceback.format_exc()))
+            try:
+                conn.send(("error", traceback.format_exc()))
+            except OSError:  # the parent is gone
+                break
     env.close()
     conn.close()
 
@@ -107,7 +137,7 @@ class ProcessSampler(Sampler):
     """
 
     def __init__(self, env_id: str, *, seed: int, num_workers: int | None = None, start_method: str = "spawn",
-                 max_faults_per_call: int = 3) -> None:
+                 max_faults_per_call: int = 3, task_setup: TaskSetup | None = None) -> None:
         import os
 
         n = num_workers if num_workers is not None else (os.cpu_count() or 1)
@@ -116,9 +146,11 @@ class ProcessSampler(Sampler):
         if max_faults_per_call < 0:
             raise ValueError(f"max_faults_per_call must be >= 0, got {max_faults_per_call}")
         self.env_id = env_id
+        self.task_setup = task_setup
         self.episode_steps = episode_limit(env_id)  # work is split in whole episodes (plan_jobs)
         self._n = n
         self._seed = seed
+        self._busy = False  # a sample call is in progress (workers may be mid-rollout)
         self._ctx = mp.get_context(start_method)
         self.max_faults_per_call = max_faults_per_call
         self.fault_events: list[FaultEvent] = []
@@ -140,9 +172,17 @@ class ProcessSampler(Sampler):
 
     def _spawn(self, i: int) -> tuple[Connection, Any]:
         parent, child = self._ctx.Pipe()
-        p = self._ctx.Process(target=worker_main, args=(child, self.env_id, self._seed, i), daemon=True,
-                              name=f"metacpo-sampler-{i}")
-        p.start()
+        p = self._ctx.Process(target=worker_main, args=(child, self.env_id, self._seed, i, self.task_setup),
+                              daemon=True, name=f"metacpo-sampler-{i}")
+        # Start it with SIGINT ignored: the child inherits the disposition and Python keeps it, so
+        # a Ctrl-C during its (seconds-long) start-up prints nothing either.
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            p.start()
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)
         child.close()
         return parent, p
 
@@ -176,7 +216,7 @@ class ProcessSampler(Sampler):
             try:
                 self._conns[w].send(msg)
                 return
-            except OSError as exc:  # BrokenPipeError / ConnectionResetError: died while idle
+            except OSError as exc:  # BrokenPipeError / ConnectionResetError: died before reading it
                 self._fault(w, jobs, faults, f"{type(exc).__name__} sending work")
 
     def _fault(self, w: int, jobs: Sequence[Job], faults: list[int], reason: str) -> None:
@@ -191,7 +231,7 @@ class ProcessSampler(Sampler):
     def _recv(self, i: int, jobs: Sequence[Job]) -> Any:
         try:
             status, payload = self._conns[i].recv()
-        except (EOFError, ConnectionResetError):  # reset: it died with our request unread
+        except PIPE_BROKEN:  # died before, while or after writing its reply (see PIPE_BROKEN)
             raise WorkerDied(i, jobs) from None
         if status != "ok":
             first = payload.strip().splitlines()[-1] if payload.strip() else payload
@@ -215,6 +255,7 @@ class ProcessSampler(Sampler):
         for j in jobs:
             per_worker.setdefault(j.worker, []).append(j)
         self._calls += 1
+        self._busy = True
         faults = [0]
         # a snapshot shared by several tasks is pickled once per message (pickle memoises objects)
         msgs = {w: ("sample", snapshots, [(j, task_list[j.task_index]) for j in js]) for w, js in per_worker.items()}
@@ -239,6 +280,7 @@ class ProcessSampler(Sampler):
             if state is not None:
                 self._states[w] = state
             outputs.extend(out)
+        self._busy = False
         if error is not None:
             raise error
         return assemble(task_list, outputs)
@@ -258,16 +300,30 @@ class ProcessSampler(Sampler):
                 self._replace(i)
 
     def close(self) -> None:
-        for c in self._conns:
-            try:
-                c.send(("close",))
-            except (OSError, BrokenPipeError):
-                pass
+        """End the workers within about a second, whatever they are doing (idempotent).
+
+        Idle workers get ``close`` and :data:`CLOSE_GRACE_S` seconds (all together) to exit; the
+        rest (e.g. mid-rollout after a Ctrl-C, or hung) get SIGTERM, then SIGKILL.
+        """
+        if not self._busy:
+            for c in self._conns:
+                try:
+                    c.send(("close",))
+                except OSError:
+                    pass
+            deadline = time.monotonic() + CLOSE_GRACE_S
+            for p in self._procs:
+                p.join(timeout=max(0.0, deadline - time.monotonic()))
         for p in self._procs:
-            p.join(timeout=10)
             if p.is_alive():
                 p.terminate()
-                p.join(timeout=5)
+        deadline = time.monotonic() + 1.0
+        for p in self._procs:
+            p.join(timeout=max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=1.0)
         for c in self._conns:
             c.close()
         self._conns, self._procs = [], []
+        self._busy = False

@@ -14,6 +14,12 @@ already runs Ray in this process, which is then used); ``"auto"`` or
 ``"ray://host:10001"``/``"host:6379"`` joins an existing cluster (every node needs metacpo and its
 dependencies installed in the same Python environment). See ``docs/scaling.md``.
 
+Connecting: before ``ray.init`` joins a cluster, :func:`resolve_ray_address` resolves ``auto``
+(``RAY_ADDRESS``, else the cluster ``ray start`` recorded on this machine) and opens a TCP
+connection to the head's host:port within ``connect_timeout`` seconds, because ``ray.init`` itself
+waits for ever on an address nobody answers. An unreachable address or ``auto`` without a cluster
+is a one-line ``ValueError`` naming the address.
+
 Faults: an actor whose process dies (``RayActorError``, e.g. SIGKILL or a lost node) is replaced by
 a fresh actor restored to the generator state the driver last knew for it, its jobs are re-run
 and a :class:`~metacpo.samplers.faults.FaultEvent` is recorded (``fault_events``/``fault_count``,
@@ -25,6 +31,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -44,6 +51,10 @@ from metacpo.samplers.base import (
     worker_rng,
 )
 from metacpo.samplers.faults import FaultEvent, record_fault
+from metacpo.tasks.setup import TaskSetup
+
+DEFAULT_CONNECT_TIMEOUT = 30.0
+"""Seconds to wait for a Ray head to answer (``sampler.ray_connect_timeout``)."""
 
 
 def import_ray() -> Any:
@@ -55,13 +66,60 @@ def import_ray() -> Any:
     return ray
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+def resolve_ray_address(address: str, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> str:
+    """The ``host:port`` (or ``ray://host:port``) of a reachable Ray head for ``address``.
+
+    ``auto`` means ``RAY_ADDRESS`` if set, else the cluster started with ``ray start`` on this
+    machine. Raises a one-line ``ValueError`` naming the address when there is no such cluster,
+    the address is malformed, or nothing accepts a TCP connection there within ``connect_timeout``
+    seconds.
+    """
+    if connect_timeout <= 0:
+        raise ValueError(f"sampler.ray_connect_timeout must be > 0 seconds, got {connect_timeout}")
+    given = address
+    if address == "auto":
+        address = os.environ.get("RAY_ADDRESS", "")
+        if not address:
+            found = None
+            try:
+                from ray._private.services import canonicalize_bootstrap_address
+
+                found = canonicalize_bootstrap_address("auto")
+            except (ConnectionError, ValueError, OSError):
+                found = None
+            if not found:
+                raise ValueError("--ray-address auto: no running Ray cluster found on this machine (RAY_ADDRESS is "
+                                 "unset and no `ray start` cluster is recorded); start one with `ray start --head` "
+                                 "or pass --ray-address HOST:PORT")
+            address = str(found)
+    scheme = "ray://" if address.startswith("ray://") else ""
+    hostport = address[len(scheme):]
+    host, sep, port_s = hostport.rpartition(":")
+    if not sep or not host or not port_s.isdigit() or not 0 < int(port_s) < 65536:
+        raise ValueError(f"--ray-address {given!r}: expected 'auto', HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port_s)), timeout=connect_timeout).close()
+    except OSError as exc:
+        why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or _one_line(exc))
+        raise ValueError(f"--ray-address {given}: cannot reach a Ray head at {host}:{port_s} ({why}, waited up to "
+                         f"{connect_timeout:g} s; sampler.ray_connect_timeout sets the wait); is the cluster "
+                         "running?") from None
+    return address
+
+
 class SamplerActor:
     """Body of one actor (a plain class; :class:`RaySampler` wraps it with ``ray.remote``)."""
 
-    def __init__(self, env_id: str, seed: int, index: int) -> None:
+    def __init__(self, env_id: str, seed: int, index: int, setup: TaskSetup | None = None) -> None:
         import torch
 
         torch.set_num_threads(1)
+        if setup is not None:
+            setup.apply()  # the run's custom families and range overrides, before building the env
         self.index = index
         self.env = make_env_for(env_id, seed=seed)  # our ids: the default task is a function of the seed
         self.rng = worker_rng(seed, index)
@@ -98,6 +156,9 @@ class RaySampler(Sampler):
         init_kwargs: extra ``ray.init`` arguments (only used when this sampler starts Ray).
         max_faults_per_call: actor replacements allowed per :meth:`sample` call before
             ``RuntimeError``.
+        task_setup: custom families and range overrides every actor applies before building
+            its env (see :mod:`metacpo.tasks.setup`).
+        connect_timeout: seconds to wait for the head at ``ray_address`` to answer.
 
     If Ray is not running yet, the sampler starts it (no dashboard, worker logs not forwarded)
     and shuts it down on :meth:`close`; a Ray session started by the caller is left running.
@@ -113,6 +174,8 @@ class RaySampler(Sampler):
         num_cpus_per_worker: float = 1.0,
         init_kwargs: Mapping[str, Any] | None = None,
         max_faults_per_call: int = 3,
+        task_setup: TaskSetup | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     ) -> None:
         if num_workers is not None and num_workers <= 0:
             raise ValueError(f"num_workers must be positive, got {num_workers}")
@@ -121,14 +184,22 @@ class RaySampler(Sampler):
         if max_faults_per_call < 0:
             raise ValueError(f"max_faults_per_call must be >= 0, got {max_faults_per_call}")
         ray = import_ray()
-        self._ray = ray
+        self._ray = None
         self._owns_ray = False
         if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"address": ray_address or "local", "include_dashboard": False,
+            address = resolve_ray_address(ray_address, connect_timeout=connect_timeout) if ray_address else "local"
+            kwargs: dict[str, Any] = {"address": address, "include_dashboard": False,
                                       "log_to_driver": False, "logging_level": logging.WARNING}
             kwargs.update(init_kwargs or {})
-            ray.init(**kwargs)
+            try:
+                ray.init(**kwargs)
+            except (ConnectionError, RuntimeError, TimeoutError) as exc:
+                raise ValueError(f"--ray-address {ray_address or 'local'}: ray.init failed: {_one_line(exc)}") from None
             self._owns_ray = True
+        self._ray = ray
+        self._dead = tuple(getattr(ray.exceptions, n) for n in ("RayActorError", "WorkerCrashedError", "ObjectLostError")
+                           if hasattr(ray.exceptions, n))  # every way an actor's reply is lost
+        self.task_setup = task_setup
         self.env_id = env_id
         self.episode_steps = episode_limit(env_id)  # work is split in whole episodes (plan_jobs)
         self._seed = seed
@@ -146,7 +217,7 @@ class RaySampler(Sampler):
             self._n = n
             self._actor_cls = ray.remote(SamplerActor).options(num_cpus=num_cpus_per_worker, max_restarts=0)
             self._states: list[dict[str, Any]] = [worker_rng(seed, i).bit_generator.state for i in range(n)]
-            self._actors = [self._actor_cls.remote(env_id, seed, i) for i in range(n)]
+            self._actors = [self._actor_cls.remote(env_id, seed, i, task_setup) for i in range(n)]
             self._pids = self._get_all([a.pid.remote() for a in self._actors], "start")
         except BaseException:
             self.close()
@@ -181,7 +252,7 @@ class RaySampler(Sampler):
             self._ray.kill(self._actors[i], no_restart=True)
         except Exception:  # already gone
             pass
-        actor = self._actor_cls.remote(self.env_id, self._seed, i)
+        actor = self._actor_cls.remote(self.env_id, self._seed, i, self.task_setup)
         self._actors[i] = actor
         self._pids[i] = self._get_all([actor.pid.remote()], "restart")[0]
         self._get_all([actor.set_state.remote(self._states[i])], "restore its generator")
@@ -220,7 +291,7 @@ class RaySampler(Sampler):
                 try:
                     out, state = ray.get(refs[w])
                     break
-                except ray.exceptions.RayActorError as exc:  # replace, restore generator, re-run
+                except self._dead as exc:  # replace, restore generator, re-run
                     self._fault(w, len(work), faults, exc)
                     refs[w] = self._actors[w].sample.remote(snap_ref, work)
             self._states[w] = state
@@ -237,7 +308,7 @@ class RaySampler(Sampler):
         for i, ref in enumerate(refs):
             try:
                 self._ray.get(ref)
-            except self._ray.exceptions.RayActorError:  # dead while idle: restart at the new state
+            except self._dead:  # dead while idle: restart at the new state
                 self._replace(i)
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ from .analytic import solve_analytic, trust_region_step
 from .cpo import BACKENDS, solve_cpo, solve_cpo_with_fallback
 from .dco import DCO_MAX_PARAMS, DCO_SOLVER_ARGS, solve_dco
 from .metric import (
+    ExactFisherMetric,
     FisherMetric,
     IdentityMetric,
     MatrixMetric,
@@ -25,6 +26,7 @@ __all__ = [
     "CPOSolution",
     "DCO_MAX_PARAMS",
     "DCO_SOLVER_ARGS",
+    "ExactFisherMetric",
     "FisherMetric",
     "IdentityMetric",
     "MatrixMetric",

@@ -5,6 +5,8 @@ For :class:`FisherMetric` the solve is conjugate gradient on Fisher-vector produ
 backward pass is again a CG solve (implicit differentiation of ``H w = v``:
 ``dL/dv = H^-1 dL/dw`` since H is symmetric). The Fisher matrix itself is treated as a
 constant on that path: no gradient flows into whatever the ``hvp`` closure depends on.
+:class:`ExactFisherMetric` keeps that dependence: its solve's derivative is the implicit
+derivative of ``H(theta) w = v`` *including* ``dH/dtheta``.
 """
 
 from __future__ import annotations
@@ -111,6 +113,57 @@ class FisherMetric:
         return _CGSolve.apply(v, self)
 
 
+@dataclass(frozen=True)
+class ExactFisherMetric:
+    """A :class:`FisherMetric` whose dependence on the parameters stays on the autograd path.
+
+    ``base`` does the numerics (CG forward and the CG solve of the backward); ``hvp_graph(w)``
+    returns ``F(theta) w`` *with* its graph back to the parameters ``theta`` the Fisher matrix
+    was built at (a double backward through the KL, ``create_graph=True``).
+
+    Solve (implicit differentiation of ``H w = v`` with ``H = F(theta) + damping I``): the
+    forward value is ``w = H^-1 v`` by CG; the derivative is ``dw = H^-1 (dv - dH w)``. It is
+    obtained without unrolling CG as ``w + S(z)`` with ``z = (v - v0) - (F(theta) w - F0 w)``,
+    where ``v0``, ``F0 w`` are the same values detached (so ``z = 0`` and the value is ``w``) and
+    ``S`` is the constant-H CG solve whose backward is ``H^-1`` (:class:`FisherMetric`). In
+    reverse mode: ``lam = H^-1 dL/dw`` (one CG solve), ``dL/dv = lam`` and
+    ``dL/dtheta = -d(lam^T F(theta) w)/dtheta`` (one third-order product). Exact at the solution
+    of the linear system: CG must have converged (``cg_iters``/``cg_tol``), as for the constant-H
+    backward.
+    """
+
+    base: FisherMetric
+    """The constant-H numerics: products for CG, iterations, damping and tolerance."""
+    hvp_graph: Callable[[Tensor], Tensor]
+    """w -> F(theta) w (no damping) with the graph to theta kept (``create_graph=True``)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.base, FisherMetric):
+            raise ValueError(f"ExactFisherMetric.base must be a FisherMetric, got {type(self.base).__name__}")
+        if not callable(self.hvp_graph):
+            raise ValueError(f"ExactFisherMetric.hvp_graph must be callable, got {type(self.hvp_graph).__name__}")
+
+    def matvec(self, v: Tensor) -> Tensor:
+        """``(F + damping I) v`` as a constant (detached) product."""
+        return self.base.matvec(v)
+
+    def solve(self, v: Tensor) -> Tensor:
+        """``(F(theta) + damping I)^-1 v``, differentiable in ``v`` and in ``theta``."""
+        b = self.base
+        w = conjugate_gradient(b.matvec, v.detach(), b.cg_iters, b.cg_tol)
+        if not torch.is_grad_enabled():
+            return w
+        with torch.enable_grad():
+            fw = self.hvp_graph(w).to(v.dtype)
+        if fw.shape != v.shape:
+            raise ValueError(f"ExactFisherMetric.hvp_graph returned shape {tuple(fw.shape)} for an input of "
+                             f"shape {tuple(v.shape)}")
+        z = (v - v.detach()) - (fw - fw.detach())  # zero in value; carries dv - dF w
+        if not z.requires_grad:
+            return w
+        return w + _CGSolve.apply(z, b)
+
+
 def conjugate_gradient(
     hvp: Callable[[Tensor], Tensor], b: Tensor, iters: int, tol: float = 1e-10
 ) -> Tensor:
@@ -172,6 +225,7 @@ def solve_linear(metric: Metric, v: Tensor) -> Tensor:
     """``H^-1 v`` for any metric, differentiable w.r.t. ``v``.
 
     With :class:`FisherMetric` the backward pass is a CG solve (implicit differentiation),
-    treating the Fisher matrix as constant; never unrolled CG.
+    treating the Fisher matrix as constant; with :class:`ExactFisherMetric` the same plus the
+    ``dH/dtheta`` term; never unrolled CG.
     """
     return metric.solve(v)

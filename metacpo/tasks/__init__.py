@@ -19,7 +19,14 @@ import importlib
 import sys
 from typing import Any
 
-from metacpo.tasks.families import ButtonTask, CircleTask, button_family, circle_family
+from metacpo.tasks.families import (
+    ButtonTask,
+    CircleTask,
+    RefButtonTask,
+    button_family,
+    button_ref_family,
+    circle_family,
+)
 from metacpo.tasks.spec import (
     AGENTS,
     Fixed,
@@ -48,6 +55,8 @@ CIRCLE = circle_family("metacpo.tasks.levels:StCircleLevel", "metacpo.tasks.fast
 """The built-in Circle family."""
 BUTTON = button_family("metacpo.tasks.levels:StButtonLevel", "metacpo.tasks.fast:FastStButtonLevel")
 """The built-in Button family."""
+BUTTON_REF = button_ref_family("metacpo.tasks.levels:StButtonLevel", "metacpo.tasks.fast:FastStButtonLevel")
+"""The reference implementation's Button variant (wrong buttons cost at every level)."""
 
 _LAZY = {
     "ReferenceBuilder": "metacpo.tasks.builder", "StochasticBuilder": "metacpo.tasks.builder",
@@ -68,7 +77,7 @@ def __getattr__(name: str) -> Any:
 
 
 def _add_builtin_families() -> None:
-    for fam in (CIRCLE, BUTTON):
+    for fam in (CIRCLE, BUTTON, BUTTON_REF):
         if families().get(fam.name) is not fam:
             add_family(fam, replace=True)
 
@@ -112,8 +121,8 @@ def register_all() -> list[str]:
 _add_builtin_families()
 
 __all__ = [
-    "AGENTS", "BUTTON", "CIRCLE", "LEVELS", "ButtonTask", "CircleTask", "FastStButtonLevel",
-    "FastStCircleLevel", "Fixed", "IntUniform", "ParamDomain", "ReferenceBuilder",
+    "AGENTS", "BUTTON", "BUTTON_REF", "CIRCLE", "LEVELS", "ButtonTask", "CircleTask", "FastStButtonLevel",
+    "FastStCircleLevel", "Fixed", "IntUniform", "ParamDomain", "RefButtonTask", "ReferenceBuilder",
     "StButtonLevel", "StCircleLevel", "StandardBuilder", "StochasticBuilder", "Task",
     "TaskDistribution", "TaskFamily", "Uniform", "add_family", "clear_overrides", "env_id",
     "fast_default", "fast_envs", "families", "get_distribution", "get_family",

@@ -376,7 +376,7 @@ def make_env(env_id: str, *, task: Task | None = None, seed: int | None = None,
         try:
             parse_env_id(env_id)
         except ValueError as exc:
-            raise ValueError(f"unknown env id {env_id!r} (not registered with Safety-Gymnasium): {exc}") from None
+            raise ValueError(unknown_id_message(env_id, str(exc), list(safe_registry))) from None
         raise ValueError(f"env id {env_id!r} is not registered; call metacpo.tasks.register_all() "
                          "or register_family() first")
     if _is_ours(env_id):
@@ -394,6 +394,17 @@ def make_env(env_id: str, *, task: Task | None = None, seed: int | None = None,
         # the registered spec (wrappers, time limit, id) with our builder as the entry point
         return sg.make(dataclasses.replace(spec, entry_point=STANDARD_ENTRY_POINT))
     return sg.make(env_id, render_mode=render_mode)
+
+
+def unknown_id_message(env_id: str, ours_error: str, known: list[str]) -> str:
+    """One line for an id that is neither a Safety-Gymnasium id nor one of our family ids."""
+    import difflib
+
+    close = difflib.get_close_matches(env_id, known, n=3, cutoff=0.75)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return (f"unknown env id {env_id!r}: it is neither a Safety-Gymnasium id "
+            f"(Safety{{Agent}}{{Task}}{{Level}}-v0, e.g. SafetyPointCircle1-v0, SafetyCarGoal2-v0) nor a metacpo "
+            f"task-family id ({ours_error}){hint}")
 
 
 def _is_ours(env_id: str) -> bool:

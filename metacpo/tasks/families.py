@@ -87,6 +87,14 @@ class ButtonTask(Task):
             raise ValueError(f"ButtonTask: wrong_button_cost={c!r} is not allowed; allowed: number >= 0")
 
 
+@dataclass(frozen=True)
+class RefButtonTask(ButtonTask):
+    """A Button task of the reference implementation's variant (family ``buttonref``): the same
+    task, but its level table charges wrong-button presses at every level, not only at level 2."""
+
+    family: ClassVar[str] = "buttonref"
+
+
 def _build_button(p: Mapping[str, Any]) -> ButtonTask:
     return ButtonTask(
         half_size=float(p["half_size"]),
@@ -94,6 +102,10 @@ def _build_button(p: Mapping[str, Any]) -> ButtonTask:
         num_hazards=int(p["num_buttons"]) + int(p["extra_hazards"]),
         wrong_button_cost=float(p["wrong_button_cost"]),
     )
+
+
+def _build_ref_button(p: Mapping[str, Any]) -> RefButtonTask:
+    return RefButtonTask(**_build_button(p).as_dict())
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,6 +137,12 @@ BUTTON_LEVELS: dict[int, dict[str, Any]] = {
 }
 
 
+BUTTON_REF_LEVELS: dict[int, dict[str, Any]] = {
+    level: {**ranges, "wrong_button_cost": 1.0} for level, ranges in BUTTON_LEVELS.items()
+}
+"""The reference implementation's Button levels: ours with wrong buttons costing 1 at every level."""
+
+
 def circle_family(task_class: type | str = "metacpo.tasks.levels:StCircleLevel",
                   fast_task_class: type | str | None = None) -> TaskFamily:
     """The Circle family (500 steps)."""
@@ -143,6 +161,16 @@ def button_family(task_class: type | str = "metacpo.tasks.levels:StButtonLevel",
         levels=BUTTON_LEVELS, task_class=task_class, fast_task_class=fast_task_class,
         max_episode_steps=1000, derived={"num_hazards": "num_buttons + extra_hazards"},
         description="press the goal button; hazards (and wrong buttons at level 2) cost")
+
+
+def button_ref_family(task_class: type | str = "metacpo.tasks.levels:StButtonLevel",
+                      fast_task_class: type | str | None = None) -> TaskFamily:
+    """The reference implementation's Button variant (1000 steps): wrong buttons cost at every level."""
+    return TaskFamily(
+        name="buttonref", task_type=RefButtonTask, params=BUTTON_PARAMS, build_task=_build_ref_button,
+        levels=BUTTON_REF_LEVELS, task_class=task_class, fast_task_class=fast_task_class,
+        max_episode_steps=1000, derived={"num_hazards": "num_buttons + extra_hazards"},
+        description="press the goal button; hazards and wrong buttons cost at every level (reference variant)")
 
 
 def __getattr__(name: str) -> object:  # StCircleLevel/StButtonLevel moved to metacpo.tasks.levels

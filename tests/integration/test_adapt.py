@@ -45,9 +45,11 @@ def test_adapt_two_runs_and_from_scratch(tmp_path, capsys):
     # nobody with the cost margin unless --margin asks for it
     rules = summary["settings"]["step_rules"]
     assert rules["meta"] == {"step": "cpo", "delta": 0.005, "metric": "identity", "backend": "analytic",
-                             "normalize_grads": False, "line_search": False, "margin": False}
+                             "normalize_grads": False, "line_search": False, "margin": False,
+                             "fixed_margin": 0.0, "cost_target": 25.0}
     assert rules["multi"] == {"step": "cpo", "delta": 0.01, "metric": "fisher", "backend": "analytic",
-                              "normalize_grads": False, "line_search": True, "margin": False}
+                              "normalize_grads": False, "line_search": True, "margin": False,
+                              "fixed_margin": 0.0, "cost_target": 25.0}
     assert rules["cpo-from-scratch"] == rules["multi"]
     for label, curve in summary["curves"].items():
         assert [c["step"] for c in curve] == [0, 1]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from metacpo.compat import import_safety_gymnasium
-from metacpo.tasks import ButtonTask, CircleTask, ReferenceBuilder, StochasticBuilder, make_env
+from metacpo.tasks import ButtonTask, CircleTask, RefButtonTask, ReferenceBuilder, StochasticBuilder, make_env
 from metacpo.tasks.builder import FAST_ENV_VAR, StandardBuilder
 from metacpo.tasks.fast import _MODEL_CACHE
 
@@ -90,6 +90,17 @@ def test_button_equivalence_point_presses_buttons():
     assert ev["reused"] == 2  # t1 again: from the process-wide model cache
     assert ev["goal_met"] >= 1, ev  # the goal path was exercised
     assert ev["cost"] > 0, ev
+
+
+@pytest.mark.parametrize("agent", ["Point", "Car"])
+def test_reference_button_variant_equivalence(agent):
+    """The reference's Button variant (family buttonref: wrong buttons cost at level 1 too)."""
+    t1 = RefButtonTask(half_size=1.2, num_buttons=5, num_hazards=8, wrong_button_cost=1.0)
+    t2 = RefButtonTask(half_size=1.8, num_buttons=3, num_hazards=6, wrong_button_cost=1.0)
+    ev = _run_pair(agent, "buttonref", [t1, t1, t2], steps=250 if agent == "Point" else 100, seed=5)
+    assert ev["reused"] == 1
+    if agent == "Point":
+        assert ev["goal_met"] >= 1 and ev["cost"] > 0, ev
 
 
 @pytest.mark.parametrize("agent", ["Car", "Doggo", "Racecar"])

@@ -16,6 +16,7 @@ from metacpo.models.policy import GaussianMLPPolicy, PolicySpec
 from metacpo.samplers import LocalSampler, PolicySnapshot
 from metacpo.samplers.process import ProcessSampler
 from metacpo.tasks import get_distribution
+from tests.conftest import cpu_seconds
 
 ENV = "SafetyPointStcircle1-v0"  # ~1.5k steps/s with the policy: a 2000-step job lasts > 1 s
 TASKS = get_distribution(ENV).sample_n(np.random.default_rng(0), 2)
@@ -117,3 +118,96 @@ def test_training_survives_a_killed_worker_and_logs_the_event(tmp_path):
     assert len(rows) == 1 + 3
     log = (run_dir / "events.log").read_text()
     assert log.count("(process) died") == 1 and "replaced it and re-ran its jobs" in log
+
+
+TASKS3 = get_distribution(ENV).sample_n(np.random.default_rng(1), 3)  # worker 0: tasks 0, 2; worker 1: task 1
+
+
+class MidSendKiller:
+    """SIGKILLs worker ``index`` once part of its reply sits unread in its pipe (the parent is
+    still reading worker 0, which holds twice the work): the reply (~1.5 MB) is far larger than
+    the socket buffer, so the worker is blocked inside ``send`` and the parent later reads a
+    truncated message ("got end of file during message")."""
+
+    def __init__(self, proc: ProcessSampler, index: int) -> None:
+        import fcntl
+        import termios
+
+        self.pending = 0
+        self.killed = False
+        self._stop = threading.Event()
+        conn, pid = proc._conns[index], proc.worker_pids()[index]
+
+        def run() -> None:
+            buf = bytearray(4)
+            while not self._stop.is_set():
+                fcntl.ioctl(conn.fileno(), termios.FIONREAD, buf)
+                n = int.from_bytes(buf, "little")
+                if n > 0:
+                    threading.Event().wait(0.02)  # let it fill the buffer and block
+                    fcntl.ioctl(conn.fileno(), termios.FIONREAD, buf)
+                    self.pending = int.from_bytes(buf, "little")
+                    os.kill(pid, signal.SIGKILL)
+                    self.killed = True
+                    return
+                self._stop.wait(0.002)
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_worker_killed_at_any_moment_gives_the_no_fault_batches(kill_when_busy, same_batch):
+    """Kill points: both idle, mid-rollout early and late, both mid-rollout at once, and
+    mid-send (reply half written). Every call's batches equal the undisturbed ones."""
+    import pickle
+
+    snap = _snapshot()
+    steps = 3000
+    points = ["none (measures worker 0's CPU per call)", "idle, both workers", "rollout, worker 0 early", "rollout, worker 0 in its 2nd job",
+              "rollout, both workers", "mid-send, worker 1"]
+    with LocalSampler(ENV, seed=5, num_virtual_workers=2) as loc:
+        expected = [loc.sample(snapshot=snap, num_steps=steps, tasks=TASKS3) for _ in points]
+        final_state = loc.state_dict()
+    reply_bytes = len(pickle.dumps(expected[0][1]))
+    faults = 0
+    call_cpu = 0.0
+    with ProcessSampler(ENV, seed=5, num_workers=2) as proc:
+        for k, point in enumerate(points):
+            pids = proc.worker_pids()
+            killers: list = []
+            cpu0 = cpu_seconds(pids[0])
+            died = 0
+            if point.startswith("none"):
+                pass
+            elif point.startswith("idle"):
+                for i, pid in enumerate(pids):
+                    os.kill(pid, signal.SIGKILL)
+                    proc._procs[i].join(timeout=10)
+                died = 2
+            elif point == "rollout, worker 0 early":
+                killers, died = [kill_when_busy(pids[0], cpu=0.02)], 1
+            elif point == "rollout, worker 0 in its 2nd job":
+                # its first job is half of its work in a call: 75% of a call's CPU is in the second
+                killers, died = [kill_when_busy(pids[0], cpu=0.75 * call_cpu)], 1
+            elif point == "rollout, both workers":
+                killers, died = [kill_when_busy(pids[0], cpu=0.05), kill_when_busy(pids[1], cpu=0.05)], 2
+            else:
+                killers, died = [MidSendKiller(proc, 1)], 1
+            got = proc.sample(snapshot=snap, num_steps=steps, tasks=TASKS3)
+            if point.startswith("none"):
+                call_cpu = cpu_seconds(pids[0]) - cpu0
+            for kl in killers:
+                kl.stop()
+                assert kl.killed, f"{point}: the work finished before the kill"
+            if point.startswith("mid-send"):
+                assert 0 < killers[0].pending < reply_bytes, "the worker was not killed part-way through its reply"
+            faults += died
+            assert proc.fault_count == faults, point
+            assert [b.task for b in got] == TASKS3
+            for g, e in zip(got, expected[k], strict=True):
+                same_batch(g, e)
+        assert proc.state_dict() == final_state

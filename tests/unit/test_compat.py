@@ -99,3 +99,19 @@ def test_import_metacpo_is_lazy_and_a_later_plain_import_registers_our_ids():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_a_plain_gymnasium_import_after_metacpo_holds_back_the_robotics_notice_too():
+    """gymnasium loads its env plugins (gymnasium-robotics) at import; wherever gymnasium is first
+    imported after ``import metacpo`` (the CLI's id checks, a user's script), no notice leaks."""
+    code = (
+        "import metacpo\n"
+        "import gymnasium\n"
+        "import gymnasium.envs.registration\n"
+        "from farama_notifications import notifications\n"
+        "assert 'gymnasium_robotics' in notifications, 'notifications table not restored'\n"
+        "print('OK')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stderr.strip() == "", out.stderr
