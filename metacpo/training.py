@@ -164,6 +164,9 @@ def _config_from(data: Any, source: Path) -> TrainConfig:
     if isinstance(data, dict) and isinstance(data.get("critic"), dict) and "time_aware_cost" not in data["critic"]:
         # written before the time-aware cost critic existed: its cost critic sees obs only
         data = {**data, "critic": {**data["critic"], "time_aware_cost": False}}
+    if isinstance(data, dict) and isinstance(data.get("critic"), dict) and "fused" not in data["critic"]:
+        # written before fused critic fitting: its critics were fitted one after the other
+        data = {**data, "critic": {**data["critic"], "fused": False}}
     try:
         return TrainConfig.from_dict(data)
     except ValueError as exc:

@@ -517,10 +517,11 @@ def fit_critic(
         mb = max(1, min(minibatch_size, n))
         for _ in range(iters):
             perm = torch.randperm(n, generator=generator)
+            # one gather per epoch; the minibatches are views (the same rows as obs[perm[i:i+mb]])
+            obs_p, targets_p = obs[perm], targets[perm]
             for i in range(0, n, mb):
-                idx = perm[i : i + mb]
                 opt.zero_grad()
-                loss_fn(obs[idx], targets[idx]).backward()
+                loss_fn(obs_p[i : i + mb], targets_p[i : i + mb]).backward()
                 opt.step()
     elif optimizer == "lbfgs":
         opt = torch.optim.LBFGS(params, lr=lr, max_iter=iters, line_search_fn="strong_wolfe")
@@ -537,6 +538,145 @@ def fit_critic(
     with torch.no_grad():
         after = float(((critic(obs) - targets) ** 2).mean())
     return CriticFitStats(loss_before=before, loss_after=after)
+
+
+def fit_critics(
+    fits: Sequence[tuple[nn.Module, Tensor, Tensor]],
+    *,
+    optimizer: Literal["adam", "lbfgs"],
+    lr: float,
+    iters: int,
+    minibatch_size: int,
+    generator: torch.Generator,
+    l2: float = 0.0,
+    fused: bool = True,
+) -> tuple[CriticFitStats, ...]:
+    """Fit several critics ``(critic, obs, targets)`` on the same samples; stats in ``fits`` order.
+
+    ``fused`` (Adam only, critics that are MLPs of the same hidden sizes and activation, e.g. the
+    reward and cost critics): all critics are regressed in ONE pass -- their layers stacked into
+    one batched network (``torch.baddbmm``; a narrower input is zero-padded, and its padding
+    weights have zero gradient so they stay zero), one (fused-kernel) Adam over the stacked weights, one
+    minibatch order shared by all critics, the loss the sum of the critics' mean squared errors.
+    Adam acts element-wise, so every critic gets the updates it would get fitted alone on that
+    minibatch order; only the Python and dispatch overhead is shared. The fitted weights are
+    copied back into the modules. Otherwise (or when a critic's targets are non-finite, or the
+    critics do not stack) each critic is fitted on its own by :func:`fit_critic`, one after the
+    other with the same generator (the behaviour before fused fitting existed).
+    """
+    fits = list(fits)
+    if not fits:
+        return ()
+
+    def separate() -> tuple[CriticFitStats, ...]:
+        return tuple(
+            fit_critic(c, o, t, optimizer=optimizer, lr=lr, iters=iters, minibatch_size=minibatch_size,
+                       generator=generator, l2=l2)
+            for c, o, t in fits
+        )
+
+    if not fused or optimizer != "adam" or len(fits) < 2:
+        return separate()
+    layers = [_stackable_layers(c) for c, _, _ in fits]
+    n = len(fits[0][1])
+    if (any(ls is None for ls in layers) or any(len(o) != n or len(t) != n for _, o, t in fits)
+            or len({tuple((w.shape[0], type(a)) for w, _, a in ls) for ls in layers}) != 1  # type: ignore[union-attr]
+            or len({o.dtype for _, o, _ in fits}) != 1
+            or not all(torch.isfinite(t.detach()).all() for _, _, t in fits)):
+        return separate()
+    return _fit_stacked(fits, layers, lr=lr, iters=iters, minibatch_size=minibatch_size,  # type: ignore[arg-type]
+                        generator=generator, l2=l2)
+
+
+def _stackable_layers(critic: nn.Module) -> list[tuple[Tensor, Tensor, nn.Module | None]] | None:
+    """``[(weight, bias, activation after it or None), ...]`` of a :class:`ValueCritic`-shaped MLP
+    (``critic.net``: Linear layers with element-wise activation modules between them), else None."""
+    net = getattr(critic, "net", None)
+    if not isinstance(net, nn.Sequential) or type(critic).forward is not ValueCritic.forward:
+        return None
+    mods = list(net)
+    out: list[tuple[Tensor, Tensor, nn.Module | None]] = []
+    i = 0
+    while i < len(mods):
+        lin = mods[i]
+        if not isinstance(lin, nn.Linear) or lin.bias is None:
+            return None
+        act = mods[i + 1] if i + 1 < len(mods) else None
+        if act is not None and (isinstance(act, nn.Linear) or not isinstance(act, (nn.Tanh, nn.ReLU, nn.ELU))):
+            return None
+        out.append((lin.weight, lin.bias, act))
+        i += 2 if act is not None else 1
+    if out[-1][2] is not None or out[-1][0].shape[0] != 1:
+        return None
+    return out
+
+
+def _fit_stacked(
+    fits: list[tuple[nn.Module, Tensor, Tensor]],
+    layers: list[list[tuple[Tensor, Tensor, nn.Module | None]]],
+    *,
+    lr: float,
+    iters: int,
+    minibatch_size: int,
+    generator: torch.Generator,
+    l2: float,
+) -> tuple[CriticFitStats, ...]:
+    """The fused branch of :func:`fit_critics` (critics checked stackable, targets finite)."""
+    k = len(fits)
+    dtype = fits[0][1].dtype
+    in_max = max(int(o.shape[1]) for _, o, _ in fits)
+    n = len(fits[0][1])
+    # inputs [k, n, in_max] (zero-padded), targets [k, n]
+    x = torch.zeros(k, n, in_max, dtype=dtype)
+    for j, (_, o, _) in enumerate(fits):
+        x[j, :, : o.shape[1]] = o.detach()
+    y = torch.stack([t.detach().to(dtype) for _, _, t in fits])
+    acts = [a for _, _, a in layers[0]]
+    # stacked weights [k, in, out] (transposed for baddbmm) and biases [k, 1, out], as leaves
+    ws: list[Tensor] = []
+    bs: list[Tensor] = []
+    for li in range(len(layers[0])):
+        rows = in_max if li == 0 else int(layers[0][li][0].shape[1])
+        w = torch.zeros(k, rows, int(layers[0][li][0].shape[0]), dtype=dtype)
+        for j in range(k):
+            wj = layers[j][li][0].detach()
+            w[j, : wj.shape[1]] = wj.t()
+        ws.append(w.requires_grad_(True))
+        bs.append(torch.stack([layers[j][li][1].detach() for j in range(k)])[:, None, :].clone().requires_grad_(True))
+
+    def forward(inp: Tensor) -> Tensor:
+        h = inp
+        for w, b, act in zip(ws, bs, acts):
+            h = torch.baddbmm(b, h, w)
+            if act is not None:
+                h = act(h)
+        return h.squeeze(-1)
+
+    def mse(pred: Tensor, tgt: Tensor) -> Tensor:  # [k] per-critic mean squared error
+        return ((pred - tgt) ** 2).mean(dim=1)
+
+    with torch.no_grad():
+        before = mse(forward(x), y).tolist()
+    params = ws + bs
+    opt = torch.optim.Adam(params, lr=lr, fused=True)  # one kernel for all stacked weights
+    mb = max(1, min(minibatch_size, n))
+    for _ in range(iters):
+        perm = torch.randperm(n, generator=generator)
+        xp, yp = x[:, perm], y[:, perm]
+        for i in range(0, n, mb):
+            opt.zero_grad()
+            loss = mse(forward(xp[:, i : i + mb]), yp[:, i : i + mb]).sum()
+            if l2:
+                loss = loss + l2 * sum((p**2).sum() for p in params)
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        after = mse(forward(x), y).tolist()
+        for j in range(k):
+            for li, (w, b, _) in enumerate(layers[j]):
+                w.copy_(ws[li][j, : w.shape[1]].t())
+                b.copy_(bs[li][j, 0])
+    return tuple(CriticFitStats(loss_before=before[j], loss_after=after[j]) for j in range(k))
 
 
 def load_module_states(

@@ -32,7 +32,7 @@ from metacpo.algorithms.common import (
     build_modules,
     candidate_evaluator,
     fisher_vector_product,
-    fit_critic,
+    fit_critics,
     load_module_states,
     process_batch,
     surrogate_losses,
@@ -321,8 +321,12 @@ class TrustRegionAlgorithm:
             with torch.no_grad():
                 for k, p in self.policy.named_parameters():
                     p.copy_(new_params[k])
-        cr = self._fit(self.critic_r, processed.obs, processed.target_r)
-        cc = self._fit(self.critic_c, processed.obs_c, processed.target_c)
+        c = cfg.critic
+        cr, cc = fit_critics(
+            [(self.critic_r, processed.obs, processed.target_r), (self.critic_c, processed.obs_c, processed.target_c)],
+            optimizer=c.optimizer, lr=c.lr, iters=c.iters,  # type: ignore[arg-type]
+            minibatch_size=c.minibatch_size, generator=self.generator, l2=c.l2, fused=c.fused,
+        )
         if adv.obs_normalize:
             self.normalizer.update(batch.obs)
         self.env_steps += len(batch)
@@ -332,13 +336,6 @@ class TrustRegionAlgorithm:
             behaviour_logp_gap=processed.behaviour_logp_gap,
             sample_seconds=t1 - t0, update_seconds=time.perf_counter() - t1,
             margin=margin, prediction_error=self.margin.last_error if self.margin is not None else math.nan,
-        )
-
-    def _fit(self, critic: ValueCritic, obs: Tensor, targets: Tensor) -> CriticFitStats:
-        c = self.config.critic
-        return fit_critic(
-            critic, obs, targets, optimizer=c.optimizer, lr=c.lr, iters=c.iters,  # type: ignore[arg-type]
-            minibatch_size=c.minibatch_size, generator=self.generator, l2=c.l2,
         )
 
     def state_dict(self) -> dict[str, Any]:

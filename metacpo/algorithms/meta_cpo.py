@@ -36,7 +36,7 @@ from metacpo.algorithms.common import (
     build_modules,
     fisher_at_params,
     fisher_vector_product,
-    fit_critic,
+    fit_critics,
     load_module_states,
     mean_kl,
     process_batch,
@@ -676,12 +676,13 @@ class MetaLearner:
     # ------------------------------------------------------------------ critics, state
     def _fit_critics(self, processed: list[ProcessedBatch]) -> None:
         c = self.critic_cfg
-        for critic, key, inputs in ((self.critic_r, "target_r", "obs"), (self.critic_c, "target_c", "obs_c")):
-            obs = torch.cat([getattr(p, inputs) for p in processed])
-            fit_critic(critic, obs, torch.cat([getattr(p, key) for p in processed]),
-                       optimizer=c.optimizer, lr=c.lr,  # type: ignore[arg-type]
-                       iters=self.meta.critic_epochs * (5 if c.optimizer == "lbfgs" else 1),
-                       minibatch_size=c.minibatch_size, generator=self.torch_gen, l2=c.l2)
+        fit_critics(
+            [(self.critic_r, torch.cat([p.obs for p in processed]), torch.cat([p.target_r for p in processed])),
+             (self.critic_c, torch.cat([p.obs_c for p in processed]), torch.cat([p.target_c for p in processed]))],
+            optimizer=c.optimizer, lr=c.lr,  # type: ignore[arg-type]
+            iters=self.meta.critic_epochs * (5 if c.optimizer == "lbfgs" else 1),
+            minibatch_size=c.minibatch_size, generator=self.torch_gen, l2=c.l2, fused=c.fused,
+        )
 
     def state_dict(self) -> dict[str, Any]:
         """Modules, normaliser, generators, counters, sampler and (if any) the fixed task set."""

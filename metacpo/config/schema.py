@@ -121,6 +121,11 @@ class CriticConfig:
     """Adam minibatch size."""
     l2: float = 0.0
     """L2 penalty coefficient on critic weights."""
+    fused: bool = True
+    """Adam: fit the reward and cost critics in one pass (their layers stacked into one batched
+    network, one optimiser, one minibatch order for both; each critic gets the updates it would
+    get alone on that order, at about half the cost, see bench/critic_fit.py). false: each critic
+    on its own, one after the other (the behaviour before; runs written then resume with it)."""
     time_aware_cost: bool = True
     """The cost critic also sees the fraction of the episode left: J_C is a finite-horizon
     episode cost, whose cost-to-go depends on the time left (off: V(s) only)."""

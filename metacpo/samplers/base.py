@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,6 +153,32 @@ class NumpyActor:
                 h = self.activation(h)
         return h
 
+    def stepper(self, obs_norm: NormalizerState) -> Callable[[np.ndarray, np.ndarray | None], tuple[np.ndarray, float]]:
+        """``(raw obs, noise) -> (action, log pi)``: ``act(obs_norm.normalize(obs), noise)`` in one call.
+
+        The same operations in the same order (bit-identical), with the normaliser's
+        denominator ``sqrt(var + eps)`` computed once and the layers bound to local names.
+        """
+        mean_, den = np.asarray(obs_norm.mean, dtype=np.float64), np.sqrt(obs_norm.var + obs_norm.eps)
+        lo, hi = -obs_norm.clip, obs_norm.clip
+        dtype, std, lp_const, activation = self.dtype, self.std, self._lp_const, self.activation
+        *hidden, (w_out, b_out) = self.layers
+        clip, subtract, divide, dot, f64 = np.core.umath.clip, np.subtract, np.divide, np.dot, np.float64
+
+        def step(obs: np.ndarray, noise: np.ndarray | None) -> tuple[np.ndarray, float]:
+            z = subtract(np.asarray(obs, dtype=f64), mean_)
+            divide(z, den, out=z)
+            h = clip(z, lo, hi, out=z).astype(dtype)
+            for w, b in hidden:
+                h = activation(h @ w + b)
+            m = h @ w_out + b_out
+            if noise is None:
+                return m.astype(f64), lp_const
+            e = noise.astype(dtype)
+            return (m + std * e).astype(f64), lp_const - 0.5 * float(dot(e, e))
+
+        return step
+
     def act(self, obs: np.ndarray, noise: np.ndarray | None) -> tuple[np.ndarray, float]:
         """``(action, log pi(action|obs))``: the mean when ``noise`` is None, else mean + std * noise."""
         mean = self.mean(obs)
@@ -228,6 +254,13 @@ def rollout(
     mid-episode the last step is marked ``truncated`` (its next state is bootstrapped) and ``cut``,
     and ``info['cut']`` is True. Only episodes that ended by termination or the env's time limit count
     in ``episode_returns/costs/lengths``.
+
+    The per-step work outside the env is kept small (this loop runs once per env step): the
+    normaliser's denominator is computed once, the action noise is drawn in blocks (the same
+    numbers as one draw per step), the policy's layers are applied by :meth:`NumpyActor.act_normalized`
+    and transitions are written into preallocated arrays. The batch is bit-identical to the one
+    a step-by-step loop over ``obs_norm.normalize``, :meth:`NumpyActor.act` and ``np.clip``
+    builds (tests/unit/test_rollout_fast.py).
     """
     if num_steps <= 0:
         raise ValueError(f"num_steps must be positive, got {num_steps}")
@@ -235,10 +268,27 @@ def rollout(
     actor = NumpyActor(policy)
     noise_rng = np.random.default_rng(int(rng.integers(2**62)))
     low, high = env.action_space.low, env.action_space.high
-    obs_l, act_l, rew_l, cost_l, term_l, trunc_l, next_l, lp_l = ([] for _ in range(8))
+    obs_shape = tuple(env.observation_space.shape)
+    act = actor.stepper(obs_norm)
+    clip = np.core.umath.clip
+    # Growable storage: exactly num_steps rows when the step budget bounds the batch.
+    cap = num_steps if max_episodes is None else 1024
+    obs_a = np.empty((cap, *obs_shape))
+    next_a = np.empty((cap, *obs_shape))
+    act_a = np.empty((cap, actor.act_dim))
+    lp_a = np.empty(cap)
+    rew_l: list[float] = []
+    cost_l: list[float] = []
+    term_l: list[bool] = []
+    trunc_l: list[bool] = []
     cut_l: list[bool] = []
     ep_ret, ep_cost, ep_len = [], [], []
     seeds: list[int] = []
+    # Noise in blocks: Generator.standard_normal fills row after row, so block row k equals the
+    # k-th per-step draw of act_dim numbers (the generator is this rollout's own).
+    block = 0 if deterministic else min(cap, 4096)
+    noise_block = noise_rng.standard_normal((block, actor.act_dim)) if block else None
+    k_noise = 0
     steps = 0
     cut = False
     while True:
@@ -248,23 +298,34 @@ def rollout(
         ret = cst = 0.0
         length = 0
         while True:
-            noise = None if deterministic else noise_rng.standard_normal(actor.act_dim)
-            action, lp = actor.act(obs_norm.normalize(obs), noise)
-            nxt, r, c, term, trunc, _ = env.step(np.clip(action, low, high))
+            if noise_block is None:
+                noise = None
+            else:
+                if k_noise == block:
+                    noise_block = noise_rng.standard_normal((block, actor.act_dim))
+                    k_noise = 0
+                noise = noise_block[k_noise]
+                k_noise += 1
+            action, lp = act(obs, noise)
+            nxt, r, c, term, trunc, _ = env.step(clip(action, low, high))
+            if steps == len(obs_a):
+                obs_a, next_a, act_a, lp_a = (np.concatenate([x, np.empty_like(x)]) for x in (obs_a, next_a, act_a, lp_a))
+            obs_a[steps] = obs
+            next_a[steps] = nxt
+            act_a[steps] = action
+            lp_a[steps] = lp
             steps += 1
             length += 1
-            ret += float(r)
-            cst += float(c)
+            r = float(r)
+            c = float(c)
+            ret += r
+            cst += c
             last = max_episodes is None and steps >= num_steps
-            obs_l.append(np.asarray(obs, dtype=np.float64))
-            act_l.append(action)
-            rew_l.append(float(r))
-            cost_l.append(float(c))
+            rew_l.append(r)
+            cost_l.append(c)
             term_l.append(bool(term))
             trunc_l.append(bool(trunc) or (last and not term))
             cut_l.append(bool(last and not (term or trunc)))
-            next_l.append(np.asarray(nxt, dtype=np.float64))
-            lp_l.append(lp)
             obs = nxt
             if term or trunc:
                 ep_ret.append(ret)
@@ -279,15 +340,15 @@ def rollout(
         if max_episodes is None and steps >= num_steps:
             break
     return Batch(
-        obs=np.stack(obs_l),
-        actions=np.stack(act_l),
+        obs=obs_a[:steps].copy() if steps < len(obs_a) else obs_a,
+        actions=act_a[:steps].copy() if steps < len(act_a) else act_a,
         rewards=np.asarray(rew_l),
         costs=np.asarray(cost_l),
         terminated=np.asarray(term_l),
         truncated=np.asarray(trunc_l),
         cut=np.asarray(cut_l, dtype=bool),
-        next_obs=np.stack(next_l),
-        log_probs=np.asarray(lp_l),
+        next_obs=next_a[:steps].copy() if steps < len(next_a) else next_a,
+        log_probs=lp_a[:steps].copy() if steps < len(lp_a) else lp_a,
         episode_returns=np.asarray(ep_ret, dtype=np.float64),
         episode_costs=np.asarray(ep_cost, dtype=np.float64),
         episode_lengths=np.asarray(ep_len, dtype=np.int64),

@@ -1,0 +1,122 @@
+"""Sampling of a default Meta-CPO iteration vs raw physics, this tree vs an older commit, in one run.
+
+A default meta-iteration on SafetyPointStcircle1-v0 samples 3 tasks x 3000 steps four times
+(pre-adaptation, after each of 3 inner steps but the last, post-adaptation: 36,000 steps) with
+the process sampler, one worker per core ((24, 12) policy, a non-trivial normaliser). Measured
+for each code path in a fresh child process (``python bench/sampling.py --child`` with
+``PYTHONPATH`` at that tree), alternating old/new ``--rounds`` times:
+
+* sampling seconds of one meta-iteration's 36,000 steps (wall clock, all workers);
+* raw physics in the same child: 10 ``mj_step`` per env step on the same model, one core;
+* per core: ``wall x workers / steps`` (us per step per core) and its ratio to raw physics.
+
+The old path is a ``git worktree`` of ``--old`` (default: the commit before the sampling speed
+work) made under /tmp and removed afterwards. Timings are noisy on a shared machine; compare
+the ratios printed for the two paths in the same run.
+
+Usage: python bench/sampling.py [--old COMMIT] [--rounds 2] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+OLD_DEFAULT = "4562d65"  # main before issue 15's sampling work (rollout loop, critic fit)
+
+
+def child(workers: int, reps: int) -> None:
+    import mujoco
+    import numpy as np
+    import torch
+
+    from metacpo.data.normalizer import NormalizerState
+    from metacpo.models.policy import GaussianMLPPolicy, PolicySpec
+    from metacpo.samplers.base import PolicySnapshot, make_env_for
+    from metacpo.samplers.process import ProcessSampler
+    from metacpo.tasks import get_distribution
+
+    torch.set_num_threads(1)
+    env_id = "SafetyPointStcircle1-v0"
+    env = make_env_for(env_id, seed=0)
+    od, ad = env.observation_space.shape[0], env.action_space.shape[0]
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(PolicySpec(obs_dim=od, act_dim=ad, hidden=(24, 12)))
+    rng = np.random.default_rng(0)
+    norm = NormalizerState(mean=rng.normal(size=od) * 0.1, var=rng.uniform(0.5, 2.0, size=od), clip=10.0)
+    snap = PolicySnapshot.from_policy(policy, norm)
+    tasks = get_distribution(env_id).sample_n(np.random.default_rng(1), 3)
+    sampler = ProcessSampler(env_id, seed=0, num_workers=workers)
+    try:
+        sampler.sample(snapshot=snap, num_steps=3000, tasks=tasks)  # warm-up (worker start, first builds)
+        walls = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            steps = 0
+            for _ in range(4):
+                steps += sum(len(b) for b in sampler.sample(snapshot=snap, num_steps=3000, tasks=tasks))
+            walls.append(time.perf_counter() - t)
+    finally:
+        sampler.close()
+    env.reset(seed=0)
+    task = env.unwrapped.task
+    model, data = task._f_model, task._f_data  # the env's own compiled model and state
+    t = time.perf_counter()
+    for _ in range(steps * 10):
+        mujoco.mj_step(model, data)
+    physics = time.perf_counter() - t
+    print(json.dumps({"wall": min(walls), "steps": steps, "physics": physics, "workers": workers}))
+
+
+def measure(tree: Path, workers: int, reps: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", "--workers", str(workers),
+                          "--reps", str(reps)], cwd=tree, env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--old", default=OLD_DEFAULT, help="commit of the old code path")
+    ap.add_argument("--rounds", type=int, default=2, help="old/new alternations")
+    ap.add_argument("--reps", type=int, default=2, help="meta-iterations' sampling per child (min taken)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.workers, args.reps)
+        return
+    here = Path(__file__).resolve().parent.parent
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; {args.workers} workers; old = {args.old}")
+    with tempfile.TemporaryDirectory() as tmp:
+        old = Path(tmp) / "old"
+        subprocess.run(["git", "-C", str(here), "worktree", "add", "--detach", str(old), args.old], check=True,
+                       capture_output=True)
+        try:
+            rows = {"old": [], "new": []}
+            for _ in range(args.rounds):
+                for name, tree in (("old", old), ("new", here)):
+                    rows[name].append(measure(tree, args.workers, args.reps))
+        finally:
+            subprocess.run(["git", "-C", str(here), "worktree", "remove", "--force", str(old)], check=False)
+    print(f"{'path':4s} {'round':>5s} {'sampling s':>10s} {'us/step/core':>12s} {'10 mj_step us':>13s} {'x physics':>9s}")
+    best = {}
+    for name, rs in rows.items():
+        for i, r in enumerate(rs):
+            per = r["wall"] * r["workers"] / r["steps"] * 1e6
+            phys = r["physics"] / r["steps"] * 1e6
+            print(f"{name:4s} {i:>5d} {r['wall']:10.2f} {per:12.1f} {phys:13.1f} {per / phys:9.2f}")
+            best.setdefault(name, []).append(per / phys)
+    o, n = min(best["old"]), min(best["new"])
+    print(f"sampling per step, in units of raw physics (best round): old {o:.2f}x, new {n:.2f}x; "
+          f"new is {o / n:.2f}x faster relative to the physics")
+
+
+if __name__ == "__main__":
+    main()
