@@ -29,12 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        try:
-            mod = importlib.import_module(f"metacpo.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"metacpo.commands.{name}":
-                continue  # command not built yet
-            raise
+        mod = importlib.import_module(f"metacpo.commands.{name}")
         # argparse %-formats help strings (not descriptions): escape a literal "%".
         p = sub.add_parser(mod.NAME, help=mod.HELP.replace("%", "%%"), description=mod.HELP)
         mod.add_arguments(p)

@@ -55,22 +55,6 @@ class RolloutStats:
     ep_len_mean: float
     j_c: float
 
-    @staticmethod
-    def merge(stats: Sequence["RolloutStats"], batches: Sequence[Batch]) -> "RolloutStats":
-        """Pooled statistics over several batches (e.g. the tasks of a meta-iteration)."""
-        rets = np.concatenate([b.episode_returns for b in batches])
-        costs = np.concatenate([b.episode_costs for b in batches])
-        lens = np.concatenate([b.episode_lengths for b in batches])
-        return RolloutStats(
-            num_steps=sum(s.num_steps for s in stats),
-            num_episodes=len(rets),
-            ep_return_mean=_mean(rets),
-            ep_return_std=_std(rets),
-            ep_cost_mean=_mean(costs),
-            ep_cost_std=_std(costs),
-            ep_len_mean=_mean(lens),
-            j_c=float(np.mean([s.j_c for s in stats])),
-        )
 
 
 def _mean(x: np.ndarray) -> float:

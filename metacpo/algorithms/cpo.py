@@ -43,11 +43,8 @@ from metacpo.config.schema import TrainConfig, UpdateConfig
 from metacpo.data.normalizer import NormalizerState, RunningNormalizer
 from metacpo.functional.params import Params, add_flat, flat_grad
 from metacpo.models.policy import GaussianMLPPolicy, ValueCritic
-from metacpo.samplers.base import PolicySnapshot, Sampler, env_dims, make_env_for
+from metacpo.samplers.base import PolicySnapshot, Sampler
 from metacpo.solvers import FisherMetric, SolverCase, solve_cpo_with_fallback
-
-CASE_NAMES = {SolverCase.UNCONSTRAINED: "unconstrained", SolverCase.ACTIVE: "active", SolverCase.RECOVERY: "recovery"}
-
 
 @dataclass(frozen=True)
 class PolicyUpdateStats:
@@ -154,7 +151,7 @@ def trust_region_update(
         {k: v.detach() for k, v in add_flat(params, step, alpha=ls.fraction).items()} if ls.accepted else params
     )
     stats = PolicyUpdateStats(
-        case=CASE_NAMES[sol.case],
+        case=SolverCase(int(sol.case)).label,
         lam=float(sol.lam),
         nu=float(sol.nu),
         b=b,
@@ -368,15 +365,6 @@ class TrustRegionAlgorithm:
             if "cost_margin" not in state:
                 raise ValueError("algorithm state lacks ['cost_margin'] (CPO checkpoints keep the cost margin)")
             self.margin.load_state_dict(state["cost_margin"])
-
-
-def env_dims_for(env_id: str) -> tuple[int, int]:
-    """Observation/action sizes of ``env_id`` (builds and closes one env)."""
-    env = make_env_for(env_id)
-    try:
-        return env_dims(env)
-    finally:
-        env.close()
 
 
 def build_cpo(config: TrainConfig, *, sampler: Sampler, obs_dim: int, act_dim: int) -> TrustRegionAlgorithm:

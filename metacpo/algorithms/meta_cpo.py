@@ -289,9 +289,6 @@ class MetaIterationStats:
         return out
 
 
-CASE_NAMES = ("unconstrained", "active", "recovery")
-
-
 def _spread(x: Sequence[float]) -> tuple[float, float, float]:
     a = np.asarray([v for v in x if math.isfinite(v)], dtype=np.float64)
     if a.size == 0:
@@ -639,7 +636,7 @@ class MetaLearner:
             proj = project_onto_halfspace(step, A=mg.A, B=mg.B)
             projected = proj is not step
             step = proj
-        info: dict[str, Any] = dict(case=CASE_NAMES[int(sol.case)], lam=float(sol.lam.detach()),
+        info: dict[str, Any] = dict(case=SolverCase(int(sol.case)).label, lam=float(sol.lam.detach()),
                                     nu=float(sol.nu.detach()), step_norm=0.0, projected=projected,
                                     fraction=0.0, accepted=False, reason="")
         if not torch.isfinite(step).all():

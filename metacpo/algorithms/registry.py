@@ -7,8 +7,7 @@ An algorithm module registers itself at import time::
 ``build(config, *, sampler)`` returns an object following :class:`metacpo.training.Algorithm`.
 ``sections`` are extra top-level config sections (dataclasses) that
 :class:`metacpo.config.TrainConfig` accepts only for this algorithm (kept in ``config.extra``).
-Built-in modules are imported lazily on first lookup (a module that does not exist yet is
-skipped).
+Built-in modules are imported lazily on first lookup.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "metacpo.algorithms.cpo",
     "metacpo.algorithms.trpo",
     "metacpo.algorithms.meta_cpo",
-    "metacpo.algorithms.meta_trpo",
     "metacpo.algorithms.multitask",
 )
 
@@ -72,11 +70,7 @@ def _load_builtin() -> None:
         return
     _loaded = True
     for mod in BUILTIN_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
+        importlib.import_module(mod)
 
 
 def algorithm_names() -> list[str]:

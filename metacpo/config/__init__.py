@@ -15,7 +15,6 @@ from metacpo.config.schema import (
     build_section,
     field_docs,
     load_yaml,
-    merge,
 )
 
 __all__ = [
@@ -33,5 +32,4 @@ __all__ = [
     "build_section",
     "field_docs",
     "load_yaml",
-    "merge",
 ]

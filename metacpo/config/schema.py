@@ -499,14 +499,3 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     if not isinstance(section, dict):
         raise ValueError(f"config section {parts[0]!r} is not a mapping")
     section[parts[1]] = value
-
-
-def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    """Section-wise merge of two nested config dicts (``top`` wins)."""
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
-    for k, v in top.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k].update(v)
-        else:
-            out[k] = v
-    return out

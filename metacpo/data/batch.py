@@ -48,11 +48,6 @@ class Batch:
     def __len__(self) -> int:
         return len(self.obs)
 
-    @property
-    def dones(self) -> np.ndarray:
-        """Episode ends (termination or truncation), [N] bool."""
-        return np.logical_or(self.terminated, self.truncated)
-
     @staticmethod
     def concat(batches: list["Batch"]) -> "Batch":
         """Join batches in order (each must end on an episode boundary, which samplers guarantee)."""

@@ -3,7 +3,6 @@
 from metacpo.functional.params import (
     Params,
     add_flat,
-    assert_finite,
     flat_grad,
     flatten,
     num_params,
@@ -14,7 +13,6 @@ from metacpo.functional.params import (
 __all__ = [
     "Params",
     "add_flat",
-    "assert_finite",
     "flat_grad",
     "flatten",
     "num_params",

@@ -82,9 +82,3 @@ def flat_grad(
         ]
     )
 
-
-def assert_finite(params: Mapping[str, Tensor], *, what: str = "parameters") -> None:
-    """Raise ``FloatingPointError`` naming the first non-finite tensor in ``params``."""
-    for k, v in params.items():
-        if not torch.isfinite(v).all():
-            raise FloatingPointError(f"non-finite values in {what} '{k}'")

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from metacpo.functional.params import Params, add_flat, flat_grad, flatten
+from metacpo.functional.params import Params, add_flat, flat_grad
 
 __all__ = [
     "AdaptStepStats",
@@ -310,15 +310,3 @@ def project_onto_halfspace(step: Tensor, *, A: Tensor, B: float) -> Tensor:
     if viol <= 0 or aa == 0.0:
         return step
     return step - (viol / aa) * A
-
-
-def flat_params(params: Params) -> Tensor:
-    """Detached flat copy of ``params`` (for bit-identity checks and updates)."""
-    return flatten({k: v.detach() for k, v in params.items()}).clone()
-
-
-def apply_step(params: Params, step: Tensor) -> Params:
-    """``params + step`` as new detached leaf tensors (the meta-update; off the gradient path)."""
-    with torch.no_grad():
-        return meta_parameters(add_flat({k: v.detach() for k, v in params.items()}, step))
-

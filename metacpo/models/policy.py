@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.distributions import Normal
@@ -83,21 +82,6 @@ class GaussianMLPPolicy(nn.Module):
     def log_prob(self, obs: Tensor, actions: Tensor, params: Mapping[str, Tensor] | None = None) -> Tensor:
         """Sum over action dimensions of log pi(a|s): shape [N]."""
         return self.distribution(obs, params).log_prob(actions).sum(-1)
-
-    @torch.no_grad()
-    def act(
-        self, obs: np.ndarray, *, deterministic: bool = False, generator: torch.Generator | None = None
-    ) -> tuple[np.ndarray, float]:
-        """One action for one (already normalised) observation, and its log-probability."""
-        o = torch.as_tensor(obs, dtype=self.log_std.dtype).unsqueeze(0)
-        mean, log_std = self(o)
-        if deterministic:
-            a = mean
-        else:
-            noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
-            a = mean + log_std.exp() * noise
-        lp = Normal(mean, log_std.exp()).log_prob(a).sum(-1)
-        return a[0].numpy(), float(lp[0])
 
 
 class ValueCritic(nn.Module):

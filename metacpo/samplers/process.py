@@ -7,8 +7,9 @@ Protocol (parent -> worker over a ``multiprocessing.Pipe``; worker code is
   (the worker's generator state after the jobs, so the parent always knows every worker's state)
 * ``("get_state",)`` -> ``("ok", rng_state)``; ``("set_state", rng_state)`` -> ``("ok", None)``
 * ``("close",)`` -> the worker exits.
-* Any exception in a worker -> ``("error", traceback_text)``; the parent raises ``RuntimeError``
-  naming the worker. A worker that died -- whatever the moment: idle, mid-rollout, or part-way
+* Any exception in a worker -> ``("error", WorkerError)`` (whether it is a ``ValueError``, its
+  message and traceback); the parent raises ``ValueError`` (bad input, e.g. a task the env
+  rejects) or ``RuntimeError`` with the worker's traceback, naming the worker. A worker that died -- whatever the moment: idle, mid-rollout, or part-way
   through writing its reply, so that the parent reads EOF, a reset or broken pipe, "got end of
   file during message" or a truncated pickle -- raises ``WorkerDied`` naming it;
   :meth:`ProcessSampler.sample` catches it, starts a replacement process, restores the generator
@@ -33,10 +34,12 @@ import copy
 import multiprocessing as mp
 import pickle
 import signal
+import sys
 import threading
 import time
 import traceback
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -66,6 +69,23 @@ CLOSE_GRACE_S = 0.5
 """How long :meth:`ProcessSampler.close` waits for idle workers to exit before terminating them."""
 
 
+@dataclass(frozen=True)
+class WorkerError:
+    """A worker's exception as it travels to the parent (exceptions themselves may not pickle)."""
+
+    is_value_error: bool
+    """The worker raised a ``ValueError`` (bad input): the parent raises ``ValueError`` too."""
+    message: str
+    traceback: str
+
+    @staticmethod
+    def current() -> "WorkerError":
+        """The exception being handled (call inside ``except``)."""
+        exc = sys.exc_info()[1]
+        return WorkerError(is_value_error=isinstance(exc, ValueError), message=str(exc),
+                           traceback=traceback.format_exc())
+
+
 class WorkerDied(RuntimeError):
     """A worker process exited unexpectedly while holding ``jobs``."""
 
@@ -88,7 +108,7 @@ def worker_main(conn: Connection, env_id: str, seed: int, index: int, setup: Tas
             setup.apply()
         env = make_env_for(env_id, seed=seed)  # our stochastic ids: the default task follows the seed
     except Exception:
-        conn.send(("error", traceback.format_exc()))
+        conn.send(("error", WorkerError.current()))
         return
     rng = worker_rng(seed, index)
     policy: GaussianMLPPolicy | None = None
@@ -99,7 +119,7 @@ def worker_main(conn: Connection, env_id: str, seed: int, index: int, setup: Tas
         except (EOFError, OSError):  # the parent is gone
             break
         except Exception:  # e.g. a task whose module this worker cannot import
-            conn.send(("error", traceback.format_exc()))
+            conn.send(("error", WorkerError.current()))
             continue
         try:
             cmd = msg[0]
@@ -115,10 +135,10 @@ def worker_main(conn: Connection, env_id: str, seed: int, index: int, setup: Tas
                 rng.bit_generator.state = msg[1]
                 conn.send(("ok", None))
             else:
-                conn.send(("error", f"unknown command {cmd!r}"))
+                conn.send(("error", WorkerError(is_value_error=False, message=f"unknown command {cmd!r}", traceback="")))
         except Exception:
             try:
-                conn.send(("error", traceback.format_exc()))
+                conn.send(("error", WorkerError.current()))
             except OSError:  # the parent is gone
                 break
     env.close()
@@ -234,10 +254,9 @@ class ProcessSampler(Sampler):
         except PIPE_BROKEN:  # died before, while or after writing its reply (see PIPE_BROKEN)
             raise WorkerDied(i, jobs) from None
         if status != "ok":
-            first = payload.strip().splitlines()[-1] if payload.strip() else payload
-            if "ValueError" in first:
-                raise ValueError(f"sampler worker {i}: {first.split(':', 1)[-1].strip()}")
-            raise RuntimeError(f"sampler worker {i} failed:\n{payload}")
+            if payload.is_value_error:
+                raise ValueError(f"sampler worker {i}: {payload.message}")
+            raise RuntimeError(f"sampler worker {i} failed:\n{payload.traceback or payload.message}")
         return payload
 
     def sample(

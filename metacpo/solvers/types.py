@@ -22,6 +22,11 @@ class SolverCase(enum.IntEnum):
     """Infeasible: no step inside the trust region satisfies the cost constraint; the step is
     the pure cost-reduction recovery step ``x = -sqrt(2 delta / s) H^-1 a``."""
 
+    @property
+    def label(self) -> str:
+        """The case's name in logs: ``unconstrained``, ``active`` or ``recovery``."""
+        return self.name.lower()
+
 
 @dataclass(frozen=True)
 class CPOSolution:
