@@ -37,8 +37,7 @@ from metacpo.algorithms.common import (
     process_batch,
     surrogate_losses,
 )
-from metacpo.algorithms.margin import CostMargin, CostMarginConfig
-from metacpo.algorithms.registry import register_algorithm
+from metacpo.algorithms.margin import CostMargin
 from metacpo.config.schema import TrainConfig, UpdateConfig
 from metacpo.data.normalizer import NormalizerState, RunningNormalizer
 from metacpo.functional.params import Params, add_flat, flat_grad
@@ -370,6 +369,3 @@ class TrustRegionAlgorithm:
 def build_cpo(config: TrainConfig, *, sampler: Sampler, obs_dim: int, act_dim: int) -> TrustRegionAlgorithm:
     return TrustRegionAlgorithm(config, sampler=sampler, constrained=True, obs_dim=obs_dim, act_dim=act_dim)
 
-
-register_algorithm("cpo", build=build_cpo, sections={"margin": CostMarginConfig},
-                   description="Constrained Policy Optimization (single task)")

@@ -17,7 +17,6 @@ import numpy as np
 
 from metacpo.algorithms.cpo import IterationStats, TrustRegionAlgorithm
 from metacpo.algorithms.meta_cpo import task_distributions
-from metacpo.algorithms.registry import register_algorithm
 from metacpo.config.schema import TrainConfig
 from metacpo.data.batch import Batch
 from metacpo.samplers.base import PolicySnapshot, Sampler, Task
@@ -110,7 +109,3 @@ class MultitaskCPO(TrustRegionAlgorithm):
 def build_multitask_cpo(config: TrainConfig, *, sampler: Sampler, obs_dim: int, act_dim: int) -> MultitaskCPO:
     return MultitaskCPO(config, sampler=sampler, obs_dim=obs_dim, act_dim=act_dim)
 
-
-register_algorithm("multitask-cpo", build=build_multitask_cpo, sections={"multitask": MultitaskConfig},
-                   description="CPO trained sequentially on tasks drawn from the level-1 distribution",
-                   default_env_id="SafetyPointStcircle1-v0")

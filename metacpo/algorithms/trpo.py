@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from metacpo.algorithms.cpo import TrustRegionAlgorithm
-from metacpo.algorithms.registry import register_algorithm
 from metacpo.config.schema import TrainConfig
 from metacpo.samplers.base import Sampler
 
@@ -11,5 +10,3 @@ from metacpo.samplers.base import Sampler
 def build_trpo(config: TrainConfig, *, sampler: Sampler, obs_dim: int, act_dim: int) -> TrustRegionAlgorithm:
     return TrustRegionAlgorithm(config, sampler=sampler, constrained=False, obs_dim=obs_dim, act_dim=act_dim)
 
-
-register_algorithm("trpo", build=build_trpo, description="Trust Region Policy Optimization (single task, no cost constraint)")

@@ -88,3 +88,29 @@ def test_every_field_has_a_docstring():
         docs = field_docs(cls)
         missing = [f.name for f in dataclasses.fields(cls) if not docs.get(f.name)]
         assert not missing, f"{name}: fields without a docstring: {missing}"
+
+
+def test_building_a_config_imports_no_algorithm():
+    """config -> registry only: a config (default or meta) imports its sections, not the algorithms,
+    samplers or the meta core (no config <-> registry import circle)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import metacpo.config.schema as s\n"
+        "s.TrainConfig()\n"
+        "s.TrainConfig.from_dict({'algo': 'meta-cpo'})\n"
+        "heavy = ['metacpo.algorithms.cpo', 'metacpo.algorithms.meta_cpo', 'metacpo.algorithms.common',\n"
+        "         'metacpo.samplers', 'metacpo.meta', 'metacpo.solvers', 'torch']\n"
+        "loaded = [m for m in heavy if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_registry_knows_the_common_section_names():
+    from metacpo.algorithms.registry import COMMON_SECTION_NAMES
+    from metacpo.config.schema import SECTIONS
+
+    assert COMMON_SECTION_NAMES == {"algo", *SECTIONS}
