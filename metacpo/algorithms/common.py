@@ -429,28 +429,6 @@ def full_step(evaluate: Callable[[float], Evaluation], *, loss_r0: float, expect
     )
 
 
-def candidate_evaluator(
-    *,
-    policy: GaussianMLPPolicy,
-    params: Params,
-    step: Tensor,
-    processed: ProcessedBatch,
-    metric: Literal["identity", "fisher"],
-) -> Callable[[float], Evaluation]:
-    """``frac -> Evaluation`` at ``params + frac * step`` (no gradients)."""
-    half_sq_norm = 0.5 * float(step.double().pow(2).sum())
-
-    def evaluate(frac: float) -> Evaluation:
-        with torch.no_grad():
-            cand = add_flat(params, step, alpha=frac)
-            lr, lc = surrogate_losses(policy, cand, processed)
-            kl = float(mean_kl(policy, cand, processed))
-        tr = kl if metric == "fisher" else frac**2 * half_sq_norm
-        return Evaluation(loss_r=float(lr), loss_c=float(lc), kl=kl, trust_region=tr)
-
-    return evaluate
-
-
 # --------------------------------------------------------------------------------------------
 # Critic fitting
 # --------------------------------------------------------------------------------------------

@@ -16,22 +16,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from metacpo.algorithms.common import (
-    full_step,
     CriticFitStats,
     ProcessedBatch,
     RolloutStats,
     advantages_finite,
-    backtracking_line_search,
     build_modules,
-    candidate_evaluator,
-    fisher_vector_product,
     fit_critics,
     load_module_states,
     process_batch,
@@ -40,51 +35,21 @@ from metacpo.algorithms.common import (
 from metacpo.algorithms.margin import CostMargin
 from metacpo.config.schema import TrainConfig, UpdateConfig
 from metacpo.data.normalizer import NormalizerState, RunningNormalizer
-from metacpo.functional.params import Params, add_flat, flat_grad
+from metacpo.algorithms.trust_region import (
+    LineSearchSettings,
+    TrustRegionStats,
+    fisher_metric,
+    skipped_step,
+    surrogate_values,
+    trust_region_step,
+)
+from metacpo.functional.params import Params, flat_grad
+from metacpo.meta.core import StepRule, constraint_b
 from metacpo.models.policy import GaussianMLPPolicy, ValueCritic
 from metacpo.samplers.base import PolicySnapshot, Sampler
-from metacpo.solvers import FisherMetric, SolverCase, solve_cpo_with_fallback
 
-@dataclass(frozen=True)
-class PolicyUpdateStats:
-    """What one trust-region policy step did.
-
-    ``case``: unconstrained | active | recovery, or ``skipped`` (non-finite input/step);
-    ``lam``/``nu``: the solver's multipliers; ``step_norm``: |fraction * x|; ``kl``: mean
-    KL(old||new) after the accepted step; ``b``: J_C minus the step's cost target
-    (``settings.cost_limit``: ``d - m`` in CPO training, see :mod:`metacpo.algorithms.margin`; nan for TRPO).
-    """
-
-    case: str
-    lam: float
-    nu: float
-    b: float
-    step_norm: float
-    kl: float
-    ls_accepted: bool
-    ls_fraction: float
-    ls_backtracks: int
-    ls_reason: str
-    loss_r_before: float
-    loss_r_after: float
-    loss_c_before: float
-    loss_c_after: float
-    expected_improvement: float
-    grad_norm_r: float
-    grad_norm_c: float
-    solver_fallback: bool
-    skipped: bool
-    skip_reason: str
-
-
-def _skipped(reason: str, *, b: float, loss_r: float = math.nan, loss_c: float = math.nan) -> PolicyUpdateStats:
-    nan = math.nan
-    return PolicyUpdateStats(
-        case="skipped", lam=nan, nu=nan, b=b, step_norm=0.0, kl=0.0, ls_accepted=False, ls_fraction=0.0,
-        ls_backtracks=0, ls_reason="", loss_r_before=loss_r, loss_r_after=loss_r, loss_c_before=loss_c,
-        loss_c_after=loss_c, expected_improvement=nan, grad_norm_r=nan, grad_norm_c=nan,
-        solver_fallback=False, skipped=True, skip_reason=reason,
-    )
+PolicyUpdateStats = TrustRegionStats
+"""What one CPO/TRPO policy step did (the shared :class:`~metacpo.algorithms.trust_region.TrustRegionStats`)."""
 
 
 def trust_region_update(
@@ -94,16 +59,19 @@ def trust_region_update(
     processed: ProcessedBatch,
     settings: UpdateConfig,
     constrained: bool,
-) -> tuple[Params, PolicyUpdateStats]:
+    cost_target: float | None = None,
+) -> tuple[Params, TrustRegionStats]:
     """One CPO (``constrained``) or TRPO step from ``params``; returns new detached params.
 
-    ``g = d loss_r / d theta``, ``a = d loss_c / d theta``, ``b = J_C - d``; the metric is the
-    damped KL Hessian (``settings.metric == 'fisher'``) or the identity. On any non-finite
+    ``g = d loss_r / d theta``, ``a = d loss_c / d theta``, ``b = J_C - cost_target``
+    (``cost_target``: ``d - m`` with CPO's margin; default the cost limit ``d``); the metric is
+    the damped KL Hessian (``settings.metric == 'fisher'``) or the identity. On any non-finite
     quantity, or when the line search rejects every fraction, ``params`` itself is returned.
     """
-    b = processed.j_c - settings.cost_limit if constrained else math.nan
+    target = settings.cost_limit if cost_target is None else cost_target
+    b = constraint_b(processed.j_c, target) if constrained else math.nan
     if not advantages_finite(processed):
-        return params, _skipped("non-finite advantages or J_C", b=b)
+        return params, skipped_step("non-finite advantages or J_C", b=b)
     leaf = {k: v.detach().requires_grad_(True) for k, v in params.items()}
     loss_r, loss_c = surrogate_losses(policy, leaf, processed)
     # The sub-problem is solved in float64 (the step is cast back to the parameters' dtype).
@@ -111,67 +79,19 @@ def trust_region_update(
     a = flat_grad(loss_c, leaf).detach().double()
     lr0, lc0 = float(loss_r.detach()), float(loss_c.detach())
     if not (torch.isfinite(g).all() and torch.isfinite(a).all()):
-        return params, _skipped("non-finite gradient", b=b, loss_r=lr0, loss_c=lc0)
+        return params, skipped_step("non-finite gradient", b=b, loss_r=lr0, loss_c=lc0)
     metric = None
     if settings.metric == "fisher":
-        metric = FisherMetric(
-            hvp=fisher_vector_product(policy, params, processed), cg_iters=settings.cg_iters, damping=settings.damping
-        )
-    sol, fell_back = solve_cpo_with_fallback(
-        g=g,
-        a=a if constrained else None,
-        b=b if constrained else None,
-        delta=settings.delta,
-        backend=settings.backend,
-        metric=metric,
-        normalize=settings.normalize_grads,
+        metric = fisher_metric(policy, params, [processed], cg_iters=settings.cg_iters, damping=settings.damping)
+    return trust_region_step(
+        params=params, g=g, a=a, b=b, loss_r=lr0, loss_c=lc0,
+        rule=StepRule(delta=settings.delta, constrained=constrained, backend=settings.backend,
+                      normalize=settings.normalize_grads),
+        metric=metric, metric_kind=settings.metric,  # type: ignore[arg-type]
+        line_search=LineSearchSettings(enabled=settings.line_search, backtrack_coef=settings.backtrack_coef,
+                                       max_backtracks=settings.max_backtracks, accept_ratio=settings.accept_ratio),
+        values=surrogate_values(policy, processed),
     )
-    step = sol.step.detach()
-    if not torch.isfinite(step).all():
-        return params, _skipped("non-finite step", b=b, loss_r=lr0, loss_c=lc0)
-    step = step.to(next(iter(params.values())).dtype)
-    recovery = sol.case == SolverCase.RECOVERY
-    evaluate = candidate_evaluator(
-        policy=policy, params=params, step=step, processed=processed, metric=settings.metric  # type: ignore[arg-type]
-    )
-    ls = backtracking_line_search(
-        evaluate=evaluate,
-        loss_r0=lr0,
-        loss_c0=lc0,
-        expected_improvement=float(-(g @ step.double())),
-        delta=settings.delta,
-        b=b if constrained else None,
-        recovery=recovery,
-        backtrack_coef=settings.backtrack_coef,
-        max_backtracks=settings.max_backtracks,
-        accept_ratio=settings.accept_ratio,
-    ) if settings.line_search else full_step(evaluate, loss_r0=lr0, expected_improvement=float(-(g @ step.double())))
-    new_params = (
-        {k: v.detach() for k, v in add_flat(params, step, alpha=ls.fraction).items()} if ls.accepted else params
-    )
-    stats = PolicyUpdateStats(
-        case=SolverCase(int(sol.case)).label,
-        lam=float(sol.lam),
-        nu=float(sol.nu),
-        b=b,
-        step_norm=ls.fraction * float(step.norm()),
-        kl=ls.kl,
-        ls_accepted=ls.accepted,
-        ls_fraction=ls.fraction,
-        ls_backtracks=ls.backtracks,
-        ls_reason=ls.reason,
-        loss_r_before=lr0,
-        loss_r_after=ls.loss_r,
-        loss_c_before=lc0,
-        loss_c_after=ls.loss_c,
-        expected_improvement=ls.expected_improvement,
-        grad_norm_r=float(g.norm()),
-        grad_norm_c=float(a.norm()),
-        solver_fallback=fell_back,
-        skipped=False,
-        skip_reason="",
-    )
-    return new_params, stats
 
 
 @dataclass(frozen=True)
@@ -179,7 +99,7 @@ class IterationStats:
     """Everything one CPO/TRPO iteration reports (logged by the training loop only)."""
 
     rollout: RolloutStats
-    update: PolicyUpdateStats
+    update: TrustRegionStats
     critic_r: CriticFitStats
     critic_c: CriticFitStats
     env_steps: int
@@ -299,13 +219,13 @@ class TrustRegionAlgorithm:
             time_limit=getattr(self.sampler, "episode_steps", None),
             normalize_adv_r=adv.normalize_adv_r, center_adv_c=adv.center_adv_c,
         )
-        settings, margin = cfg.update, math.nan
+        d, margin = cfg.update.cost_limit, math.nan
         if self.margin is not None:
-            self.margin.observe(processed.j_c, cost_limit=cfg.update.cost_limit)
-            margin = self.margin.margin(cfg.update.cost_limit)
-            settings = replace(cfg.update, cost_limit=cfg.update.cost_limit - margin)  # b = J_C - (d - m)
+            self.margin.observe(processed.j_c, cost_limit=d)
+            margin = self.margin.margin(d)
         new_params, ustats = trust_region_update(
-            policy=self.policy, params=params, processed=processed, settings=settings, constrained=self.constrained
+            policy=self.policy, params=params, processed=processed, settings=cfg.update, constrained=self.constrained,
+            cost_target=d if self.margin is None else d - margin,  # b = J_C - (d - m)
         )
         if self.margin is not None:
             self.margin.predict(processed.j_c, ustats.loss_c_after - ustats.loss_c_before)

@@ -43,6 +43,7 @@ __all__ = [
     "Surrogates",
     "adapt",
     "adapt_step",
+    "constraint_b",
     "meta_gradient",
     "meta_parameters",
     "post_adaptation_values",
@@ -119,6 +120,16 @@ def meta_parameters(params: Params) -> Params:
     return {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
 
 
+def constraint_b(j_c: Tensor | float, cost_target: float) -> Any:
+    """``b = J_C - target``: how far the cost estimate ``J_C`` lies above what the step aims at.
+
+    ``target`` is the cost limit ``d``, or ``d - m`` with a margin ``m`` (single-task CPO's
+    adaptive margin, Meta-CPO's inner margin). The one place ``b`` (and the outer ``B``) is formed;
+    a tensor ``j_c`` keeps its graph (Meta-CPO's inner steps differentiate ``b``).
+    """
+    return j_c - cost_target
+
+
 MetricFn = Callable[[Params, Any], Any]
 """``metric_fn(params, data) -> Metric``: a metric built at the current parameters (e.g. Fisher)."""
 
@@ -168,7 +179,7 @@ def adapt_step(
     if rule.constrained:
         a = flat_grad(s.loss_c, params, create_graph=second_order, retain_graph=second_order)
         j_c = s.j_c if second_order else s.j_c.detach()
-        b = j_c - cost_limit
+        b = constraint_b(j_c, cost_limit)
         if not second_order:
             a = a.detach()
     if not second_order:
@@ -263,7 +274,7 @@ def meta_gradient(
     return MetaGradient(
         G=G.detach(),
         A=A.detach(),
-        B=float(j_c) - cost_limit,
+        B=constraint_b(float(j_c), cost_limit),
         loss_r=float(loss_r.detach()),
         loss_c=float(loss_c.detach()),
         j_c=float(j_c),

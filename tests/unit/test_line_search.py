@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from metacpo.algorithms.common import Evaluation, backtracking_line_search, candidate_evaluator
+from metacpo.algorithms.common import Evaluation, backtracking_line_search
+from metacpo.algorithms.trust_region import candidate_evaluator, surrogate_values
 from tests.synthetic import synthetic_processed
 
 
@@ -64,7 +65,7 @@ def test_candidate_evaluator_matches_surrogates_and_trust_region_at_the_candidat
 
     policy, params, processed = synthetic_processed()
     step = torch.randn(sum(v.numel() for v in params.values()), generator=torch.Generator().manual_seed(0)) * 0.01
-    ident = candidate_evaluator(policy=policy, params=params, step=step, processed=processed, metric="identity")(0.5)
+    ident = candidate_evaluator(params=params, step=step, values=surrogate_values(policy, processed), metric="identity")(0.5)
     assert ident.trust_region == pytest.approx(0.5 * 0.25 * float(step.double().pow(2).sum()), rel=1e-9)
     # the surrogates and KL it reports are those at params + 0.5 step, computed independently here
     cand = add_flat(params, step, alpha=0.5)
@@ -73,7 +74,7 @@ def test_candidate_evaluator_matches_surrogates_and_trust_region_at_the_candidat
         kl = float(mean_kl(policy, cand, processed))
     assert ident.loss_r == pytest.approx(float(lr), rel=1e-6) and ident.loss_c == pytest.approx(float(lc), rel=1e-6)
     assert ident.kl == pytest.approx(kl, rel=1e-6) and kl > 0
-    fisher = candidate_evaluator(policy=policy, params=params, step=step, processed=processed, metric="fisher")(0.5)
+    fisher = candidate_evaluator(params=params, step=step, values=surrogate_values(policy, processed), metric="fisher")(0.5)
     assert fisher.trust_region == fisher.kl == pytest.approx(kl, rel=1e-6)
     # for a small step the KL is the Fisher quadratic form 1/2 s^T F s (s = 0.5 step)
     s = 0.5 * step
