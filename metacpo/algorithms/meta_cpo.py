@@ -19,23 +19,19 @@ One meta-iteration (see docs/meta.md):
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from metacpo.algorithms.common import (
-    Evaluation,
     ProcessedBatch,
     advantages_finite,
-    backtracking_line_search,
     build_modules,
     fisher_at_params,
-    fisher_vector_product,
     fit_critics,
     load_module_states,
     mean_kl,
@@ -43,11 +39,21 @@ from metacpo.algorithms.common import (
     surrogate_losses,
 )
 from metacpo.algorithms.meta_config import MetaConfig
+from metacpo.algorithms.timing import Stopwatch
+from metacpo.algorithms.trust_region import (
+    LineSearchSettings,
+    TrustRegionStats,
+    fisher_metric,
+    skipped_step,
+    trust_region_step,
+)
 from metacpo.config.schema import AdvantageConfig, CriticConfig, TrainConfig, UpdateConfig
 from metacpo.data.batch import Batch
 from metacpo.data.normalizer import NormalizerState, RunningNormalizer
-from metacpo.functional.params import Params, add_flat, params_of
+from metacpo.functional.params import Params, params_of, write_params
 from metacpo.meta.core import (
+    AdaptStepStats,
+    MetaGradient,
     MetricFn,
     StepRule,
     Surrogates,
@@ -55,8 +61,6 @@ from metacpo.meta.core import (
     meta_gradient,
     meta_parameters,
     post_adaptation_values,
-    project_onto_halfspace,
-    solve_step,
 )
 from metacpo.models.policy import GaussianMLPPolicy
 from metacpo.samplers.base import PolicySnapshot, Sampler
@@ -95,15 +99,9 @@ class MetaIterationStats:
     g_norm: float
     a_norm: float
     B: float
-    outer_case: str
-    lam: float
-    nu: float
-    step_norm: float
-    """Norm of the accepted meta-step (fraction x full step)."""
-    projected: bool
-    ls_fraction: float
-    ls_accepted: bool
-    ls_reason: str
+    outer: TrustRegionStats
+    """The meta-step ``theta <- theta + Delta(G, A, B; outer_delta)`` (``skipped`` when no
+    meta-gradient was formed)."""
     skipped: bool
     skip_reason: str
     skipped_total: int
@@ -144,13 +142,13 @@ class MetaIterationStats:
             "outer/G_norm": self.g_norm,
             "outer/A_norm": self.a_norm,
             "outer/B": self.B,
-            "solver/case": self.outer_case,
-            "solver/lam": self.lam,
-            "solver/nu": self.nu,
-            "outer/step_norm": self.step_norm,
-            "outer/projected": int(self.projected),
-            "outer/ls_fraction": self.ls_fraction,
-            "outer/ls_accepted": int(self.ls_accepted),
+            "solver/case": self.outer.case,
+            "solver/lam": self.outer.lam,
+            "solver/nu": self.outer.nu,
+            "outer/step_norm": self.outer.step_norm,
+            "outer/projected": int(self.outer.projected),
+            "outer/ls_fraction": self.outer.ls_fraction,
+            "outer/ls_accepted": int(self.outer.ls_accepted),
             "update/skipped": int(self.skipped),
             "update/skipped_total": self.skipped_total,
             "solver/fallback_total": self.fallback_total,
@@ -168,7 +166,7 @@ class MetaIterationStats:
             "ret": f"{self.pre_return[0]:.1f}->{self.post_return[0]:.1f}",
             "cost": f"{self.pre_cost[0]:.1f}->{self.post_cost[0]:.1f}",
             "J_C'": f"{self.post_j_c:.1f}",
-            "case": self.outer_case,
+            "case": self.outer.case,
         }
 
     def events(self) -> list[str]:
@@ -176,8 +174,8 @@ class MetaIterationStats:
         out = []
         if self.skipped:
             out.append(f"meta-update skipped: {self.skip_reason}")
-        elif not self.ls_accepted:
-            out.append(f"meta line search rejected every step ({self.ls_reason})")
+        elif not self.outer.ls_accepted:
+            out.append(f"meta line search rejected every step ({self.outer.ls_reason})")
         return out
 
 
@@ -226,13 +224,52 @@ def inner_fisher_metric_fn(policy: GaussianMLPPolicy, *, cg_iters: int, damping:
 
     def metric_fn(params: Params, data: ProcessedBatch) -> Any:
         if not exact:
-            return FisherMetric(hvp=fisher_vector_product(policy, params, data), cg_iters=cg_iters,
-                                damping=damping, cg_tol=cg_tol)
+            return fisher_metric(policy, params, [data], cg_iters=cg_iters, damping=damping, cg_tol=cg_tol)
         base = FisherMetric(hvp=fisher_at_params(policy, params, data, keep_graph=False), cg_iters=cg_iters,
                             damping=damping, cg_tol=cg_tol)
         return ExactFisherMetric(base=base, hvp_graph=fisher_at_params(policy, params, data, keep_graph=True))
 
     return metric_fn
+
+
+@dataclass
+class _MetaBatchData:
+    """What one meta-iteration has collected so far (filled while it runs).
+
+    ``batches``/``processed``: every batch in sampling order (the normaliser and the critics are
+    fitted on all of them); ``inner_data[i]``: task ``i``'s processed inner-round batches (the
+    outer line search re-adapts on them); ``post``: the post-update batches ``D'_i``;
+    ``post_batches`` stays None until the post-update round was sampled.
+    """
+
+    inner_data: list[list[ProcessedBatch]]
+    batches: list[Batch] = field(default_factory=list)
+    processed: list[ProcessedBatch] = field(default_factory=list)
+    pre_batches: list[Batch] = field(default_factory=list)
+    post_batches: list[Batch] | None = None
+    post: list[ProcessedBatch] = field(default_factory=list)
+    steps: list[AdaptStepStats] = field(default_factory=list)
+
+    def add_round(self, batches: list[Batch], *, post: bool = False) -> None:
+        if not self.batches:
+            self.pre_batches = batches
+        self.batches.extend(batches)
+        if post:
+            self.post_batches = batches
+
+    def add_inner(self, task: int, processed: ProcessedBatch) -> None:
+        self.processed.append(processed)
+        self.inner_data[task].append(processed)
+
+    def add_post(self, post: list[ProcessedBatch]) -> None:
+        self.post = post
+        self.processed.extend(post)
+
+    @property
+    def pre_processed(self) -> list[ProcessedBatch]:
+        """The batches sampled with theta, processed (the first inner round; the post-update round
+        when there are no inner steps)."""
+        return [d[0] for d in self.inner_data if d] if any(self.inner_data) else self.post
 
 
 def _task_to_state(task: Any) -> dict[str, Any]:
@@ -335,14 +372,64 @@ class MetaLearner:
             tasks[-1] = self.level0_task
         return tasks
 
-    # ------------------------------------------------------------------ sampling
-    def _sample(self, snapshots: Sequence[PolicySnapshot], tasks: Sequence[Any]) -> list[Batch]:
-        """One batch per task, task ``i`` sampled with ``snapshots[i]``, in ONE sampler call.
+    # ------------------------------------------------------------------ one meta-iteration
+    def iterate(self, iteration: int | None = None) -> MetaIterationStats:
+        """One meta-iteration (docs/meta.md's algorithm box); updates policy, critics and normaliser.
 
-        Pre-adaptation all tasks share theta's snapshot; after each inner step every task has
-        its own adapted policy. Either way the round's tasks are spread over all workers at once.
+        A non-finite advantage, inner step or meta-gradient skips the meta-update (``update/skipped``);
+        figures of a round that was never sampled (the post-update round) are NaN.
         """
-        return self.sampler.sample(snapshot=list(snapshots), num_steps=self.steps_per_task, tasks=list(tasks))
+        if iteration is not None:
+            self.iteration = iteration
+        meta, d = self.meta, self.cost_limit()
+        norm = self.obs_norm_state()  # frozen for the whole meta-iteration
+        tasks = self.draw_tasks()
+        clock = Stopwatch()
+        theta = meta_parameters(params_of(self.policy))
+        data = _MetaBatchData(inner_data=[[] for _ in tasks])
+        adapted: list[Params] = [dict(theta) for _ in tasks]
+        mg: MetaGradient | None = None
+        skip_reason = ""
+        try:
+            for k in range(meta.inner_steps):  # sample with theta'_i, then one differentiable step per task
+                with clock("sample"):
+                    batches = self._sample_round(adapted if k > 0 else None, tasks, norm)
+                data.add_round(batches)
+                with clock("inner"):
+                    adapted = [self._inner_step(data, i, b, adapted[i], norm, d=d) for i, b in enumerate(batches)]
+            with clock("sample"):  # D'_i, sampled with the adapted policies
+                post_batches = self._sample_round(adapted if meta.inner_steps > 0 else None, tasks, norm)
+            data.add_round(batches=post_batches, post=True)
+            with clock("inner"):
+                post = [self._process(b, p, norm) for b, p in zip(post_batches, adapted, strict=True)]
+            data.add_post(post)
+            with clock("meta_grad"):  # G, A, B through the adaptation
+                mg = meta_gradient(theta, adapted, post, objective=self.objective, cost_limit=d,
+                                   with_cost=self.constrained)
+            if not (torch.isfinite(mg.G).all() and torch.isfinite(mg.A).all() and math.isfinite(mg.B)):
+                raise FloatingPointError("non-finite meta-gradient")
+        except FloatingPointError as exc:
+            skip_reason, mg = str(exc), None
+        del adapted  # release the adaptation graphs
+        with clock("outer"):
+            outer = self._outer_step(theta, mg, data, d=d) if mg is not None else skipped_step(skip_reason)
+        skip_reason = skip_reason or outer.skip_reason
+        with clock("critic"):
+            self._fit_critics(data.processed)
+            if self.advantage.obs_normalize:
+                for b in data.batches:
+                    self.normalizer.update(b.obs)
+        return self._finish(data, mg=mg, outer=outer, d=d, skip_reason=skip_reason, seconds=clock.seconds)
+
+    def _sample_round(self, adapted: Sequence[Params] | None, tasks: Sequence[Any],
+                      norm: NormalizerState) -> list[Batch]:
+        """One batch per task in ONE sampler call: task ``i`` with ``adapted[i]``, or all with theta
+        (the policy's own parameters, one shared snapshot) when ``adapted`` is None."""
+        if adapted is None:
+            snaps = [PolicySnapshot.from_policy(self.policy, norm)] * len(tasks)
+        else:
+            snaps = [PolicySnapshot.from_policy(self.policy, norm, params=p) for p in adapted]
+        return self.sampler.sample(snapshot=snaps, num_steps=self.steps_per_task, tasks=list(tasks))
 
     def _process(self, batch: Batch, params: Params, norm: NormalizerState) -> ProcessedBatch:
         adv = self.advantage
@@ -357,213 +444,94 @@ class MetaLearner:
             raise FloatingPointError("non-finite advantages, critic targets or J_C")
         return p
 
-    # ------------------------------------------------------------------ one meta-iteration
-    def iterate(self, iteration: int | None = None) -> MetaIterationStats:
-        """One meta-iteration; updates the policy, critics and normaliser in place."""
-        if iteration is not None:
-            self.iteration = iteration
-        meta = self.meta
-        d = self.cost_limit()
-        d_inner = meta.inner_cost_target(d)  # the inner steps' target d - m (d without a margin)
-        norm = self.obs_norm_state()  # frozen for the whole meta-iteration
-        tasks = self.draw_tasks()
-        t_sample = t_inner = t_grad = 0.0
-
-        theta = meta_parameters(params_of(self.policy))
-        snap0 = PolicySnapshot.from_policy(self.policy, norm)
-        t = time.perf_counter()
-        batches = self._sample([snap0] * len(tasks), tasks)
-        t_sample += time.perf_counter() - t
-        all_batches: list[Batch] = list(batches)
-        all_processed: list[ProcessedBatch] = []
-        pre_rets = [_ep_mean(b.episode_returns) for b in batches]
-        pre_costs = [_ep_mean(b.episode_costs) for b in batches]
-
-        adapted: list[Params] = [dict(theta) for _ in tasks]
-        inner_data: list[list[ProcessedBatch]] = [[] for _ in tasks]
-        cases = [0, 0, 0]
-        norms: list[float] = []
-        inner_bs: list[float] = []
-        pre_jc: list[float] = []
-        post: list[ProcessedBatch] = []
-        # Batches sampled with the adapted policies: None until measured (a meta-iteration skipped
-        # before the post-update round reports NaN for them, never the pre-update batches).
-        post_batches: list[Batch] | None = batches if meta.inner_steps == 0 else None
-        mg = None
-        skip_reason = ""
-        try:
-            for k in range(meta.inner_steps):
-                if k > 0:
-                    snaps = [PolicySnapshot.from_policy(self.policy, norm, params=p) for p in adapted]
-                    t = time.perf_counter()
-                    batches = self._sample(snaps, tasks)
-                    t_sample += time.perf_counter() - t
-                    all_batches.extend(batches)
-                t = time.perf_counter()
-                for i, b in enumerate(batches):
-                    proc = self._process(b, adapted[i], norm)
-                    if k == 0:
-                        pre_jc.append(proc.j_c)
-                    all_processed.append(proc)
-                    inner_data[i].append(proc)
-                    adapted[i], st = adapt_step(
-                        adapted[i], proc, objective=self.objective, rule=self.inner_rule, cost_limit=d_inner,
-                        second_order=not meta.first_order, metric_fn=self.metric_fn,
-                    )
-                    cases[st.case] += 1
-                    inner_bs.append(st.b)
-                    self.fallback_total += int(st.fell_back)
-                    norms.append(st.step_norm)
-                t_inner += time.perf_counter() - t
-            if meta.inner_steps > 0:
-                snaps = [PolicySnapshot.from_policy(self.policy, norm, params=p) for p in adapted]
-                t = time.perf_counter()
-                post_batches = self._sample(snaps, tasks)
-                t_sample += time.perf_counter() - t
-                all_batches.extend(post_batches)
-            t = time.perf_counter()
-            post = [self._process(b, p, norm) for b, p in zip(post_batches, adapted, strict=True)]
-            if meta.inner_steps > 0:
-                all_processed.extend(post)
-            else:
-                all_processed = list(post)
-                pre_jc = [p.j_c for p in post]
-            t_inner += time.perf_counter() - t
-            t = time.perf_counter()
-            mg = meta_gradient(theta, adapted, post, objective=self.objective, cost_limit=d,
-                               with_cost=self.constrained)
-            t_grad = time.perf_counter() - t
-            if not (torch.isfinite(mg.G).all() and torch.isfinite(mg.A).all() and math.isfinite(mg.B)):
-                raise FloatingPointError("non-finite meta-gradient")
-        except FloatingPointError as exc:
-            skip_reason = str(exc)
-            mg = None
-        del adapted  # release the adaptation graphs
-        post_rets = [_ep_mean(b.episode_returns) for b in post_batches] if post_batches is not None else [math.nan]
-        post_costs = [_ep_mean(b.episode_costs) for b in post_batches] if post_batches is not None else [math.nan]
-
-        t = time.perf_counter()
-        outer: dict[str, Any] = dict(case="skipped", lam=math.nan, nu=math.nan, step_norm=0.0, projected=False,
-                                     fraction=0.0, accepted=False, reason="")
-        if mg is not None:
-            outer = self._outer_step(theta, mg, inner_data, post, d)
-            if outer.get("skip_reason"):
-                skip_reason = outer["skip_reason"]
-        if skip_reason:
-            self.skipped_total += 1
-        t_outer = time.perf_counter() - t
-
-        t = time.perf_counter()
-        if all_processed:
-            self._fit_critics(all_processed)
-        if self.advantage.obs_normalize:
-            for b in all_batches:
-                self.normalizer.update(b.obs)
-        t_critic = time.perf_counter() - t
-        self.iteration += 1
-        steps = int(sum(len(b) for b in all_batches))
-        self.env_steps += steps
-        nan = math.nan
-        return MetaIterationStats(
-            env_steps=self.env_steps, iter_env_steps=steps,
-            pre_return=_spread(pre_rets), pre_cost=_spread(pre_costs),
-            post_return=_spread(post_rets), post_cost=_spread(post_costs),
-            pre_j_c=float(np.mean(pre_jc)) if pre_jc else nan,
-            post_j_c=mg.j_c if mg is not None else nan,
-            cost_limit=d,
-            inner_cost_target=d_inner if self.constrained else nan,
-            inner_b=float(np.mean(inner_bs)) if inner_bs and self.constrained else nan,
-            inner_case_counts=(cases[0], cases[1], cases[2]),
-            inner_step_norm=float(np.mean(norms)) if norms else 0.0,
-            g_norm=float(mg.G.norm()) if mg is not None else nan,
-            a_norm=float(mg.A.norm()) if mg is not None else nan,
-            B=mg.B if mg is not None else nan,
-            outer_case=str(outer["case"]), lam=float(outer["lam"]), nu=float(outer["nu"]),
-            step_norm=float(outer["step_norm"]), projected=bool(outer["projected"]),
-            ls_fraction=float(outer["fraction"]), ls_accepted=bool(outer["accepted"]),
-            ls_reason=str(outer["reason"]),
-            skipped=bool(skip_reason), skip_reason=skip_reason, skipped_total=self.skipped_total,
-            fallback_total=self.fallback_total, sample_seconds=t_sample, inner_seconds=t_inner, meta_grad_seconds=t_grad,
-            outer_seconds=t_outer, critic_seconds=t_critic,
-        )
+    def _inner_step(self, data: _MetaBatchData, task: int, batch: Batch, params: Params, norm: NormalizerState,
+                    *, d: float) -> Params:
+        """``theta'_i <- theta'_i + Delta(g_i, a_i, b_i; inner_delta)`` on task ``task``'s new batch."""
+        proc = self._process(batch, params, norm)
+        data.add_inner(task, proc)
+        new, st = adapt_step(params, proc, objective=self.objective, rule=self.inner_rule,
+                             cost_limit=self.meta.inner_cost_target(d), second_order=not self.meta.first_order,
+                             metric_fn=self.metric_fn)
+        data.steps.append(st)
+        return new
 
     # ------------------------------------------------------------------ meta-update
-    def _outer_metric(self, theta: Params, pre: Sequence[ProcessedBatch]) -> Any:
-        if self.meta.metric != "fisher":
-            return None
-        from metacpo.solvers import FisherMetric
-
-        hvps = [fisher_vector_product(self.policy, theta, p) for p in pre]
-
-        def hvp(v: Tensor) -> Tensor:
-            return sum(h(v) for h in hvps) / len(hvps)
-
-        return FisherMetric(hvp=hvp, cg_iters=self.update_cfg.cg_iters, damping=self.update_cfg.damping)
-
-    def _post_values(self, params: Params, inner_data: list[list[ProcessedBatch]], post: list[ProcessedBatch],
-                     d: float) -> tuple[float, float]:
+    def _post_values(self, params: Params, data: _MetaBatchData, *, d: float) -> tuple[float, float]:
         """Task-mean post-adaptation (L_R, L_C) when starting from ``params``."""
         if self.meta.inner_steps > 0:
-            r, c, _ = post_adaptation_values(params, inner_data, post, objective=self.objective,
+            r, c, _ = post_adaptation_values(params, data.inner_data, data.post, objective=self.objective,
                                              rule=self.inner_rule, cost_limit=self.meta.inner_cost_target(d),
                                              metric_fn=self.metric_fn)
             return r, c
         with torch.no_grad():
-            vals = [self.objective(params, p) for p in post]
+            vals = [self.objective(params, p) for p in data.post]
         return float(np.mean([float(v.loss_r) for v in vals])), float(np.mean([float(v.loss_c) for v in vals]))
 
-    def _outer_step(self, theta: Params, mg: Any, inner_data: list[list[ProcessedBatch]],
-                    post: list[ProcessedBatch], d: float) -> dict[str, Any]:
-        from metacpo.solvers import SolverCase
-
+    def _outer_step(self, theta: Params, mg: MetaGradient, data: _MetaBatchData, *, d: float) -> TrustRegionStats:
+        """``theta <- theta + Delta(G, A, B; outer_delta)``, line-searched on the re-adapted surrogates."""
         meta = self.meta
-        pre = [data[0] for data in inner_data] if meta.inner_steps > 0 else post
-        metric = self._outer_metric(theta, pre)
-        sol, fell_back = solve_step(self.outer_rule, g=mg.G, a=mg.A if self.constrained else None,
-                                    b=mg.B if self.constrained else None, metric=metric)
-        self.fallback_total += int(fell_back)
-        step = sol.step.detach()
-        projected = False
-        if meta.project_meta_step and self.constrained:
-            proj = project_onto_halfspace(step, A=mg.A, B=mg.B)
-            projected = proj is not step
-            step = proj
-        info: dict[str, Any] = dict(case=SolverCase(int(sol.case)).label, lam=float(sol.lam.detach()),
-                                    nu=float(sol.nu.detach()), step_norm=0.0, projected=projected,
-                                    fraction=0.0, accepted=False, reason="")
-        if not torch.isfinite(step).all():
-            return {**info, "skip_reason": "non-finite meta-step"}
-        base = {k: v.detach() for k, v in theta.items()}
-        frac, accepted, reason = 1.0, True, ""
-        if meta.line_search:
-            half_sq = 0.5 * float(step.double().pow(2).sum())
+        pre = data.pre_processed
+        metric = None
+        if meta.metric == "fisher":
+            metric = fisher_metric(self.policy, theta, pre, cg_iters=self.update_cfg.cg_iters,
+                                   damping=self.update_cfg.damping)
 
-            def evaluate(f: float) -> Evaluation:
-                cand = add_flat(base, step, alpha=f)
-                r, c = self._post_values(cand, inner_data, post, d)
-                with torch.no_grad():
-                    kl = float(np.mean([float(mean_kl(self.policy, cand, p)) for p in pre]))
-                tr = kl if meta.metric == "fisher" else f * f * half_sq
-                return Evaluation(loss_r=r, loss_c=c, kl=kl, trust_region=tr)
-
-            ls = backtracking_line_search(
-                evaluate=evaluate, loss_r0=mg.loss_r, loss_c0=mg.loss_c,
-                expected_improvement=-float(mg.G.double() @ step.double()), delta=self.outer_rule.delta,
-                b=mg.B if self.constrained else None, recovery=sol.case == SolverCase.RECOVERY,
-                backtrack_coef=meta.backtrack_coef, max_backtracks=meta.max_backtracks,
-                accept_ratio=meta.accept_ratio,
-            )
-            frac, accepted, reason = ls.fraction, ls.accepted, ls.reason
-        if accepted and frac > 0:
-            new = add_flat(base, step, alpha=frac)
+        def values(cand: Params) -> tuple[float, float, float]:
+            r, c = self._post_values(cand, data, d=d)
             with torch.no_grad():
-                for k, p in self.policy.named_parameters():
-                    p.copy_(new[k])
-        return {**info, "step_norm": frac * float(step.norm()), "fraction": frac, "accepted": accepted,
-                "reason": reason}
+                kl = float(np.mean([float(mean_kl(self.policy, cand, p)) for p in pre]))
+            return r, c, kl
+
+        base = {k: v.detach() for k, v in theta.items()}
+        new, stats = trust_region_step(
+            params=base, g=mg.G, a=mg.A, b=mg.B, loss_r=mg.loss_r, loss_c=mg.loss_c, rule=self.outer_rule,
+            metric=metric, metric_kind=meta.metric,  # type: ignore[arg-type]
+            line_search=LineSearchSettings(enabled=meta.line_search, backtrack_coef=meta.backtrack_coef,
+                                           max_backtracks=meta.max_backtracks, accept_ratio=meta.accept_ratio),
+            values=values, project=meta.project_meta_step,
+        )
+        if new is not base:
+            write_params(self.policy, new)
+        return stats
+
+    def _finish(self, data: _MetaBatchData, *, mg: MetaGradient | None, outer: TrustRegionStats, d: float,
+                skip_reason: str, seconds: Mapping[str, float]) -> MetaIterationStats:
+        """Counters forward, and the iteration's stats record."""
+        self.fallback_total += sum(int(st.fell_back) for st in data.steps) + int(outer.solver_fallback)
+        self.skipped_total += int(bool(skip_reason))
+        self.iteration += 1
+        steps = int(sum(len(b) for b in data.batches))
+        self.env_steps += steps
+        nan = math.nan
+        inner_bs = [st.b for st in data.steps]
+        norms = [st.step_norm for st in data.steps]
+        post = data.post_batches
+        pre_jc = [p.j_c for p in data.pre_processed]
+        return MetaIterationStats(
+            env_steps=self.env_steps, iter_env_steps=steps,
+            pre_return=_spread([_ep_mean(b.episode_returns) for b in data.pre_batches]),
+            pre_cost=_spread([_ep_mean(b.episode_costs) for b in data.pre_batches]),
+            post_return=_spread([_ep_mean(b.episode_returns) for b in post] if post is not None else [nan]),
+            post_cost=_spread([_ep_mean(b.episode_costs) for b in post] if post is not None else [nan]),
+            pre_j_c=float(np.mean(pre_jc)) if pre_jc else nan,
+            post_j_c=mg.j_c if mg is not None else nan,
+            cost_limit=d,
+            inner_cost_target=self.meta.inner_cost_target(d) if self.constrained else nan,
+            inner_b=float(np.mean(inner_bs)) if inner_bs and self.constrained else nan,
+            inner_case_counts=tuple(sum(st.case == c for st in data.steps) for c in range(3)),  # type: ignore[arg-type]
+            inner_step_norm=float(np.mean(norms)) if norms else 0.0,
+            g_norm=float(mg.G.norm()) if mg is not None else nan,
+            a_norm=float(mg.A.norm()) if mg is not None else nan,
+            B=mg.B if mg is not None else nan,
+            outer=outer, skipped=bool(skip_reason), skip_reason=skip_reason, skipped_total=self.skipped_total,
+            fallback_total=self.fallback_total, sample_seconds=seconds["sample"], inner_seconds=seconds["inner"],
+            meta_grad_seconds=seconds["meta_grad"], outer_seconds=seconds["outer"], critic_seconds=seconds["critic"],
+        )
 
     # ------------------------------------------------------------------ critics, state
     def _fit_critics(self, processed: list[ProcessedBatch]) -> None:
+        if not processed:
+            return
         c = self.critic_cfg
         fit_critics(
             [(self.critic_r, torch.cat([p.obs for p in processed]), torch.cat([p.target_r for p in processed])),

@@ -107,11 +107,13 @@ def skipped_step(reason: str, *, b: float = math.nan, loss_r: float = math.nan, 
 
 
 def fisher_metric(policy: GaussianMLPPolicy, params: Params, batches: Sequence[ProcessedBatch], *,
-                  cg_iters: int, damping: float) -> FisherMetric:
+                  cg_iters: int, damping: float, cg_tol: float = 1e-10) -> FisherMetric:
     """``H = F + damping I``: the Fisher information at ``params`` averaged over ``batches``.
 
     ``F`` is the Hessian of the mean KL w.r.t. each batch's behaviour policy (the Fisher when
-    ``params`` are the behaviour parameters), a constant for the solver's backward pass.
+    ``params`` are the behaviour parameters), a constant for the solver's backward pass
+    (single-task CPO/TRPO: one batch; Meta-CPO's outer step: the tasks' pre-update batches;
+    its inner steps: each step's batch). ``cg_tol``: the CG stopping tolerance.
     """
     hvps = [fisher_vector_product(policy, params, b) for b in batches]
     if len(hvps) == 1:
@@ -119,7 +121,7 @@ def fisher_metric(policy: GaussianMLPPolicy, params: Params, batches: Sequence[P
     else:
         def hvp(v: Tensor) -> Tensor:
             return sum(h(v) for h in hvps) / len(hvps)  # type: ignore[return-value]
-    return FisherMetric(hvp=hvp, cg_iters=cg_iters, damping=damping)
+    return FisherMetric(hvp=hvp, cg_iters=cg_iters, damping=damping, cg_tol=cg_tol)
 
 
 def surrogate_values(policy: GaussianMLPPolicy, processed: ProcessedBatch) -> CandidateValues:

@@ -8,6 +8,7 @@ from metacpo.functional.params import (
     num_params,
     params_of,
     unflatten,
+    write_params,
 )
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "num_params",
     "params_of",
     "unflatten",
+    "write_params",
 ]

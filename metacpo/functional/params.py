@@ -82,3 +82,11 @@ def flat_grad(
         ]
     )
 
+
+
+def write_params(module: nn.Module, params: Mapping[str, Tensor]) -> None:
+    """Copy ``params`` into ``module``'s parameters in place (the accepted policy step; off the
+    meta-gradient path, which never mutates a module)."""
+    with torch.no_grad():
+        for k, p in module.named_parameters():
+            p.copy_(params[k])

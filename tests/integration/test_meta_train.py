@@ -259,8 +259,8 @@ def test_tiny_meta_runs_reach_the_recovery_and_the_active_outer_case(cost_limit,
     with LocalSampler(env, seed=2) as sampler:
         algo = build_meta_cpo(cfg, sampler=sampler, obs_dim=60, act_dim=2)
         cases = [algo.iterate(i) for i in range(2)]
-    assert case in [st.outer_case for st in cases], [(st.outer_case, st.B) for st in cases]
+    assert case in [st.outer.case for st in cases], [(st.outer.case, st.B) for st in cases]
     for st in cases:
         assert math.isfinite(st.B) and st.B == pytest.approx(st.post_j_c - cost_limit)
-        if st.outer_case == "recovery":
-            assert st.B > 0 and st.ls_accepted
+        if st.outer.case == "recovery":
+            assert st.B > 0 and st.outer.ls_accepted
