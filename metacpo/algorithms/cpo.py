@@ -14,9 +14,8 @@ stats record why (``update/skipped``) and the algorithm counts such events
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -33,7 +32,9 @@ from metacpo.algorithms.common import (
     surrogate_losses,
 )
 from metacpo.algorithms.margin import CostMargin
+from metacpo.algorithms.timing import Stopwatch
 from metacpo.config.schema import TrainConfig, UpdateConfig
+from metacpo.data.batch import Batch
 from metacpo.data.normalizer import NormalizerState, RunningNormalizer
 from metacpo.algorithms.trust_region import (
     LineSearchSettings,
@@ -43,14 +44,10 @@ from metacpo.algorithms.trust_region import (
     surrogate_values,
     trust_region_step,
 )
-from metacpo.functional.params import Params, flat_grad
+from metacpo.functional.params import Params, flat_grad, write_params
 from metacpo.meta.core import StepRule, constraint_b
 from metacpo.models.policy import GaussianMLPPolicy, ValueCritic
 from metacpo.samplers.base import PolicySnapshot, Sampler
-
-PolicyUpdateStats = TrustRegionStats
-"""What one CPO/TRPO policy step did (the shared :class:`~metacpo.algorithms.trust_region.TrustRegionStats`)."""
-
 
 def trust_region_update(
     *,
@@ -205,12 +202,19 @@ class TrustRegionAlgorithm:
 
     def iterate(self, iteration: int) -> IterationStats:
         cfg = self.config
-        t0 = time.perf_counter()
+        clock = Stopwatch()
         obs_norm = self.obs_norm_state()  # frozen for this iteration
-        (batch,) = self.sampler.sample(
-            snapshot=PolicySnapshot.from_policy(self.policy, obs_norm), num_steps=cfg.sampler.steps_per_iter
-        )
-        t1 = time.perf_counter()
+        with clock("sample"):
+            (batch,) = self.sampler.sample(
+                snapshot=PolicySnapshot.from_policy(self.policy, obs_norm), num_steps=cfg.sampler.steps_per_iter
+            )
+        with clock("update"):
+            stats = self._update(batch, obs_norm)
+        return replace(stats, sample_seconds=clock.seconds["sample"], update_seconds=clock.seconds["update"])
+
+    def _update(self, batch: Batch, obs_norm: NormalizerState) -> IterationStats:
+        """Policy step, critic fit and normaliser update on the iteration's batch (timing: nan)."""
+        cfg = self.config
         params = {k: v.detach().clone() for k, v in self.policy.named_parameters()}
         adv = cfg.advantage
         processed = process_batch(
@@ -234,9 +238,7 @@ class TrustRegionAlgorithm:
         if ustats.solver_fallback:
             self.fallback_total += 1
         if new_params is not params:
-            with torch.no_grad():
-                for k, p in self.policy.named_parameters():
-                    p.copy_(new_params[k])
+            write_params(self.policy, new_params)
         c = cfg.critic
         cr, cc = fit_critics(
             [(self.critic_r, processed.obs, processed.target_r), (self.critic_c, processed.obs_c, processed.target_c)],
@@ -250,7 +252,7 @@ class TrustRegionAlgorithm:
             rollout=processed.rollout, update=ustats, critic_r=cr, critic_c=cc, env_steps=self.env_steps,
             skipped_total=self.skipped_total, fallback_total=self.fallback_total,
             behaviour_logp_gap=processed.behaviour_logp_gap,
-            sample_seconds=t1 - t0, update_seconds=time.perf_counter() - t1,
+            sample_seconds=math.nan, update_seconds=math.nan,
             margin=margin, prediction_error=self.margin.last_error if self.margin is not None else math.nan,
         )
 
