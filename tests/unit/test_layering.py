@@ -1,0 +1,53 @@
+"""The package layering of docs/architecture.md: every ``import metacpo.X`` (module level or
+lazy) stays within what the importing package may use."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import metacpo
+
+ROOT = Path(metacpo.__file__).resolve().parent
+
+# package -> the metacpo packages it may import (besides itself); docs/architecture.md
+ALLOWED: dict[str, set[str]] = {
+    "compat": set(),
+    "solvers": set(),
+    "functional": set(),
+    "data": set(),
+    "models": set(),
+    "tasks": {"compat"},
+    "samplers": {"compat", "data", "models", "tasks"},
+    "meta": {"functional", "solvers"},
+    "config": {"algorithms.registry", "tasks"},
+    "algorithms": {"config", "data", "functional", "meta", "models", "samplers", "solvers", "tasks"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else (
+            [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+        out |= {n for n in names if n.startswith("metacpo.")}
+    return out
+
+
+def test_packages_import_only_the_layers_below_them():
+    bad = []
+    for pkg, allowed in ALLOWED.items():
+        files = [ROOT / f"{pkg}.py"] if (ROOT / f"{pkg}.py").exists() else sorted((ROOT / pkg).rglob("*.py"))
+        for f in files:
+            for mod in _imports(f):
+                parts = mod.split(".")
+                target = parts[1]
+                if target == pkg:
+                    continue
+                if target not in allowed and ".".join(parts[1:3]) not in allowed:
+                    bad.append(f"{f.relative_to(ROOT)} imports {mod}")
+    assert not bad, bad
+
+
+def test_the_registry_imports_nothing_of_metacpo():
+    assert _imports(ROOT / "algorithms" / "registry.py") == set()
