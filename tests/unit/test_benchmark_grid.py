@@ -88,7 +88,7 @@ def test_cells_resolve_configs_in_order(tmp_path):
     grid = load_grid(_write(tmp_path, _with(
         train={"sampler.kind": "local", "run.iters": 2, "sampler.steps_per_iter": 500, "update.delta": 0.03},
         algorithms={
-            "cpo-preset": {"algo": "cpo", "preset": "cpo_point_circle", "set": {"margin.gain": 0.2}},
+            "cpo-preset": {"algo": "cpo", "preset": "cpo_point_circle", "set": {"margin.gain": 0.3}},
             "trpo": {"algo": "trpo", "set": {"update.delta": 0.02, "run.iters": 4}},
         },
     )))
@@ -100,7 +100,7 @@ def test_cells_resolve_configs_in_order(tmp_path):
     assert c.config.env.env_id == "SafetyPointStcircle1-v0"  # grid env beats the preset's SafetyPointCircle1-v0
     assert c.config.policy.hidden == (64, 64) and c.config.update.metric == "fisher"  # from the preset
     assert c.config.update.delta == 0.03  # train beats the preset's 0.01
-    assert c.config.extra["margin"].gain == 0.2  # set beats the preset's 0.1
+    assert c.config.extra["margin"].gain == 0.3  # set beats the preset's 0.2
     assert c.config.sampler.steps_per_iter == 500 and c.config.run.iters == 2
     assert Path(c.config.run.run_dir) == (tmp_path / "out" / "cpo-preset" / "SafetyPointStcircle1-v0" / "seed1").resolve()
     t = cells[2]
