@@ -321,7 +321,16 @@ def _resolve_config(grid: Grid, spec: AlgorithmSpec, env_id: str, seed: int, *, 
 
 
 def adapt_settings_dict(settings: AdaptSettings | None) -> dict[str, Any] | None:
-    """Plain dict of the meta-test settings (for cell.json)."""
+    """Plain JSON-shaped dict of the meta-test settings (for cell.json): tuples become lists, so
+    the settings read back from cell.json compare equal to freshly resolved ones."""
     if settings is None:
         return None
-    return {f.name: getattr(settings, f.name) for f in fields(settings)}
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return {f.name: plain(getattr(settings, f.name)) for f in fields(settings)}
