@@ -180,7 +180,7 @@ def test_failing_cell_does_not_stop_the_others_and_more_iterations_resume(tmp_pa
     res = _benchmark(path, out, "--jobs", "2")
     assert res.returncode == 1
     assert "failed cells:" in res.stderr and f"cpo/{ENV}/seed0: train: ValueError:" in res.stderr
-    assert "progress.csv is missing but the checkpoint is at iteration 1" in res.stderr
+    assert "progress.csv is missing but the checkpoint has 1 iterations" in res.stderr
     ok = read_state(out / "cpo" / ENV / "seed1")
     assert ok.status == "done" and [a.resumed_from for a in ok.attempts] == [0, 1]
     assert len(_rows(out / "cpo" / ENV / "seed1" / "progress.csv")) == 2
