@@ -32,7 +32,6 @@ from __future__ import annotations
 import math
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from metacpo.fileio import write_text_atomic
 from metacpo.checkpoint import CheckpointError, load_checkpoint
 from metacpo.config.schema import TRAIN_SEED_LIMIT, RunConfig, SamplerConfig, TrainConfig, UpdateConfig
 from metacpo.meta.summary import AdaptRecord, summarize, write_records_csv, write_summary_json
@@ -449,7 +449,4 @@ def _read_part(path: Path, key: dict[str, Any]) -> list[AdaptRecord] | None:
 
 
 def _write_part(path: Path, key: dict[str, Any], records: list[AdaptRecord]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"key": key, "records": [asdict(r) for r in records]}))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps({"key": key, "records": [asdict(r) for r in records]}))

@@ -11,12 +11,13 @@ checkpoint, never a torn one.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from metacpo.fileio import atomic_path
 
 FORMAT = "metacpo-checkpoint/1"
 REQUIRED = ("format", "iteration", "config", "algorithm")
@@ -34,17 +35,8 @@ def save_checkpoint(path: str | os.PathLike[str], payload: Mapping[str, Any]) ->
     missing = [k for k in REQUIRED if k not in data]
     if missing:
         raise ValueError(f"checkpoint payload lacks {missing}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(data, tmp)
     return path
 
 

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from metacpo.fileio import atomic_path
 
 BACKENDS: tuple[str, ...] = ("glfw", "egl", "osmesa")
 """OpenGL backends MuJoCo offers on Linux."""
@@ -379,25 +380,14 @@ def write_video(frames: Sequence[np.ndarray], path: str | Path, *, fps: float) -
         raise ValueError("no frames to write")
     if not (math.isfinite(fps) and 0 < fps <= 120):
         raise ValueError(f"--fps must be in (0, 120], got {fps}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a plain open() would not
-    try:
+    with atomic_path(path, suffix=suffix) as tmp:
         if suffix == ".mp4":
             # H.264 needs even sizes; macro_block_size=2 pads at most one pixel instead of up to 15.
             imageio.mimwrite(tmp, list(frames), format="FFMPEG", fps=fps, codec="libx264", quality=7,
                              macro_block_size=2, pixelformat="yuv420p")
         else:
             imageio.mimwrite(tmp, list(frames), format="GIF", duration=1000.0 / fps, loop=0)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

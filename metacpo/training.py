@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import yaml
 
+from metacpo.fileio import write_text_atomic
 from metacpo.algorithms.registry import get_algorithm
 from metacpo.checkpoint import CheckpointError, config_mismatch, load_checkpoint, save_checkpoint
 from metacpo.config.schema import TRAIN_SEED_LIMIT, TrainConfig
@@ -286,9 +287,7 @@ def _train(config: TrainConfig, *, resume: bool, progress: bool, echo: Any) -> T
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def _progress(it: range, start: int, total: int, enabled: bool) -> Any:

@@ -29,12 +29,13 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import time
 import traceback
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from metacpo.fileio import write_text_atomic
 
 CELL_FILE = "cell.json"
 FORMAT = "metacpo-cell/1"
@@ -111,20 +112,7 @@ class CellState:
 
 def write_state(cell_dir: str | os.PathLike[str], state: CellState) -> None:
     """Write ``cell.json`` atomically."""
-    cell_dir = Path(cell_dir)
-    cell_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{CELL_FILE}.", suffix=".tmp", dir=cell_dir)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(state.to_dict(), fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, cell_dir / CELL_FILE)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text_atomic(Path(cell_dir) / CELL_FILE, json.dumps(state.to_dict(), indent=2) + "\n")
 
 
 def read_state(cell_dir: str | os.PathLike[str]) -> CellState | None:

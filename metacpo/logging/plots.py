@@ -13,8 +13,6 @@ The cost axis starts at 0 (episode costs are never negative; a band reaching bel
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,6 +24,8 @@ matplotlib.use("Agg")  # files only; never open a window
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from metacpo.fileio import atomic_path
 
 MIN_CI_N = 5
 """Fewest (task, seed) pairs per step for which a 95% CI band is drawn (see the module docstring)."""
@@ -87,19 +87,9 @@ def adaptation_figure(
 def save_figure(fig: Figure, path: str | Path, *, dpi: int = 120) -> Path:
     """Write ``fig`` to ``path`` atomically (temporary file + rename) and close it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".png", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a plain open() would not
     try:
-        fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        with atomic_path(path, suffix=path.suffix or ".png") as tmp:
+            fig.savefig(tmp, dpi=dpi)
     finally:
         plt.close(fig)
     return path

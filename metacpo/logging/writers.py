@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from metacpo.fileio import atomic_path
+
 
 class ProgressCSV:
     """Append-only progress.csv; on resume it keeps exactly the rows of the checkpointed iterations.
@@ -88,14 +90,10 @@ def checked_progress(path: str | os.PathLike[str], iterations: int) -> tuple[lis
 
 
 def _write_rows_atomic(path: Path, header: list[str], body: list[list[str]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
         w.writerows(body)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _fmt(v: Any) -> Any:
