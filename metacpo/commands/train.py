@@ -42,14 +42,17 @@ def _epilog() -> str:
             lines.append(f"      {docs.get(f.name, '')}")
     from metacpo.algorithms.registry import algorithm_names, get_algorithm
 
+    users: dict[tuple[str, type], list[str]] = {}  # one listing per section, naming every algorithm using it
     for algo in algorithm_names():
         for name, cls in get_algorithm(algo).sections.items():
-            docs = field_docs(cls)
-            lines.append(f"[{name}] section (algo {algo} only):")
-            for f in dataclasses.fields(cls):
-                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-                lines.append(f"  {name}.{f.name} = {default!r}")
-                lines.append(f"      {docs.get(f.name, '')}")
+            users.setdefault((name, cls), []).append(algo)
+    for (name, cls), algos in users.items():
+        docs = field_docs(cls)
+        lines.append(f"[{name}] section (algo {', '.join(algos)} only):")
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            lines.append(f"  {name}.{f.name} = {default!r}")
+            lines.append(f"      {docs.get(f.name, '')}")
     return "\n".join(lines)
 
 

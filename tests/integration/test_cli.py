@@ -56,3 +56,11 @@ def test_demo_runs_and_reports_where_results_went(tmp_path, capsys):
     rows = list(csv.DictReader((run_dir / "adapt.csv").open()))
     assert {r["label"] for r in rows} == {"demo", "cpo-from-scratch"}
     assert len(rows) == 2 * 2 * 2  # 2 curves x 2 held-out tasks x (initial + 1 update)
+
+
+def test_train_help_lists_each_algorithm_section_once():
+    out = subprocess.run([sys.executable, "-m", "metacpo.cli", "train", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0
+    assert out.stdout.count("  meta.inner_steps = ") == 1  # meta-cpo and meta-trpo share one [meta] listing
+    assert "[meta] section (algo meta-cpo, meta-trpo only):" in out.stdout
