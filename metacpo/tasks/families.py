@@ -171,11 +171,3 @@ def button_ref_family(task_class: type | str = "metacpo.tasks.levels:StButtonLev
         levels=BUTTON_REF_LEVELS, task_class=task_class, fast_task_class=fast_task_class,
         max_episode_steps=1000, derived={"num_hazards": "num_buttons + extra_hazards"},
         description="press the goal button; hazards and wrong buttons cost at every level (reference variant)")
-
-
-def __getattr__(name: str) -> object:  # StCircleLevel/StButtonLevel moved to metacpo.tasks.levels
-    if name in ("StCircleLevel", "StButtonLevel"):
-        from metacpo.tasks import levels
-
-        return getattr(levels, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
