@@ -138,31 +138,15 @@ def process_batch(
     obs = torch.as_tensor(obs_norm.normalize(batch.obs), dtype=dtype)
     next_obs = torch.as_tensor(obs_norm.normalize(batch.next_obs), dtype=dtype)
     actions = torch.as_tensor(batch.actions, dtype=dtype)
-    adv = {}
-    tgt = {}
+    obs_c, next_obs_c = _cost_critic_inputs(batch, obs, next_obs, critic_c=critic_c, time_limit=time_limit)
+    adv_r, target_r = _critic_gae(critic_r, obs, next_obs, batch.rewards, terminated=batch.terminated,
+                                  truncated=batch.truncated, gamma=gamma, lam=lam)
     # The cost's episode ends at the env's time limit (J_C counts no cost after it): every
     # episode end that is not a cut is terminal for the cost GAE.
     cost_terminal = np.logical_or(batch.terminated, np.logical_and(batch.truncated, ~np.asarray(batch.cut, bool)))
-    obs_c, next_obs_c = obs, next_obs
-    if getattr(critic_c, "time_aware", False):
-        tau, tau_next = _time_left(batch, time_limit)
-        obs_c = torch.cat([obs, torch.as_tensor(tau, dtype=dtype)[:, None]], dim=1)
-        next_obs_c = torch.cat([next_obs, torch.as_tensor(tau_next, dtype=dtype)[:, None]], dim=1)
-    for key, critic, signal, term, gam, lm, o, no in (
-        ("r", critic_r, batch.rewards, batch.terminated, gamma, lam, obs, next_obs),
-        ("c", critic_c, batch.costs, cost_terminal, cost_gamma if cost_adv_gamma is None else cost_adv_gamma,
-         cost_lam, obs_c, next_obs_c),
-    ):
-        adv[key], tgt[key] = gae(
-            rewards=signal,
-            values=_values(critic, o),
-            next_values=_values(critic, no),
-            terminated=term,
-            truncated=batch.truncated,
-            gamma=gam,
-            lam=lm,
-        )
-    adv_r, adv_c = adv["r"], adv["c"]
+    adv_c, target_c = _critic_gae(critic_c, obs_c, next_obs_c, batch.costs, terminated=cost_terminal,
+                                  truncated=batch.truncated, lam=cost_lam,
+                                  gamma=cost_gamma if cost_adv_gamma is None else cost_adv_gamma)
     if normalize_adv_r:
         adv_r = (adv_r - adv_r.mean()) / (adv_r.std() + 1e-8)
     if center_adv_c:
@@ -193,14 +177,32 @@ def process_batch(
         old_log_std=old_log_std,
         adv_r=torch.as_tensor(adv_r, dtype=dtype),
         adv_c=torch.as_tensor(adv_c, dtype=dtype),
-        target_r=torch.as_tensor(tgt["r"], dtype=dtype),
-        target_c=torch.as_tensor(tgt["c"], dtype=dtype),
+        target_r=torch.as_tensor(target_r, dtype=dtype),
+        target_c=torch.as_tensor(target_c, dtype=dtype),
         obs_c=obs_c,
         j_c=j_c,
         cost_scale=float(cost_scale),
         behaviour_logp_gap=gap,
         rollout=rollout_stats,
     )
+
+
+def _critic_gae(critic: nn.Module, inputs: Tensor, next_inputs: Tensor, signal: np.ndarray, *,
+                terminated: np.ndarray, truncated: np.ndarray, gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """GAE advantages and TD(lambda) targets of ``signal`` with ``critic`` evaluated on the inputs."""
+    return gae(rewards=signal, values=_values(critic, inputs), next_values=_values(critic, next_inputs),
+               terminated=terminated, truncated=truncated, gamma=gamma, lam=lam)
+
+
+def _cost_critic_inputs(batch: Batch, obs: Tensor, next_obs: Tensor, *, critic_c: nn.Module,
+                        time_limit: int | None) -> tuple[Tensor, Tensor]:
+    """The cost critic's inputs at ``s_t`` and ``s_{t+1}``: the observations, plus ``tau`` (the
+    fraction of the episode left) for a time-aware critic."""
+    if not getattr(critic_c, "time_aware", False):
+        return obs, next_obs
+    tau, tau_next = _time_left(batch, time_limit)
+    return (torch.cat([obs, torch.as_tensor(tau, dtype=obs.dtype)[:, None]], dim=1),
+            torch.cat([next_obs, torch.as_tensor(tau_next, dtype=obs.dtype)[:, None]], dim=1))
 
 
 def _time_left(batch: Batch, time_limit: int | None) -> tuple[np.ndarray, np.ndarray]:
