@@ -246,6 +246,12 @@ class SamplerConfig:
     """Number of sampler workers (0 = os.cpu_count(); with ray: the Ray cluster's CPUs)."""
     steps_per_iter: int = 4000
     """Environment steps collected per iteration (per task)."""
+    envs_per_worker: int = 1
+    """Shares of each sample call per worker process (process sampler; local: shares of its one
+    worker), each with its own env and generator: work is planned in workers x envs_per_worker
+    whole-episode parts, which balances e.g. 3 tasks over 2 workers (4,500 steps each, not 6,000 and 3,000).
+    Batches equal those of workers x envs_per_worker workers, so a value > 1 changes them (same
+    distribution: whole episodes, own reset seeds). 1 = off (the batches of earlier versions)."""
     ray_address: str = ""
     """Ray cluster to join with the ray sampler ('' = start Ray on this machine; 'auto' = the running cluster)."""
     ray_connect_timeout: float = 30.0
@@ -262,6 +268,11 @@ class SamplerConfig:
             raise ValueError(f"sampler.workers must be >= 0, got {self.workers}")
         if self.steps_per_iter < 1:
             raise ValueError(f"sampler.steps_per_iter must be >= 1, got {self.steps_per_iter}")
+        if self.envs_per_worker < 1:
+            raise ValueError(f"sampler.envs_per_worker must be >= 1, got {self.envs_per_worker}")
+        if self.envs_per_worker > 1 and self.kind == "ray":
+            raise ValueError(f"sampler.envs_per_worker={self.envs_per_worker} is not supported by the ray "
+                             "sampler; use --sampler process or sampler.envs_per_worker=1")
 
     @property
     def num_workers(self) -> int:

@@ -48,6 +48,7 @@ def make_sampler(
     ray_address: str | None = None,
     task_setup: "TaskSetup | None" = None,
     ray_connect_timeout: float = 30.0,
+    envs_per_worker: int = 1,
 ) -> Sampler:
     """The ``kind`` backend (local, process or ray) for ``env_id``.
 
@@ -56,17 +57,22 @@ def make_sampler(
     this machine, ``"auto"``/an address joins an existing cluster (one-line ValueError if nothing
     answers within ``ray_connect_timeout`` seconds). ``task_setup``: custom families and range
     overrides every worker process applies before building its env (the local sampler runs in
-    this process, which must have applied it already).
+    this process, which must have applied it already). ``envs_per_worker``: shares per worker
+    (see :class:`~metacpo.samplers.process.ProcessSampler`; local: ``num_virtual_workers``; not
+    supported by ray).
     """
     if ray_address and kind != "ray":
         raise ValueError(f"--ray-address {ray_address} needs --sampler ray (got sampler {kind!r}); "
                          "drop --ray-address or pass --sampler ray")
     if kind == "local":
-        return LocalSampler(env_id, seed=seed)
+        return LocalSampler(env_id, seed=seed, num_virtual_workers=envs_per_worker)
     if kind == "process":
         from metacpo.samplers.process import ProcessSampler
 
-        return ProcessSampler(env_id, seed=seed, num_workers=num_workers, task_setup=task_setup)
+        return ProcessSampler(env_id, seed=seed, num_workers=num_workers, task_setup=task_setup,
+                              envs_per_worker=envs_per_worker)
+    if envs_per_worker != 1:
+        raise ValueError(f"envs_per_worker={envs_per_worker} is not supported by the {kind!r} sampler")
     if kind == "ray":
         from metacpo.samplers.ray import RaySampler
 

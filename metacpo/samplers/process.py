@@ -3,9 +3,10 @@
 Protocol (parent -> worker over a ``multiprocessing.Pipe``; worker code is
 :func:`worker_main`, which only wraps :func:`metacpo.samplers.base.rollout`):
 
-* ``("sample", snapshots, [(job, task), ...])`` (one snapshot per task, see :func:`run_jobs`) -> ``("ok", ([(job, Batch), ...], rng_state))``
-  (the worker's generator state after the jobs, so the parent always knows every worker's state)
-* ``("get_state",)`` -> ``("ok", rng_state)``; ``("set_state", rng_state)`` -> ``("ok", None)``
+* ``("sample", snapshots, [(job, task), ...])`` (one snapshot per task, see :func:`run_jobs`) -> ``("ok", ([(job, Batch), ...], rng_states))``
+  (``{share: generator state}`` of the worker's shares after the jobs, so the parent always knows
+  every generator's state; a worker runs one share unless ``envs_per_worker > 1``)
+* ``("get_state",)`` -> ``("ok", rng_states)``; ``("set_state", rng_states)`` -> ``("ok", None)``
 * ``("close",)`` -> the worker exits.
 * Any exception in a worker -> ``("error", WorkerError)`` (whether it is a ``ValueError``, its
   message and traceback); the parent raises ``ValueError`` (bad input, e.g. a task the env
@@ -95,22 +96,34 @@ class WorkerDied(RuntimeError):
         self.jobs = list(jobs)
 
 
-def worker_main(conn: Connection, env_id: str, seed: int, index: int, setup: TaskSetup | None = None) -> None:
-    """Body of worker ``index``: build the env and generator once, then serve requests."""
+def hosted_shares(worker: int, *, num_workers: int, envs_per_worker: int) -> list[int]:
+    """The shares (virtual worker indices) process ``worker`` runs: ``worker + k * num_workers``."""
+    return [worker + k * num_workers for k in range(envs_per_worker)]
+
+
+def worker_main(conn: Connection, env_id: str, seed: int, index: int, setup: TaskSetup | None = None,
+                num_workers: int = 1, envs_per_worker: int = 1) -> None:
+    """Body of worker ``index``: build the envs and generators once, then serve requests.
+
+    The worker runs the shares :func:`hosted_shares` names, each with its own env and its own
+    generator ``worker_rng(seed, share)``, one after another (in share order) within a call.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's business
     import torch
 
     from metacpo.models.policy import GaussianMLPPolicy
 
     torch.set_num_threads(1)
+    shares = hosted_shares(index, num_workers=num_workers, envs_per_worker=envs_per_worker)
     try:
         if setup is not None:
             setup.apply()
-        env = make_env_for(env_id, seed=seed)  # our stochastic ids: the default task follows the seed
+        # our stochastic ids: the default task follows the seed
+        envs = {v: make_env_for(env_id, seed=seed) for v in shares}
     except Exception:
         conn.send(("error", WorkerError.current()))
         return
-    rng = worker_rng(seed, index)
+    rngs = {v: worker_rng(seed, v) for v in shares}
     policy: GaussianMLPPolicy | None = None
     conn.send(("ok", None))  # ready
     while True:
@@ -127,12 +140,18 @@ def worker_main(conn: Connection, env_id: str, seed: int, index: int, setup: Tas
                 break
             if cmd == "sample":
                 snapshots, work = msg[1], msg[2]
-                policy, out = run_jobs(env, policy, snapshots, work, rng, worker=index)
-                conn.send(("ok", (out, rng.bit_generator.state)))
+                out = []
+                for v in shares:
+                    mine = [(job, task) for job, task in work if job.worker == v]
+                    if mine:
+                        policy, part = run_jobs(envs[v], policy, snapshots, mine, rngs[v], worker=v)
+                        out.extend(part)
+                conn.send(("ok", (out, {v: r.bit_generator.state for v, r in rngs.items()})))
             elif cmd == "get_state":
-                conn.send(("ok", rng.bit_generator.state))
+                conn.send(("ok", {v: r.bit_generator.state for v, r in rngs.items()}))
             elif cmd == "set_state":
-                rng.bit_generator.state = msg[1]
+                for v, state in msg[1].items():
+                    rngs[v].bit_generator.state = state
                 conn.send(("ok", None))
             else:
                 conn.send(("error", WorkerError(is_value_error=False, message=f"unknown command {cmd!r}", traceback="")))
@@ -141,7 +160,8 @@ def worker_main(conn: Connection, env_id: str, seed: int, index: int, setup: Tas
                 conn.send(("error", WorkerError.current()))
             except OSError:  # the parent is gone
                 break
-    env.close()
+    for env in envs.values():
+        env.close()
     conn.close()
 
 
@@ -152,12 +172,22 @@ class ProcessSampler(Sampler):
     the batches equal :class:`LocalSampler`'s bit for bit (same generator, same order), and
     ``LocalSampler(num_virtual_workers=n)`` equals ``ProcessSampler(num_workers=n)``.
 
+    ``envs_per_worker=k`` (default 1) plans every call as :func:`plan_jobs` over ``num_workers x k``
+    shares, each with its own environment and generator ``worker_rng(seed, share)``; process ``w``
+    runs shares ``w, w + num_workers, ...`` one after another. Work is then cut into finer
+    whole-episode parts, which balances e.g. 3 tasks over 2 processes (4,500 steps each instead of
+    6,000 and 3,000). The batches are those of ``ProcessSampler(num_workers=n * k)`` and
+    ``LocalSampler(num_virtual_workers=n * k)`` bit for bit -- and so differ from ``k = 1``'s (other
+    generators draw the seeds and noise of some episodes); they are drawn from the same
+    distribution (every episode complete, reset from its own seed; see docs/scaling.md).
+
     Faults: a worker found dead during :meth:`sample` is replaced (see the module docstring); at
     most ``max_faults_per_call`` replacements per call, then ``RuntimeError``.
     """
 
     def __init__(self, env_id: str, *, seed: int, num_workers: int | None = None, start_method: str = "spawn",
-                 max_faults_per_call: int = 3, task_setup: TaskSetup | None = None) -> None:
+                 max_faults_per_call: int = 3, task_setup: TaskSetup | None = None,
+                 envs_per_worker: int = 1) -> None:
         import os
 
         n = num_workers if num_workers is not None else (os.cpu_count() or 1)
@@ -165,18 +195,22 @@ class ProcessSampler(Sampler):
             raise ValueError(f"num_workers must be positive, got {n}")
         if max_faults_per_call < 0:
             raise ValueError(f"max_faults_per_call must be >= 0, got {max_faults_per_call}")
+        if not isinstance(envs_per_worker, int) or envs_per_worker <= 0:
+            raise ValueError(f"envs_per_worker must be a positive integer, got {envs_per_worker!r}")
         self.env_id = env_id
         self.task_setup = task_setup
         self.episode_steps = episode_limit(env_id)  # work is split in whole episodes (plan_jobs)
         self._n = n
+        self.envs_per_worker = envs_per_worker
+        self._shares = n * envs_per_worker
         self._seed = seed
         self._busy = False  # a sample call is in progress (workers may be mid-rollout)
         self._ctx = mp.get_context(start_method)
         self.max_faults_per_call = max_faults_per_call
         self.fault_events: list[FaultEvent] = []
         self._calls = 0
-        # The parent's copy of every worker's generator state (updated by every reply).
-        self._states: list[dict[str, Any]] = [worker_rng(seed, i).bit_generator.state for i in range(n)]
+        # The parent's copy of every share's generator state (updated by every reply).
+        self._states: list[dict[str, Any]] = [worker_rng(seed, v).bit_generator.state for v in range(self._shares)]
         self._conns: list[Connection] = []
         self._procs: list[Any] = []
         try:
@@ -192,7 +226,8 @@ class ProcessSampler(Sampler):
 
     def _spawn(self, i: int) -> tuple[Connection, Any]:
         parent, child = self._ctx.Pipe()
-        p = self._ctx.Process(target=worker_main, args=(child, self.env_id, self._seed, i, self.task_setup),
+        p = self._ctx.Process(target=worker_main, args=(child, self.env_id, self._seed, i, self.task_setup,
+                                                        self._n, self.envs_per_worker),
                               daemon=True, name=f"metacpo-sampler-{i}")
         # Start it with SIGINT ignored: the child inherits the disposition and Python keeps it, so
         # a Ctrl-C during its (seconds-long) start-up prints nothing either.
@@ -228,8 +263,15 @@ class ProcessSampler(Sampler):
         old.join(timeout=5)
         self._conns[i], self._procs[i] = self._spawn(i)
         self._recv(i, [])  # ready (a replacement that cannot start is a hard error)
-        self._conns[i].send(("set_state", self._states[i]))
+        self._conns[i].send(("set_state", self._hosted_states(i)))
         self._recv(i, [])
+
+    def _hosted(self, i: int) -> list[int]:
+        return hosted_shares(i, num_workers=self._n, envs_per_worker=self.envs_per_worker)
+
+    def _hosted_states(self, i: int) -> dict[int, dict[str, Any]]:
+        """The parent's copies of the generator states of worker ``i``'s shares."""
+        return {v: self._states[v] for v in self._hosted(i)}
 
     def _send_work(self, w: int, msg: tuple[Any, ...], jobs: Sequence[Job], faults: list[int]) -> None:
         while True:
@@ -268,11 +310,11 @@ class ProcessSampler(Sampler):
     ) -> list[Batch]:
         task_list: list[Task] = [None] if tasks is None else list(tasks)
         snapshots = per_task_snapshots(snapshot, len(task_list))
-        jobs = plan_jobs(num_tasks=len(task_list), num_steps=num_steps, num_workers=self._n,
+        jobs = plan_jobs(num_tasks=len(task_list), num_steps=num_steps, num_workers=self._shares,
                          episode_steps=self.episode_steps)
         per_worker: dict[int, list[Job]] = {}
-        for j in jobs:
-            per_worker.setdefault(j.worker, []).append(j)
+        for j in jobs:  # j.worker is the share; process j.worker mod n runs it
+            per_worker.setdefault(j.worker % self._n, []).append(j)
         self._calls += 1
         self._busy = True
         faults = [0]
@@ -297,7 +339,8 @@ class ProcessSampler(Sampler):
                     out, state = [], None
                     break
             if state is not None:
-                self._states[w] = state
+                for v, st in state.items():
+                    self._states[v] = st
             outputs.extend(out)
         self._busy = False
         if error is not None:
@@ -309,11 +352,11 @@ class ProcessSampler(Sampler):
         return {"worker_rngs": copy.deepcopy(self._states)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        rngs = check_rng_states(state, self._n)
+        rngs = check_rng_states(state, self._shares)
         self._states = copy.deepcopy(list(rngs))
         for i in range(self._n):
             try:
-                self._conns[i].send(("set_state", self._states[i]))
+                self._conns[i].send(("set_state", self._hosted_states(i)))
                 self._recv(i, [])
             except (OSError, WorkerDied):  # dead while idle: the replacement starts at the new state
                 self._replace(i)

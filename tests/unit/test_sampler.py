@@ -128,3 +128,37 @@ def test_several_tasks_are_spread_over_workers_and_switched_with_set_task(same_b
         same_batch(x, y)
     # Same policy, different tasks: different dynamics/rewards.
     assert not np.allclose(batches[0].rewards, batches[1].rewards)
+
+
+def test_envs_per_worker_balances_tasks_and_equals_more_workers(same_batch):
+    """envs_per_worker=k: the plan (and batches) of n x k workers, run by n processes; 3 tasks of 4
+    episodes on 2 processes become 6 episodes per process instead of 8 and 4."""
+    from metacpo.tasks import get_distribution
+
+    env_id = "SafetyPointStcircle1-v0"
+    tasks = get_distribution(env_id).sample_n(np.random.default_rng(0), 3)
+    jobs = plan_jobs(num_tasks=3, num_steps=2000, num_workers=4, episode_steps=500)
+    per_process = [sum(j.num_steps for j in jobs if j.worker % 2 == w) for w in range(2)]
+    old = plan_jobs(num_tasks=3, num_steps=2000, num_workers=2, episode_steps=500)
+    assert per_process == [3000, 3000]
+    assert sorted(sum(j.num_steps for j in old if j.worker == w) for w in range(2)) == [2000, 4000]
+    _, snap = _snapshot()
+    with LocalSampler(env_id, seed=4, num_virtual_workers=4) as loc:
+        expected = loc.sample(snapshot=snap, tasks=tasks, num_steps=2000)
+        again_expected = loc.sample(snapshot=snap, tasks=tasks, num_steps=1000)
+        loc_state = loc.state_dict()
+    with ProcessSampler(env_id, seed=4, num_workers=2, envs_per_worker=2) as proc:
+        start = proc.state_dict()
+        got = proc.sample(snapshot=snap, tasks=tasks, num_steps=2000)
+        again = proc.sample(snapshot=snap, tasks=tasks, num_steps=1000)
+        assert proc.state_dict() == loc_state
+        proc.load_state_dict(start)  # every share's generator goes back
+        replay = proc.sample(snapshot=snap, tasks=tasks, num_steps=2000)
+        with pytest.raises(ValueError, match="holds 2 worker generator states; this sampler has 4"):
+            proc.load_state_dict({"worker_rngs": start["worker_rngs"][:2]})
+    for x, y in zip(got + again + replay, expected + again_expected + expected, strict=True):
+        same_batch(x, y)
+    assert [b.info["workers"] for b in got] == [[0, 1], [2], [3]]
+    assert all(len(b) == 2000 and not b.cut.any() and len(b.episode_lengths) == 4 for b in got)
+    with pytest.raises(ValueError, match="envs_per_worker"):
+        ProcessSampler(env_id, seed=0, num_workers=1, envs_per_worker=0)
