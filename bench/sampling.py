@@ -8,13 +8,18 @@ for each code path in a fresh child process (``python bench/sampling.py --child`
 
 * sampling seconds of one meta-iteration's 36,000 steps (wall clock, all workers);
 * raw physics in the same child: 10 ``mj_step`` per env step on the same model, one core;
-* per core: ``wall x workers / steps`` (us per step per core) and its ratio to raw physics.
+* per core: ``wall x workers / steps`` (us per step per core) and its ratio to raw physics;
+* the workers' CPU seconds (from /proc) per step and their ratio to raw physics in CPU time: on a
+  shared machine the wall figure mostly measures the other load, the CPU figure the code.
 
 The old path is a ``git worktree`` of ``--old`` (default: the commit before the sampling speed
 work) made under /tmp and removed afterwards. Timings are noisy on a shared machine; compare
 the ratios printed for the two paths in the same run.
 
-Usage: python bench/sampling.py [--old COMMIT] [--rounds 2] [--workers 2]
+``--envs-per-worker 2`` (default) also runs this tree with ``sampler.envs_per_worker = 2`` (3 tasks
+balanced over 2 workers; different batches from the same distribution, see docs/scaling.md).
+
+Usage: python bench/sampling.py [--old COMMIT] [--rounds 2] [--workers 2] [--envs-per-worker 2 3]
 """
 
 from __future__ import annotations
@@ -31,7 +36,16 @@ from pathlib import Path
 OLD_DEFAULT = "4562d65"  # main before issue 15's sampling work (rollout loop, critic fit)
 
 
-def child(workers: int, reps: int) -> None:
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by processes ``pids`` (Linux /proc)."""
+    total = 0.0
+    for pid in pids:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def child(workers: int, reps: int, envs_per_worker: int) -> None:
     import mujoco
     import numpy as np
     import torch
@@ -52,32 +66,37 @@ def child(workers: int, reps: int) -> None:
     norm = NormalizerState(mean=rng.normal(size=od) * 0.1, var=rng.uniform(0.5, 2.0, size=od), clip=10.0)
     snap = PolicySnapshot.from_policy(policy, norm)
     tasks = get_distribution(env_id).sample_n(np.random.default_rng(1), 3)
-    sampler = ProcessSampler(env_id, seed=0, num_workers=workers)
+    kwargs = {"envs_per_worker": envs_per_worker} if envs_per_worker > 1 else {}  # old trees lack it
+    sampler = ProcessSampler(env_id, seed=0, num_workers=workers, **kwargs)
     try:
         sampler.sample(snapshot=snap, num_steps=3000, tasks=tasks)  # warm-up (worker start, first builds)
-        walls = []
+        walls, cpus = [], []
         for _ in range(reps):
+            c = _cpu_seconds(sampler.worker_pids())
             t = time.perf_counter()
             steps = 0
             for _ in range(4):
                 steps += sum(len(b) for b in sampler.sample(snapshot=snap, num_steps=3000, tasks=tasks))
             walls.append(time.perf_counter() - t)
+            cpus.append(_cpu_seconds(sampler.worker_pids()) - c)
     finally:
         sampler.close()
     env.reset(seed=0)
     task = env.unwrapped.task
     model, data = task._f_model, task._f_data  # the env's own compiled model and state
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for _ in range(steps * 10):
         mujoco.mj_step(model, data)
-    physics = time.perf_counter() - t
-    print(json.dumps({"wall": min(walls), "steps": steps, "physics": physics, "workers": workers}))
+    physics, physics_cpu = time.perf_counter() - t, time.process_time() - c
+    print(json.dumps({"wall": min(walls), "cpu": min(cpus), "steps": steps, "physics": physics,
+                      "physics_cpu": physics_cpu, "workers": workers}))
 
 
-def measure(tree: Path, workers: int, reps: int) -> dict:
+def measure(tree: Path, workers: int, reps: int, envs_per_worker: int = 1) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", "--workers", str(workers),
-                          "--reps", str(reps)], cwd=tree, env=env, capture_output=True, text=True, check=True)
+                          "--reps", str(reps), "--envs-per-worker", str(envs_per_worker)],
+                         cwd=tree, env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -87,35 +106,47 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="old/new alternations")
     ap.add_argument("--reps", type=int, default=2, help="meta-iterations' sampling per child (min taken)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--envs-per-worker", type=int, nargs="*", default=[2],
+                    help="also measure this tree with sampler.envs_per_worker = each of these (batches change)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.workers, args.reps)
+        child(args.workers, args.reps, args.envs_per_worker[0] if args.envs_per_worker else 1)
         return
     here = Path(__file__).resolve().parent.parent
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; {args.workers} workers; old = {args.old}")
+    paths = {"old": (None, 1), "new": (here, 1), **{f"new k={k}": (here, k) for k in args.envs_per_worker if k > 1}}
     with tempfile.TemporaryDirectory() as tmp:
         old = Path(tmp) / "old"
         subprocess.run(["git", "-C", str(here), "worktree", "add", "--detach", str(old), args.old], check=True,
                        capture_output=True)
         try:
-            rows = {"old": [], "new": []}
+            rows: dict[str, list[dict]] = {name: [] for name in paths}
             for _ in range(args.rounds):
-                for name, tree in (("old", old), ("new", here)):
-                    rows[name].append(measure(tree, args.workers, args.reps))
+                for name, (tree, k) in paths.items():
+                    rows[name].append(measure(tree or old, args.workers, args.reps, k))
         finally:
             subprocess.run(["git", "-C", str(here), "worktree", "remove", "--force", str(old)], check=False)
-    print(f"{'path':4s} {'round':>5s} {'sampling s':>10s} {'us/step/core':>12s} {'10 mj_step us':>13s} {'x physics':>9s}")
-    best = {}
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
+    print(f"{'path':9s} {'round':>5s} {'sampling s':>10s} {'us/step/core':>12s} {'10 mj_step us':>13s} "
+          f"{'x physics':>9s} {'cpu us/step':>11s} {'x physics cpu':>13s}")
+    best: dict[str, list[tuple[float, float]]] = {}
     for name, rs in rows.items():
         for i, r in enumerate(rs):
             per = r["wall"] * r["workers"] / r["steps"] * 1e6
             phys = r["physics"] / r["steps"] * 1e6
-            print(f"{name:4s} {i:>5d} {r['wall']:10.2f} {per:12.1f} {phys:13.1f} {per / phys:9.2f}")
-            best.setdefault(name, []).append(per / phys)
-    o, n = min(best["old"]), min(best["new"])
-    print(f"sampling per step, in units of raw physics (best round): old {o:.2f}x, new {n:.2f}x; "
-          f"new is {o / n:.2f}x faster relative to the physics")
+            cpu = r["cpu"] / r["steps"] * 1e6
+            phys_cpu = r["physics_cpu"] / r["steps"] * 1e6
+            print(f"{name:9s} {i:>5d} {r['wall']:10.2f} {per:12.1f} {phys:13.1f} {per / phys:9.2f} {cpu:11.1f} "
+                  f"{cpu / phys_cpu:13.2f}")
+            best.setdefault(name, []).append((per / phys, cpu / phys_cpu))
+    o = min(x for x, _ in best["old"])
+    oc = min(c for _, c in best["old"])
+    print("best round, per step in units of raw physics: wall x workers (what a user waits for, load-sensitive) "
+          "| workers' CPU time (what the code costs)")
+    for name, vals in best.items():
+        n, nc = min(x for x, _ in vals), min(c for _, c in vals)
+        print(f"  {name:9s} wall {n:5.2f}x ({o / n:4.2f}x faster than old) | cpu {nc:5.2f}x ({oc / nc:4.2f}x)")
 
 
 if __name__ == "__main__":

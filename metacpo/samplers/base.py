@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,6 +189,56 @@ class NumpyActor:
         return action.astype(np.float64), self._lp_const - 0.5 * float(np.dot(z, z))
 
 
+class StackedActors:
+    """Several :meth:`NumpyActor.stepper` s applied at once, one observation row each.
+
+    Row ``k`` gets actor ``k``'s weights and normaliser ``k``'s statistics; every layer is one
+    stacked ``matmul`` (``(K, 1, n) @ (K, n, m)``) and every other operation is elementwise, so each
+    row goes through the same floating-point operations as the single stepper.
+    tests/unit/test_rollout_fast.py checks that the rows equal the single stepper's results bit for
+    bit (a BLAS whose stacked products rounded differently from single ones would fail it).
+    """
+
+    def __init__(self, rows: Sequence[tuple[NumpyActor, NormalizerState]]) -> None:
+        actors = [a for a, _ in rows]
+        first = actors[0]
+        if any(a.dtype != first.dtype or a.activation is not first.activation
+               or [w.shape for w, _ in a.layers] != [w.shape for w, _ in first.layers] for a in actors):
+            raise ValueError("StackedActors needs actors of one architecture, dtype and activation")
+        self.dtype, self.activation = first.dtype, first.activation
+        self.mean = np.stack([np.asarray(n.mean, dtype=np.float64) for _, n in rows])
+        self.den = np.stack([np.sqrt(n.var + n.eps) for _, n in rows])
+        self.lo = np.array([[-n.clip] for _, n in rows])
+        self.hi = np.array([[n.clip] for _, n in rows])
+        self.layers = [(np.stack([a.layers[i][0] for a in actors]), np.stack([a.layers[i][1] for a in actors])[:, None, :])
+                       for i in range(len(first.layers))]
+        self.std = np.stack([a.std for a in actors])
+        self.lp_const = [a._lp_const for a in actors]  # pylint: disable=protected-access
+
+    def __call__(self, obs: np.ndarray, noise: Sequence[np.ndarray | None]) -> list[tuple[np.ndarray, float]]:
+        """``[(action, log pi)]`` per row of ``obs`` (raw observations), as each row's stepper gives."""
+        z = np.subtract(obs, self.mean)
+        np.divide(z, self.den, out=z)
+        h = np.core.umath.clip(z, self.lo, self.hi, out=z).astype(self.dtype)[:, None, :]
+        *hidden, (w_out, b_out) = self.layers
+        for w, b in hidden:
+            h = self.activation(h @ w + b)
+        m = (h @ w_out + b_out)[:, 0, :]
+        f64, dot = np.float64, np.dot
+        if all(e is not None for e in noise):
+            e = np.stack(noise).astype(self.dtype)
+            actions = (m + self.std * e).astype(f64)
+            return [(actions[k], c - 0.5 * float(dot(e[k], e[k]))) for k, c in enumerate(self.lp_const)]
+        out = []
+        for k, (c, nk) in enumerate(zip(self.lp_const, noise)):
+            if nk is None:
+                out.append((m[k].astype(f64), c))
+            else:
+                ek = nk.astype(self.dtype)
+                out.append(((m[k] + self.std[k] * ek).astype(f64), c - 0.5 * float(dot(ek, ek))))
+        return out
+
+
 def per_task_snapshots(
     snapshot: "PolicySnapshot | Sequence[PolicySnapshot]", num_tasks: int
 ) -> list["PolicySnapshot"]:
@@ -235,6 +285,80 @@ def run_jobs(
     return policy, out
 
 
+def run_jobs_lockstep(
+    envs: Mapping[int, Any],
+    policy: GaussianMLPPolicy | None,
+    snapshots: Sequence["PolicySnapshot"],
+    work: Sequence[tuple["Job", Task]],
+    rngs: Mapping[int, np.random.Generator],
+) -> tuple[GaussianMLPPolicy | None, list[tuple["Job", Batch]]]:
+    """:func:`run_jobs` for several shares at once, their envs stepped in lockstep.
+
+    Share ``v`` (a key of ``envs`` and ``rngs``) runs its jobs (``job.worker == v``, in order) on
+    ``envs[v]`` with ``rngs[v]``, exactly as ``run_jobs(envs[v], ..., rngs[v], worker=v)`` would;
+    at every step the actions of all running shares come from one :class:`StackedActors` pass
+    instead of one policy call each. Each share draws from its own generator in its own order, so
+    the batches are those of the shares run one after another (bit for bit, tested).
+    """
+    shares = list(envs)
+    queues = {v: [(job, task) for job, task in work if job.worker == v] for v in shares}
+    specs = {snapshots[job.task_index].spec for job, _ in work}
+    if len(specs) > 1:  # one architecture per pass; several (never the case in training): one by one
+        out_all: list[tuple[Job, Batch]] = []
+        for v in shares:
+            policy, out = run_jobs(envs[v], policy, snapshots, queues[v], rngs[v], worker=v)
+            out_all.extend(out)
+        return policy, out_all
+    if not specs:
+        return policy, []
+    (spec,) = specs
+    if policy is None or policy.spec != spec:
+        policy = GaussianMLPPolicy(spec)
+    actors: dict[int, NumpyActor] = {}  # by snapshot identity
+
+    def actor_of(snap: PolicySnapshot) -> NumpyActor:
+        if id(snap) not in actors:
+            actors[id(snap)] = NumpyActor(snap.load_into(policy))
+        return actors[id(snap)]
+
+    results: dict[int, list[tuple[Job, Batch]]] = {v: [] for v in shares}
+    running: list[list[Any]] = []  # [share, job, steps generator, pending request, actor, normaliser]
+
+    def start(v: int) -> None:
+        job, task = queues[v].pop(0)
+        snap = snapshots[job.task_index]
+        if task is not None:
+            set_task(envs[v], task)
+        gen = _rollout_steps(envs[v], spec.act_dim, job.num_steps, rngs[v], deterministic=snap.deterministic,
+                             task=task, max_episodes=None)
+        running.append([v, job, gen, next(gen), actor_of(snap), snap.obs_norm])
+
+    for v in shares:
+        if queues[v]:
+            start(v)
+    key: tuple = ()
+    stacked: StackedActors | None = None
+    while running:
+        now = tuple((id(r[4]), id(r[5])) for r in running)
+        if now != key or stacked is None:
+            key, stacked = now, StackedActors([(r[4], r[5]) for r in running])
+        answers = stacked(np.stack([r[3][0] for r in running]), [r[3][1] for r in running])
+        ended: list[int] = []
+        for i, (row, answer) in enumerate(zip(running, answers)):
+            try:
+                row[3] = row[2].send(answer)
+            except StopIteration as done:
+                batch = done.value
+                batch.info["worker"] = row[0]
+                results[row[0]].append((row[1], batch))
+                ended.append(i)
+        for i in reversed(ended):
+            v = running.pop(i)[0]
+            if queues[v]:
+                start(v)
+    return policy, [item for v in shares for item in results[v]]
+
+
 def rollout(
     env: Any,
     policy: GaussianMLPPolicy,
@@ -257,25 +381,47 @@ def rollout(
 
     The per-step work outside the env is kept small (this loop runs once per env step): the
     normaliser's denominator is computed once, the action noise is drawn in blocks (the same
-    numbers as one draw per step), the policy's layers are applied by :meth:`NumpyActor.act_normalized`
+    numbers as one draw per step), the policy's layers are applied by :meth:`NumpyActor.stepper`
     and transitions are written into preallocated arrays. The batch is bit-identical to the one
     a step-by-step loop over ``obs_norm.normalize``, :meth:`NumpyActor.act` and ``np.clip``
     builds (tests/unit/test_rollout_fast.py).
     """
+    act = NumpyActor(policy).stepper(obs_norm)
+    steps = _rollout_steps(env, policy.spec.act_dim, num_steps, rng, deterministic=deterministic, task=task,
+                           max_episodes=max_episodes)
+    request = next(steps)
+    try:
+        while True:
+            request = steps.send(act(*request))
+    except StopIteration as done:
+        return done.value
+
+
+def _rollout_steps(
+    env: Any,
+    act_dim: int,
+    num_steps: int,
+    rng: np.random.Generator,
+    *,
+    deterministic: bool,
+    task: Task,
+    max_episodes: int | None,
+) -> Generator[tuple[np.ndarray, np.ndarray | None], tuple[np.ndarray, float], Batch]:
+    """The body of :func:`rollout` with the policy left out: yields ``(raw obs, noise)`` at every
+    step and is sent ``(action, log pi)`` back; returns the batch. :func:`rollout` answers with one
+    policy, :func:`rollout_lockstep` with one batched forward for several of these at once."""
     if num_steps <= 0:
         raise ValueError(f"num_steps must be positive, got {num_steps}")
     t0 = time.perf_counter()
-    actor = NumpyActor(policy)
     noise_rng = np.random.default_rng(int(rng.integers(2**62)))
     low, high = env.action_space.low, env.action_space.high
     obs_shape = tuple(env.observation_space.shape)
-    act = actor.stepper(obs_norm)
     clip = np.core.umath.clip
     # Growable storage: exactly num_steps rows when the step budget bounds the batch.
     cap = num_steps if max_episodes is None else 1024
     obs_a = np.empty((cap, *obs_shape))
     next_a = np.empty((cap, *obs_shape))
-    act_a = np.empty((cap, actor.act_dim))
+    act_a = np.empty((cap, act_dim))
     lp_a = np.empty(cap)
     rew_l: list[float] = []
     cost_l: list[float] = []
@@ -287,7 +433,7 @@ def rollout(
     # Noise in blocks: Generator.standard_normal fills row after row, so block row k equals the
     # k-th per-step draw of act_dim numbers (the generator is this rollout's own).
     block = 0 if deterministic else min(cap, 4096)
-    noise_block = noise_rng.standard_normal((block, actor.act_dim)) if block else None
+    noise_block = noise_rng.standard_normal((block, act_dim)) if block else None
     k_noise = 0
     steps = 0
     cut = False
@@ -302,11 +448,11 @@ def rollout(
                 noise = None
             else:
                 if k_noise == block:
-                    noise_block = noise_rng.standard_normal((block, actor.act_dim))
+                    noise_block = noise_rng.standard_normal((block, act_dim))
                     k_noise = 0
                 noise = noise_block[k_noise]
                 k_noise += 1
-            action, lp = act(obs, noise)
+            action, lp = yield obs, noise
             nxt, r, c, term, trunc, _ = env.step(clip(action, low, high))
             if steps == len(obs_a):
                 obs_a, next_a, act_a, lp_a = (np.concatenate([x, np.empty_like(x)]) for x in (obs_a, next_a, act_a, lp_a))

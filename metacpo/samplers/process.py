@@ -57,6 +57,7 @@ from metacpo.samplers.base import (
     episode_limit,
     plan_jobs,
     run_jobs,
+    run_jobs_lockstep,
     worker_rng,
 )
 from metacpo.samplers.faults import FaultEvent, record_fault
@@ -106,7 +107,8 @@ def worker_main(conn: Connection, env_id: str, seed: int, index: int, setup: Tas
     """Body of worker ``index``: build the envs and generators once, then serve requests.
 
     The worker runs the shares :func:`hosted_shares` names, each with its own env and its own
-    generator ``worker_rng(seed, share)``, one after another (in share order) within a call.
+    generator ``worker_rng(seed, share)``; several shares are stepped in lockstep
+    (:func:`~metacpo.samplers.base.run_jobs_lockstep`: the batches of running them one by one).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's business
     import torch
@@ -140,12 +142,10 @@ def worker_main(conn: Connection, env_id: str, seed: int, index: int, setup: Tas
                 break
             if cmd == "sample":
                 snapshots, work = msg[1], msg[2]
-                out = []
-                for v in shares:
-                    mine = [(job, task) for job, task in work if job.worker == v]
-                    if mine:
-                        policy, part = run_jobs(envs[v], policy, snapshots, mine, rngs[v], worker=v)
-                        out.extend(part)
+                if len(shares) == 1:
+                    policy, out = run_jobs(envs[index], policy, snapshots, work, rngs[index], worker=index)
+                else:  # the shares' envs stepped together, one batched policy pass per step
+                    policy, out = run_jobs_lockstep(envs, policy, snapshots, work, rngs)
                 conn.send(("ok", (out, {v: r.bit_generator.state for v, r in rngs.items()})))
             elif cmd == "get_state":
                 conn.send(("ok", {v: r.bit_generator.state for v, r in rngs.items()}))
@@ -174,7 +174,8 @@ class ProcessSampler(Sampler):
 
     ``envs_per_worker=k`` (default 1) plans every call as :func:`plan_jobs` over ``num_workers x k``
     shares, each with its own environment and generator ``worker_rng(seed, share)``; process ``w``
-    runs shares ``w, w + num_workers, ...`` one after another. Work is then cut into finer
+    runs shares ``w, w + num_workers, ...`` with their envs stepped in lockstep (one batched policy
+    pass per step for all of them). Work is then cut into finer
     whole-episode parts, which balances e.g. 3 tasks over 2 processes (4,500 steps each instead of
     6,000 and 3,000). The batches are those of ``ProcessSampler(num_workers=n * k)`` and
     ``LocalSampler(num_virtual_workers=n * k)`` bit for bit -- and so differ from ``k = 1``'s (other

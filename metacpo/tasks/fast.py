@@ -53,6 +53,14 @@ _TWO_PI = np.pi * 2
 _SCALAR_LIDAR_MAX = 64  # below this many positions, plain floats beat numpy's per-call overhead
 
 
+def _basic_index(idx: np.ndarray) -> np.ndarray | slice:
+    """``idx`` as a slice when it is a run of consecutive indices (basic indexing is cheaper than
+    fancy indexing and selects the same elements), else ``idx`` itself."""
+    if idx.size and np.array_equal(idx, np.arange(idx[0], idx[0] + idx.size)):
+        return slice(int(idx[0]), int(idx[0]) + int(idx.size))
+    return idx
+
+
 class _MjModelWithoutSkybox:
     """Stands in for ``mujoco.MjModel`` while :class:`NoSkyboxWorld` builds: drops the skybox."""
 
@@ -422,8 +430,8 @@ class FastTaskMixin(FastBuildMixin):
                     direct_src.extend(range(adr, adr + dim))
             offset += size
         self._f_obs_size = offset
-        self._f_direct_out = np.array(direct_out, dtype=np.intp)
-        self._f_direct_src = np.array(direct_src, dtype=np.intp)
+        self._f_direct_out = _basic_index(np.array(direct_out, dtype=np.intp))
+        self._f_direct_src = _basic_index(np.array(direct_src, dtype=np.intp))
         self._f_hinge_out = np.array(hinge_out, dtype=np.intp)
         self._f_hinge_src = np.array(hinge_src, dtype=np.intp)
         self._f_ballquat = ballquat
@@ -678,7 +686,8 @@ class FastTaskMixin(FastBuildMixin):
         self._f_lidar_groups = np.array(groups + [gs for gs, _ in statics], dtype=np.intp)
         self._f_lidar_static = (np.array([p[:2] for _, p in statics], dtype=float).reshape(-1, 2)
                                 if statics else None)
-        self._f_lidar_out = np.array(out_idx, dtype=np.intp)
+        self._f_lidar_out = _basic_index(np.array(out_idx, dtype=np.intp))
+        self._f_lidar_static_list = [] if self._f_lidar_static is None else self._f_lidar_static.tolist()
         self._f_lidar_ngroups = g
         self._f_lidar_group_list = self._f_lidar_groups.tolist()
         self._f_lidar_count = len(self._f_lidar_group_list)
@@ -733,10 +742,11 @@ class FastTaskMixin(FastBuildMixin):
         nbins = conf.num_bins
         out = [0.0] * (self._f_lidar_ngroups * nbins)
         data = self._f_data
-        xy = data.xpos[self._f_lidar_bodies, :2].tolist()
-        if self._f_lidar_static is not None:
-            xy += self._f_lidar_static.tolist()
-        ax, ay, az = data.xpos[self._f_agent_body].tolist()
+        xpos = data.xpos
+        xy = self._f_lidar_static_list  # read only
+        if self._f_lidar_bodies.size:
+            xy = xpos[self._f_lidar_bodies, :2].tolist() + xy
+        ax, ay, az = xpos[self._f_agent_body].tolist()
         m00, m01, _, m10, m11, _, m20, m21, _ = data.xmat[self._f_agent_body].tolist()
         bin_size = _TWO_PI / nbins
         max_dist, alias_on = conf.max_dist, conf.alias
