@@ -193,8 +193,9 @@ class StackedActors:
     """Several :meth:`NumpyActor.stepper` s applied at once, one observation row each.
 
     Row ``k`` gets actor ``k``'s weights and normaliser ``k``'s statistics; every layer is one
-    stacked ``matmul`` (``(K, 1, n) @ (K, n, m)``) and every other operation is elementwise, so each
-    row goes through the same floating-point operations as the single stepper.
+    stacked ``matmul`` (``(K, 1, n) @ (K, n, m)``, also when rows share an actor: cheaper here than
+    a ``(K, n) @ (n, m)`` product plus broadcasting) and every other operation is elementwise, so
+    each row goes through the same floating-point operations as the single stepper.
     tests/unit/test_rollout_fast.py checks that the rows equal the single stepper's results bit for
     bit (a BLAS whose stacked products rounded differently from single ones would fail it).
     """
@@ -206,12 +207,15 @@ class StackedActors:
                or [w.shape for w, _ in a.layers] != [w.shape for w, _ in first.layers] for a in actors):
             raise ValueError("StackedActors needs actors of one architecture, dtype and activation")
         self.dtype, self.activation = first.dtype, first.activation
-        self.mean = np.stack([np.asarray(n.mean, dtype=np.float64) for _, n in rows])
-        self.den = np.stack([np.sqrt(n.var + n.eps) for _, n in rows])
-        self.lo = np.array([[-n.clip] for _, n in rows])
-        self.hi = np.array([[n.clip] for _, n in rows])
-        self.layers = [(np.stack([a.layers[i][0] for a in actors]), np.stack([a.layers[i][1] for a in actors])[:, None, :])
-                       for i in range(len(first.layers))]
+        norms = [n for _, n in rows]
+        self.mean = np.stack([np.asarray(n.mean, dtype=np.float64) for n in norms])
+        self.den = np.stack([np.sqrt(n.var + n.eps) for n in norms])
+        if all(n.clip == norms[0].clip for n in norms):
+            self.lo, self.hi = -norms[0].clip, norms[0].clip
+        else:
+            self.lo, self.hi = np.array([[-n.clip] for n in norms]), np.array([[n.clip] for n in norms])
+        self.layers = [(np.stack([a.layers[i][0] for a in actors]),
+                        np.stack([a.layers[i][1] for a in actors])[:, None, :]) for i in range(len(first.layers))]
         self.std = np.stack([a.std for a in actors])
         self.lp_const = [a._lp_const for a in actors]  # pylint: disable=protected-access
 
@@ -226,7 +230,7 @@ class StackedActors:
         m = (h @ w_out + b_out)[:, 0, :]
         f64, dot = np.float64, np.dot
         if all(e is not None for e in noise):
-            e = np.stack(noise).astype(self.dtype)
+            e = np.array(noise, dtype=self.dtype)
             actions = (m + self.std * e).astype(f64)
             return [(actions[k], c - 0.5 * float(dot(e[k], e[k]))) for k, c in enumerate(self.lp_const)]
         out = []
@@ -342,7 +346,7 @@ def run_jobs_lockstep(
         now = tuple((id(r[4]), id(r[5])) for r in running)
         if now != key or stacked is None:
             key, stacked = now, StackedActors([(r[4], r[5]) for r in running])
-        answers = stacked(np.stack([r[3][0] for r in running]), [r[3][1] for r in running])
+        answers = stacked(np.array([r[3][0] for r in running]), [r[3][1] for r in running])
         ended: list[int] = []
         for i, (row, answer) in enumerate(zip(running, answers)):
             try:

@@ -598,13 +598,18 @@ class FastTaskMixin(FastBuildMixin):
         Returns True on a MuJoCo exception (as ``simulation_forward`` does).
         """
         model, data = self._f_model, self._f_data
-        data.ctrl[:] = np.minimum(np.maximum(action, self._f_ctrl_lo), self._f_ctrl_hi)  # = np.clip
+        ctrl = data.ctrl
+        np.minimum(np.maximum(action, self._f_ctrl_lo), self._f_ctrl_hi, out=ctrl)  # = np.clip
         if self.action_noise:
-            data.ctrl[:] += self.action_noise * self.random_generator.randn(self.agent.body_info.nu)
+            ctrl += self.action_noise * self.random_generator.randn(self.agent.body_info.nu)
         n = self.random_generator.binomial(self.sim_conf.frameskip_binom_n, self.sim_conf.frameskip_binom_p)
         mocaps = self._f_mocap_plan
         step = mujoco.mj_step
         try:
+            if not mocaps:  # the n steps in one call (MuJoCo loops them in C: the same n mj_step calls)
+                if n > 0:
+                    step(model, data, int(n))
+                n = 0
             for _ in range(n):
                 for mocap, ids in mocaps:
                     if ids is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -82,6 +84,7 @@ def test_stacked_actors_rows_equal_single_steppers():
     dim = env.observation_space.shape[0]
     rows = [(NumpyActor(_policy(env, k)), _norm(dim, k)) for k in range(4)]
     rows.append(rows[0])  # a pair shared by two rows
+    rows.append((rows[1][0], dataclasses.replace(rows[1][1], clip=0.5)))  # another clip range
     stacked = StackedActors(rows)
     rng = np.random.default_rng(1)
     for trial in range(200):
