@@ -19,7 +19,12 @@ batches per task, a (24, 12) policy = 1,024 parameters, process sampler with one
 core); the second one's split is printed (sampling vs inner updates vs meta-gradient vs outer
 step vs critic fitting).
 
-Usage: python bench/meta_update.py [--skip-env] [--skip-synthetic] [--probe 200]
+``--envs-per-worker 1 2`` runs part 2 with the default sampler and with ``sampler.envs_per_worker=2``
+(3 tasks balanced over 2 workers, envs stepped in lockstep; other batches from the same
+distribution), one after the other in the same run.
+
+Usage: python bench/meta_update.py [--skip-env] [--skip-synthetic] [--probe 200] [--iters 3]
+       [--envs-per-worker 1 2]
 """
 
 from __future__ import annotations
@@ -114,14 +119,15 @@ def synthetic(probe: int) -> None:
     print("(per-param column: measured per-pass time x parameters x tasks -- an extrapolation)")
 
 
-def env_split(iters: int) -> None:
+def env_split(iters: int, envs_per_worker: int = 1) -> None:
     from metacpo.algorithms.meta_cpo import build_meta_cpo
     from metacpo.config.schema import TrainConfig
     from metacpo.training import _dims, build_sampler
 
     cfg = TrainConfig.from_dict({
         "algo": "meta-cpo", "env": {"env_id": "SafetyPointStcircle1-v0"},
-        "policy": {"hidden": [24, 12]}, "sampler": {"kind": "process", "steps_per_iter": 3000},
+        "policy": {"hidden": [24, 12]}, "sampler": {"kind": "process", "steps_per_iter": 3000,
+                                                              "envs_per_worker": envs_per_worker},
         "meta": {"meta_batch_size": 3, "inner_steps": 3},
     })
     obs_dim, act_dim = _dims(cfg.env.env_id)
@@ -130,7 +136,7 @@ def env_split(iters: int) -> None:
         algo = build_meta_cpo(cfg, sampler=sampler, obs_dim=obs_dim, act_dim=act_dim)
         P = num_params(params_of(algo.policy))
         print(f"\nPart 2: default meta-iteration on {cfg.env.env_id}: 3 tasks x (3 inner + 1 post) x 3000 steps, "
-              f"{P}-parameter policy, {sampler.num_workers} sampler workers")
+              f"{P}-parameter policy, {sampler.num_workers} sampler workers, sampler.envs_per_worker={envs_per_worker}")
         for it in range(iters):
             t = time.perf_counter()
             st = algo.iterate(it)
@@ -152,13 +158,17 @@ def main() -> None:
     ap.add_argument("--skip-synthetic", action="store_true", help="skip part 1")
     ap.add_argument("--probe", type=int, default=200, help="per-parameter backward passes actually timed")
     ap.add_argument("--iters", type=int, default=2, help="meta-iterations in part 2")
+    ap.add_argument("--envs-per-worker", type=int, nargs="+", default=[1],
+                    help="part 2 once per value of sampler.envs_per_worker (e.g. 1 2: default and balanced)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (timings scale with it)")
     if not args.skip_synthetic:
         synthetic(args.probe)
     if not args.skip_env:
-        env_split(args.iters)
+        for k in args.envs_per_worker:
+            env_split(args.iters, k)
+            print(f"load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@ for each code path in a fresh child process (``python bench/sampling.py --child`
 * raw physics in the same child: 10 ``mj_step`` per env step on the same model, one core;
 * per core: ``wall x workers / steps`` (us per step per core) and its ratio to raw physics;
 * the workers' CPU seconds (from /proc) per step and their ratio to raw physics in CPU time: on a
-  shared machine the wall figure mostly measures the other load, the CPU figure the code.
+  shared machine the wall figure mostly measures the other load, the CPU figure the code;
+* the busiest worker's CPU seconds (x workers, per step, in units of raw physics): what the wall
+  time would be on an otherwise idle machine, i.e. the code's cost plus the work imbalance
+  (3 tasks on 2 workers: one worker does two thirds of the steps unless envs_per_worker > 1).
 
 The old path is a ``git worktree`` of ``--old`` (default: the commit before the sampling speed
 work) made under /tmp and removed afterwards. Timings are noisy on a shared machine; compare
@@ -70,15 +73,17 @@ def child(workers: int, reps: int, envs_per_worker: int) -> None:
     sampler = ProcessSampler(env_id, seed=0, num_workers=workers, **kwargs)
     try:
         sampler.sample(snapshot=snap, num_steps=3000, tasks=tasks)  # warm-up (worker start, first builds)
-        walls, cpus = [], []
+        walls, cpus, busiest = [], [], []
         for _ in range(reps):
-            c = _cpu_seconds(sampler.worker_pids())
+            c = [_cpu_seconds([pid]) for pid in sampler.worker_pids()]
             t = time.perf_counter()
             steps = 0
             for _ in range(4):
                 steps += sum(len(b) for b in sampler.sample(snapshot=snap, num_steps=3000, tasks=tasks))
             walls.append(time.perf_counter() - t)
-            cpus.append(_cpu_seconds(sampler.worker_pids()) - c)
+            used = [_cpu_seconds([pid]) - c0 for pid, c0 in zip(sampler.worker_pids(), c)]
+            cpus.append(sum(used))
+            busiest.append(max(used))
     finally:
         sampler.close()
     env.reset(seed=0)
@@ -88,7 +93,7 @@ def child(workers: int, reps: int, envs_per_worker: int) -> None:
     for _ in range(steps * 10):
         mujoco.mj_step(model, data)
     physics, physics_cpu = time.perf_counter() - t, time.process_time() - c
-    print(json.dumps({"wall": min(walls), "cpu": min(cpus), "steps": steps, "physics": physics,
+    print(json.dumps({"wall": min(walls), "cpu": min(cpus), "busiest": min(busiest), "steps": steps, "physics": physics,
                       "physics_cpu": physics_cpu, "workers": workers}))
 
 
@@ -129,24 +134,28 @@ def main() -> None:
             subprocess.run(["git", "-C", str(here), "worktree", "remove", "--force", str(old)], check=False)
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
     print(f"{'path':9s} {'round':>5s} {'sampling s':>10s} {'us/step/core':>12s} {'10 mj_step us':>13s} "
-          f"{'x physics':>9s} {'cpu us/step':>11s} {'x physics cpu':>13s}")
-    best: dict[str, list[tuple[float, float]]] = {}
+          f"{'x physics':>9s} {'cpu us/step':>11s} {'x physics cpu':>13s} {'busiest worker s':>16s} {'x physics':>9s}")
+    best: dict[str, list[tuple[float, float, float]]] = {}
     for name, rs in rows.items():
         for i, r in enumerate(rs):
             per = r["wall"] * r["workers"] / r["steps"] * 1e6
             phys = r["physics"] / r["steps"] * 1e6
             cpu = r["cpu"] / r["steps"] * 1e6
             phys_cpu = r["physics_cpu"] / r["steps"] * 1e6
+            crit = r["busiest"] * r["workers"] / r["steps"] * 1e6 / phys_cpu
             print(f"{name:9s} {i:>5d} {r['wall']:10.2f} {per:12.1f} {phys:13.1f} {per / phys:9.2f} {cpu:11.1f} "
-                  f"{cpu / phys_cpu:13.2f}")
-            best.setdefault(name, []).append((per / phys, cpu / phys_cpu))
-    o = min(x for x, _ in best["old"])
-    oc = min(c for _, c in best["old"])
-    print("best round, per step in units of raw physics: wall x workers (what a user waits for, load-sensitive) "
-          "| workers' CPU time (what the code costs)")
+                  f"{cpu / phys_cpu:13.2f} {r['busiest']:16.2f} {crit:9.2f}")
+            best.setdefault(name, []).append((per / phys, cpu / phys_cpu, crit))
+    o = min(x for x, _, _ in best["old"])
+    oc = min(c for _, c, _ in best["old"])
+    ob = min(b for _, _, b in best["old"])
+    print("best round, per step per core in units of raw physics: wall x workers (what a user waits for here, "
+          "load-sensitive) | all workers' CPU (what the code costs) | busiest worker's CPU x workers (the wall "
+          "time on an otherwise idle machine: CPU plus imbalance)")
     for name, vals in best.items():
-        n, nc = min(x for x, _ in vals), min(c for _, c in vals)
-        print(f"  {name:9s} wall {n:5.2f}x ({o / n:4.2f}x faster than old) | cpu {nc:5.2f}x ({oc / nc:4.2f}x)")
+        n, nc, nb = (min(v[i] for v in vals) for i in range(3))
+        print(f"  {name:9s} wall {n:5.2f}x ({o / n:4.2f}x faster than old) | cpu {nc:5.2f}x ({oc / nc:4.2f}x) | "
+              f"busiest {nb:5.2f}x ({ob / nb:4.2f}x)")
 
 
 if __name__ == "__main__":
