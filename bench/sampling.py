@@ -22,6 +22,10 @@ the ratios printed for the two paths in the same run.
 ``--envs-per-worker 2`` (default) also runs this tree with ``sampler.envs_per_worker = 2`` (3 tasks
 balanced over 2 workers; different batches from the same distribution, see docs/scaling.md).
 
+Measured (2 cores, load 4.7-6.6, ``--rounds 2 --envs-per-worker 2 3``; x raw physics per step per core):
+wall old 5.95x / new 4.99x / k=3 4.90x; workers' CPU 3.04x / 2.45x / 2.43x; busiest worker
+4.00x / 3.24x / 2.45x (k=2: 2.60x). docs/results.md "Speed figures".
+
 Usage: python bench/sampling.py [--old COMMIT] [--rounds 2] [--workers 2] [--envs-per-worker 2 3]
 """
 
