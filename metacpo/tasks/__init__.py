@@ -9,7 +9,7 @@ from that level's distribution). :func:`make_env` makes an env for a given task 
 and runs the standard navigation ids on the fast path. See ``docs/tasks.md``.
 
 The env-making names (``make_env``, ``StochasticBuilder``, ``StandardBuilder``,
-``ReferenceBuilder``, ``registered_ids``, ``register_ids``, the task classes) import
+``registered_ids``, ``register_ids``, the task classes) import
 Safety-Gymnasium on first use.
 """
 
@@ -59,7 +59,7 @@ BUTTON_REF = button_ref_family("metacpo.tasks.levels:StButtonLevel", "metacpo.ta
 """The reference implementation's Button variant (wrong buttons cost at every level)."""
 
 _LAZY = {
-    "ReferenceBuilder": "metacpo.tasks.builder", "StochasticBuilder": "metacpo.tasks.builder",
+    "StochasticBuilder": "metacpo.tasks.builder",
     "StandardBuilder": "metacpo.tasks.builder", "make_env": "metacpo.tasks.builder",
     "register_ids": "metacpo.tasks.registration", "registered_ids": "metacpo.tasks.registration",
     "fast_envs": "metacpo.tasks.builder", "fast_default": "metacpo.tasks.builder",
@@ -122,7 +122,7 @@ _add_builtin_families()
 
 __all__ = [
     "AGENTS", "BUTTON", "BUTTON_REF", "CIRCLE", "LEVELS", "ButtonTask", "CircleTask", "FastStButtonLevel",
-    "FastStCircleLevel", "Fixed", "IntUniform", "ParamDomain", "RefButtonTask", "ReferenceBuilder",
+    "FastStCircleLevel", "Fixed", "IntUniform", "ParamDomain", "RefButtonTask",
     "StButtonLevel", "StCircleLevel", "StandardBuilder", "StochasticBuilder", "Task",
     "TaskDistribution", "TaskFamily", "Uniform", "add_family", "clear_overrides", "env_id",
     "fast_default", "fast_envs", "families", "get_distribution", "get_family",

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from metacpo.compat import import_safety_gymnasium
-from metacpo.tasks import ButtonTask, CircleTask, RefButtonTask, ReferenceBuilder, StochasticBuilder, make_env
+from metacpo.tasks import ButtonTask, CircleTask, RefButtonTask, StochasticBuilder, make_env
 from metacpo.tasks.builder import FAST_ENV_VAR, StandardBuilder
 from metacpo.tasks.fast import _MODEL_CACHE
+from tests.reference_builder import ReferenceBuilder
 
 # safety-gymnasium 1.0.0 reads joint types with a deprecated numpy conversion (Car, Racecar)
 pytestmark = pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0:DeprecationWarning")
