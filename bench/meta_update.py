@@ -33,7 +33,7 @@ import torch
 from metacpo.algorithms.common import ProcessedBatch, RolloutStats, surrogate_losses
 from metacpo.algorithms.meta_cpo import surrogate_objective
 from metacpo.functional.params import flat_grad, flatten, num_params, params_of
-from metacpo.meta.core import StepRule, adapt_step, meta_gradient, meta_parameters
+from metacpo.meta.core import StepRule, inner_step, meta_gradient, meta_parameters
 from metacpo.models.policy import GaussianMLPPolicy, PolicySpec
 
 OBS, ACT, N, TASKS = 28, 2, 3000, 3
@@ -62,7 +62,7 @@ def adapted_params(policy, theta, data, inner_steps, rule):
     for i in range(TASKS):
         p = dict(theta)
         for k in range(inner_steps):
-            p, _ = adapt_step(p, data[i][k], objective=surrogate_objective(policy), rule=rule, cost_limit=25.0)
+            p, _ = inner_step(p, data[i][k], objective=surrogate_objective(policy), rule=rule, cost_limit=25.0)
         out.append(p)
     return out
 

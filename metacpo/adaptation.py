@@ -42,7 +42,7 @@ import numpy as np
 from metacpo.fileio import write_text_atomic
 from metacpo.checkpoint import CheckpointError, load_checkpoint
 from metacpo.config.schema import TRAIN_SEED_LIMIT, RunConfig, SamplerConfig, TrainConfig, UpdateConfig
-from metacpo.meta.summary import AdaptRecord, summarize, write_records_csv, write_summary_json
+from metacpo.logging.meta_test import AdaptRecord, summarize, write_records_csv, write_summary_json
 
 TEST_STREAM = 7_777_777
 """Generator key of the held-out task draws (no training generator uses it)."""

@@ -52,12 +52,12 @@ from metacpo.data.batch import Batch
 from metacpo.data.normalizer import NormalizerState, RunningNormalizer
 from metacpo.functional.params import Params, params_of, write_params
 from metacpo.meta.core import (
-    AdaptStepStats,
+    InnerStepStats,
     MetaGradient,
     MetricFn,
     StepRule,
     Surrogates,
-    adapt_step,
+    inner_step,
     meta_gradient,
     meta_parameters,
     post_adaptation_values,
@@ -248,7 +248,7 @@ class _MetaBatchData:
     pre_batches: list[Batch] = field(default_factory=list)
     post_batches: list[Batch] | None = None
     post: list[ProcessedBatch] = field(default_factory=list)
-    steps: list[AdaptStepStats] = field(default_factory=list)
+    steps: list[InnerStepStats] = field(default_factory=list)
 
     def add_round(self, batches: list[Batch], *, post: bool = False) -> None:
         if not self.batches:
@@ -449,7 +449,7 @@ class MetaLearner:
         """``theta'_i <- theta'_i + Delta(g_i, a_i, b_i; inner_delta)`` on task ``task``'s new batch."""
         proc = self._process(batch, params, norm)
         data.add_inner(task, proc)
-        new, st = adapt_step(params, proc, objective=self.objective, rule=self.inner_rule,
+        new, st = inner_step(params, proc, objective=self.objective, rule=self.inner_rule,
                              cost_limit=self.meta.inner_cost_target(d), second_order=not self.meta.first_order,
                              metric_fn=self.metric_fn)
         data.steps.append(st)

@@ -211,7 +211,7 @@ def test_each_inner_round_and_the_post_round_sample_with_the_adapted_parameters(
 
     from metacpo.algorithms.common import process_batch
     from metacpo.algorithms.meta_cpo import surrogate_objective
-    from metacpo.meta.core import adapt_step
+    from metacpo.meta.core import inner_step
 
     cfg = _config(11)
     with _Recording(ENV, seed=11) as sampler:
@@ -234,7 +234,7 @@ def test_each_inner_round_and_the_post_round_sample_with_the_adapted_parameters(
                                  obs_norm=norm, gamma=adv.gamma, lam=adv.lam, cost_gamma=adv.cost_gamma,
                                  cost_lam=adv.cost_lam)
             leaf = {n: v.detach().requires_grad_(True) for n, v in p.items()}
-            p, _ = adapt_step(leaf, proc, objective=objective, rule=algo.inner_rule, cost_limit=25.0,
+            p, _ = inner_step(leaf, proc, objective=objective, rule=algo.inner_rule, cost_limit=25.0,
                               second_order=False)
             used = calls[k + 1][0][i].params
             moved = max(float(np.abs(used[n] - theta[n].numpy()).max()) for n in theta)
