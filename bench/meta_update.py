@@ -117,18 +117,20 @@ def synthetic(probe: int) -> None:
 def env_split(iters: int) -> None:
     from metacpo.algorithms.meta_cpo import build_meta_cpo
     from metacpo.config.schema import TrainConfig
-    from metacpo.training import _dims, build_sampler
+    from metacpo.samplers import env_info
+    from metacpo.training import build_sampler
 
     cfg = TrainConfig.from_dict({
         "algo": "meta-cpo", "env": {"env_id": "SafetyPointStcircle1-v0"},
         "policy": {"hidden": [24, 12]}, "sampler": {"kind": "process", "steps_per_iter": 3000},
         "meta": {"meta_batch_size": 3, "inner_steps": 3},
     })
-    obs_dim, act_dim = _dims(cfg.env.env_id)
+    info = env_info(cfg.env.env_id)
+    obs_dim, act_dim = info.obs_dim, info.act_dim
     sampler = build_sampler(cfg)
     try:
         algo = build_meta_cpo(cfg, sampler=sampler, obs_dim=obs_dim, act_dim=act_dim)
-        P = num_params(params_of(algo.policy))
+        P = num_params(params_of(algo.agent.policy))
         print(f"\nPart 2: default meta-iteration on {cfg.env.env_id}: 3 tasks x (3 inner + 1 post) x 3000 steps, "
               f"{P}-parameter policy, {sampler.num_workers} sampler workers")
         for it in range(iters):

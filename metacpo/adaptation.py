@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from metacpo.fileio import write_text_atomic
-from metacpo.checkpoint import CheckpointError, load_checkpoint
+from metacpo.checkpoint import CHECKPOINT_NAME, CheckpointError, load_run
 from metacpo.config.schema import TRAIN_SEED_LIMIT, RunConfig, SamplerConfig, TrainConfig, UpdateConfig
 from metacpo.logging.meta_test import AdaptRecord, summarize, write_records_csv, write_summary_json
 
@@ -127,21 +127,25 @@ class Initialisation:
 
         return fixed_margin(cost_limit, margin=self.inner_cost_margin, fraction=self.inner_margin_fraction)
 
+    def dims(self) -> tuple[int, int]:
+        """(obs_dim, act_dim) of the policy: its trained weights', or the env's when from scratch."""
+        if self.state is not None:
+            w = self.state["policy"]
+            keys = [k for k in w if k.startswith("mu.") and k.endswith(".weight")]
+            return int(w[keys[0]].shape[1]), int(w[keys[-1]].shape[0])
+        from metacpo.samplers.base import env_info
+
+        info = env_info(self.config.env.env_id)
+        return info.obs_dim, info.act_dim
+
 
 def load_initialisation(run_dir: str | Path, *, label: str | None = None) -> Initialisation:
     """The trained state of ``run_dir`` and the CPO step it adapts with."""
-    from metacpo.training import CHECKPOINT_NAME, _config_from
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run directory {run_dir} does not exist")
-    path = run_dir / CHECKPOINT_NAME
-    ckpt = load_checkpoint(path)
-    config = _config_from(ckpt["config"], path)
-    state = ckpt["algorithm"]
+    run = load_run(run_dir)
+    config, state = run.config, run.state
     missing = {"policy", "critic_r", "critic_c", "obs_norm"} - set(state)
     if missing:
-        raise CheckpointError(f"checkpoint {path} lacks {sorted(missing)} needed for adaptation")
+        raise CheckpointError(f"checkpoint {run.path} lacks {sorted(missing)} needed for adaptation")
     update = config.update
     margin, fraction = 0.0, 0.0
     if "meta" in config.extra:
@@ -149,7 +153,7 @@ def load_initialisation(run_dir: str | Path, *, label: str | None = None) -> Ini
         update = replace(update, delta=m.inner_delta, metric=m.metric, backend=m.backend,
                          normalize_grads=m.normalize_grads, line_search=False)
         margin, fraction = float(m.inner_cost_margin), float(m.inner_margin_fraction)
-    return Initialisation(label=label or run_dir.name, config=config, update=update, state=dict(state),
+    return Initialisation(label=label or Path(run_dir).name, config=config, update=update, state=state,
                           inner_cost_margin=margin, inner_margin_fraction=fraction)
 
 
@@ -219,22 +223,19 @@ def adapt_one(
     had ``k`` updates (k = 0 .. adapt_iters + 1), e.g. to take ``algo.policy_snapshot()`` for a video.
     """
     from metacpo.algorithms.cpo import TrustRegionAlgorithm
-    from metacpo.algorithms.multitask import CurrentTaskSampler
+    from metacpo.samplers import CurrentTaskSampler
 
     config = adaptation_config(init, settings=settings, test_seed=test_seed, steps_per_iter=steps_per_iter,
                                cost_limit=cost_limit)
-    task_sampler = CurrentTaskSampler(sampler)
-    task_sampler.current = task
     sampler.load_state_dict(_worker_states(test_seed, task_index, sampler.num_workers))
-    obs_dim, act_dim = _dims_of(init, sampler)
-    algo = TrustRegionAlgorithm(config, sampler=task_sampler, constrained=True, obs_dim=obs_dim, act_dim=act_dim)
+    obs_dim, act_dim = init.dims()
+    algo = TrustRegionAlgorithm(config, sampler=CurrentTaskSampler(sampler, task=task), constrained=True,
+                                obs_dim=obs_dim, act_dim=act_dim)
     if init.state is not None:
-        for name in ("policy", "critic_r", "critic_c"):
-            try:
-                getattr(algo, name).load_state_dict(init.state[name])
-            except RuntimeError as exc:
-                raise CheckpointError(f"{init.label}: {name} does not match its config: {' '.join(str(exc).split())}") from None
-        algo.normalizer.load_state_dict(init.state["obs_norm"])
+        try:
+            algo.agent.load_trained(init.state, what=init.label)
+        except ValueError as exc:
+            raise CheckpointError(f"{init.label}: {exc}") from None
     records = []
     if on_policy is not None:
         on_policy(0, algo)
@@ -249,21 +250,6 @@ def adapt_one(
             ep_return=r.ep_return_mean, ep_cost=r.ep_cost_mean, j_c=r.j_c, limit_ok=bool(r.j_c <= cost_limit),
         ))
     return records
-
-
-def _dims_of(init: Initialisation, sampler: Any) -> tuple[int, int]:
-    if init.state is not None:
-        w = init.state["policy"]
-        keys = [k for k in w if k.startswith("mu.") and k.endswith(".weight")]
-        first, last = w[keys[0]], w[keys[-1]]
-        return int(first.shape[1]), int(last.shape[0])
-    from metacpo.samplers.base import env_dims, make_env_for
-
-    env = make_env_for(init.config.env.env_id)
-    try:
-        return env_dims(env)
-    finally:
-        env.close()
 
 
 @dataclass(frozen=True)
@@ -422,8 +408,6 @@ def _task_setup(inits: list[Initialisation], settings: AdaptSettings) -> Any:
 
 def _init_key(init: Initialisation, run_dir: str | None) -> dict[str, Any]:
     """What identifies a curve's starting point: the checkpoint's content and the adaptation step."""
-    from metacpo.training import CHECKPOINT_NAME
-
     digest = ""
     if init.state is not None and run_dir is not None:
         digest = hashlib.sha256((Path(run_dir) / CHECKPOINT_NAME).read_bytes()).hexdigest()
