@@ -274,7 +274,7 @@ def meta_test(
     ``out_dir/adapt_parts/``; a later call with the same settings reuses the curves found there
     whose run checkpoint, task, seed and settings match, so an interrupted meta-test continues
     where it stopped and gives the outputs of an uninterrupted one."""
-    from metacpo.logging.plots import plot_adaptation
+    from metacpo.training import check_output_dir
 
     if not run_dirs:
         raise ValueError("metacpo adapt needs at least one run directory")
@@ -282,6 +282,50 @@ def meta_test(
         import torch
 
         torch.set_num_threads(settings.torch_threads)
+    inits = _load_runs(run_dirs)
+    ref = inits[0].config
+    setup = _task_setup(inits, settings)
+    setup.apply()  # the runs' custom families and ranges, then adapt's own --import/--overrides
+    if settings.from_scratch:
+        inits.append(from_scratch(ref))
+    test_env, tasks = held_out_tasks(ref.env.env_id, level=settings.level, count=settings.tasks)
+    for init in inits:
+        if _agent_family(init.config.env.env_id) != _agent_family(ref.env.env_id):
+            raise ValueError(f"runs come from different agents/task families: {init.config.env.env_id} "
+                             f"vs {ref.env.env_id}")
+    out = Path(out_dir) if out_dir else Path(run_dirs[0])
+    check_output_dir(out, flag="--out")  # before any work
+    plan = _Plan(settings=settings, env_id=test_env, tasks=tasks, parts=out / PARTS_DIR,
+                 cost_limit=ref.update.cost_limit if settings.cost_limit is None else settings.cost_limit,
+                 steps_per_iter=settings.steps_per_iter or ref.sampler.steps_per_iter)
+    keys = [_init_key(init, rd) for init, rd in zip(inits, [*run_dirs, None], strict=False)]
+    sampler = _make_sampler(test_env, settings, setup)
+    try:
+        records = _adapt_all(plan, inits=inits, init_keys=keys, sampler=sampler, echo=echo)
+    finally:
+        sampler.close()
+    return _write_results(plan, records=records, inits=inits, run_dirs=run_dirs, out=out)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every curve of one meta-test shares."""
+
+    settings: AdaptSettings
+    env_id: str
+    """The held-out level's env id."""
+    tasks: list[Any]
+    """The held-out tasks (the same for every run)."""
+    cost_limit: float
+    """The cost limit d of every curve."""
+    steps_per_iter: int
+    """Environment steps per adaptation update."""
+    parts: Path
+    """Where finished curves are kept (:data:`PARTS_DIR` of the output directory)."""
+
+
+def _load_runs(run_dirs: list[str]) -> list[Initialisation]:
+    """The runs' initialisations, labelled by directory name (primed when names repeat)."""
     inits: list[Initialisation] = []
     names: set[str] = set()
     for rd in run_dirs:
@@ -290,48 +334,26 @@ def meta_test(
             label += "'"
         names.add(label)
         inits.append(load_initialisation(rd, label=label))
-    ref = inits[0].config
     for init in inits:
         if init.config.run.seed >= TEST_SEED_BASE:
             raise ValueError(f"run {init.label} was trained with seed {init.config.run.seed} >= {TEST_SEED_BASE}: "
                              "its seeds could collide with the test seeds")
-    setup = _task_setup(inits, settings)
-    setup.apply()  # the runs' custom families and ranges, then adapt's own --import/--overrides
-    if settings.from_scratch:
-        inits.append(from_scratch(ref))
-    cost_limit = ref.update.cost_limit if settings.cost_limit is None else settings.cost_limit
-    steps = settings.steps_per_iter or ref.sampler.steps_per_iter
-    test_env, tasks = held_out_tasks(ref.env.env_id, level=settings.level, count=settings.tasks)
-    for init in inits:
-        if _agent_family(init.config.env.env_id) != _agent_family(ref.env.env_id):
-            raise ValueError(f"runs come from different agents/task families: {init.config.env.env_id} "
-                             f"vs {ref.env.env_id}")
-    out = Path(out_dir) if out_dir else Path(run_dirs[0])
-    from metacpo.training import check_output_dir
+    return inits
 
-    check_output_dir(out, flag="--out")  # before any work
-    parts = out / PARTS_DIR
-    keys = [_init_key(init, rd) for init, rd in zip(inits, [*run_dirs, None], strict=False)]
-    sampler = _make_sampler(test_env, settings, setup)
+
+def _adapt_all(plan: _Plan, *, inits: list[Initialisation], init_keys: list[dict[str, Any]], sampler: Any,
+               echo: Any) -> list[AdaptRecord]:
+    """Every (run, task, seed) curve in that order, each reused from ``plan.parts`` or adapted
+    and saved there at once."""
     records: list[AdaptRecord] = []
-    total, reused, done = len(inits) * len(tasks) * settings.seeds, 0, 0
+    total, reused, done = len(inits) * len(plan.tasks) * plan.settings.seeds, 0, 0
     try:
-        for init, init_key in zip(inits, keys, strict=True):
-            for ti, task in enumerate(tasks):
-                for s in range(settings.seeds):
-                    key = {**init_key, "step_rule": step_rule(init, settings, cost_limit=cost_limit), "env_id": test_env,
-                           "task": dict(task.as_dict()), "task_index": ti,
-                           "seed": TEST_SEED_BASE + s, "adapt_iters": settings.adapt_iters, "steps_per_iter": steps,
-                           "cost_limit": cost_limit}
-                    path = parts / f"{_slug(init.label)}-task{ti}-seed{s}.json"
-                    recs = _read_part(path, key)
-                    if recs is None:
-                        recs = adapt_one(init, sampler=sampler, task=task, task_index=ti,
-                                         test_seed=TEST_SEED_BASE + s, settings=settings, steps_per_iter=steps,
-                                         cost_limit=cost_limit)
-                        _write_part(path, key, recs)
-                    else:
-                        reused += 1
+        for init, init_key in zip(inits, init_keys, strict=True):
+            for ti, task in enumerate(plan.tasks):
+                for s in range(plan.settings.seeds):
+                    recs, was_saved = _curve(plan, init=init, init_key=init_key, task=task, task_index=ti, seed=s,
+                                             sampler=sampler)
+                    reused += int(was_saved)
                     records.extend(recs)
                     done += 1
                     if echo is not None:
@@ -339,27 +361,51 @@ def meta_test(
                         echo(f"{init.label} task {ti} seed {s}: return {recs[0].ep_return:.1f} -> {last.ep_return:.1f}, "
                              f"cost {recs[0].ep_cost:.1f} -> {last.ep_cost:.1f}")
     except KeyboardInterrupt:
-        raise KeyboardInterrupt(f"interrupted; {done} of {total} (run, task, seed) curves are kept in {parts}; run "
-                                "the same command again to continue from them") from None
-    finally:
-        sampler.close()
+        raise KeyboardInterrupt(f"interrupted; {done} of {total} (run, task, seed) curves are kept in {plan.parts}; "
+                                "run the same command again to continue from them") from None
     if echo is not None and reused:
-        echo(f"reused {reused} finished curve(s) from {parts}")
+        echo(f"reused {reused} finished curve(s) from {plan.parts}")
+    return records
+
+
+def _curve(plan: _Plan, *, init: Initialisation, init_key: dict[str, Any], task: Any, task_index: int, seed: int,
+           sampler: Any) -> tuple[list[AdaptRecord], bool]:
+    """One (run, task, seed) curve and whether it was a saved one (same key) rather than adapted now."""
+    key = {**init_key, "step_rule": step_rule(init, plan.settings, cost_limit=plan.cost_limit), "env_id": plan.env_id,
+           "task": dict(task.as_dict()), "task_index": task_index, "seed": TEST_SEED_BASE + seed,
+           "adapt_iters": plan.settings.adapt_iters, "steps_per_iter": plan.steps_per_iter,
+           "cost_limit": plan.cost_limit}
+    path = plan.parts / f"{_slug(init.label)}-task{task_index}-seed{seed}.json"
+    recs = _read_part(path, key)
+    if recs is not None:
+        return recs, True
+    recs = adapt_one(init, sampler=sampler, task=task, task_index=task_index, test_seed=TEST_SEED_BASE + seed,
+                     settings=plan.settings, steps_per_iter=plan.steps_per_iter, cost_limit=plan.cost_limit)
+    _write_part(path, key, recs)
+    return recs, False
+
+
+def _write_results(plan: _Plan, *, records: list[AdaptRecord], inits: list[Initialisation], run_dirs: list[str],
+                   out: Path) -> AdaptResult:
+    """adapt.csv (every record), adapt.json (summary and settings) and adapt.png in ``out``."""
+    from metacpo.logging.plots import plot_adaptation
+
+    settings = plan.settings
     summary = summarize(records)
     out.mkdir(parents=True, exist_ok=True)
     write_records_csv(records, out / "adapt.csv")
     meta = {
         "runs": [str(r) for r in run_dirs], "labels": [i.label for i in inits], "level": settings.level,
-        "env_id": test_env, "tasks": [dict(t.as_dict()) for t in tasks], "task_count": settings.tasks,
+        "env_id": plan.env_id, "tasks": [dict(t.as_dict()) for t in plan.tasks], "task_count": settings.tasks,
         "seeds": [TEST_SEED_BASE + s for s in range(settings.seeds)], "adapt_iters": settings.adapt_iters,
-        "steps_per_iter": steps, "cost_limit": cost_limit,
-        "step_rules": {i.label: step_rule(i, settings, cost_limit=cost_limit) for i in inits},
+        "steps_per_iter": plan.steps_per_iter, "cost_limit": plan.cost_limit,
+        "step_rules": {i.label: step_rule(i, settings, cost_limit=plan.cost_limit) for i in inits},
         "ci": "mean +- half-width of the 95% Student-t interval over tasks x seeds",
     }
     write_summary_json(summary, meta=meta, path=out / "adapt.json")
-    plot_adaptation(summary, cost_limit=cost_limit, path=out / "adapt.png", records=records,
-                    title=f"meta-test on {test_env}: {settings.tasks} tasks x {settings.seeds} seeds")
-    return AdaptResult(records=records, summary=summary, out_dir=out, cost_limit=cost_limit)
+    plot_adaptation(summary, cost_limit=plan.cost_limit, path=out / "adapt.png", records=records,
+                    title=f"meta-test on {plan.env_id}: {settings.tasks} tasks x {settings.seeds} seeds")
+    return AdaptResult(records=records, summary=summary, out_dir=out, cost_limit=plan.cost_limit)
 
 
 def step_rule(init: Initialisation, settings: AdaptSettings, *, cost_limit: float) -> dict[str, Any]:
