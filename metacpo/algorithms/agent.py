@@ -14,6 +14,7 @@ checkpoint's algorithm state (``metacpo evaluate``, ``metacpo render``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -44,36 +45,31 @@ def build_modules(config: TrainConfig, *, obs_dim: int, act_dim: int) -> tuple[G
     return policy, critic_r, critic_c
 
 
+@dataclass(eq=False, kw_only=True)
 class Agent:
     """``pi_theta``, ``V_R``, ``V_C`` and the running observation normaliser of one run.
 
-    ``advantage`` and ``critic`` are the run's config sections (GAE settings and observation
-    normalisation; critic optimiser); ``generator`` shuffles critic minibatches. The policy
-    module holds theta between iterations; the meta-gradient path never mutates it (it reads
-    ``params``), only :meth:`write_params` does, with an accepted step.
+    The policy module holds theta between iterations; the meta-gradient path never mutates it
+    (it reads parameter dicts), only :meth:`write_params` does, with an accepted step.
     """
+
+    policy: GaussianMLPPolicy
+    """The policy ``pi_theta``."""
+    critic_r: ValueCritic
+    """The reward critic ``V_R``."""
+    critic_c: ValueCritic
+    """The cost critic ``V_C`` (time-aware with ``critic.time_aware_cost``)."""
+    normalizer: RunningNormalizer
+    """Running observation statistics (used when ``advantage.obs_normalize``)."""
+    advantage: AdvantageConfig
+    """GAE settings and observation normalisation of the run."""
+    critic: CriticConfig
+    """How the critics are fitted."""
+    generator: torch.Generator
+    """Shuffles critic minibatches."""
 
     STATE_KEYS = ("policy", "critic_r", "critic_c", "obs_norm", "torch_generator")
     """The entries :meth:`state_dict` writes (a checkpoint's ``algorithm`` holds them)."""
-
-    def __init__(
-        self,
-        *,
-        policy: GaussianMLPPolicy,
-        critic_r: ValueCritic,
-        critic_c: ValueCritic,
-        normalizer: RunningNormalizer,
-        advantage: AdvantageConfig,
-        critic: CriticConfig,
-        generator: torch.Generator,
-    ) -> None:
-        self.policy = policy
-        self.critic_r = critic_r
-        self.critic_c = critic_c
-        self.normalizer = normalizer
-        self.advantage = advantage
-        self.critic = critic
-        self.generator = generator
 
     @classmethod
     def build(cls, config: TrainConfig, *, obs_dim: int, act_dim: int) -> Agent:
@@ -147,8 +143,9 @@ class Agent:
 
     def load_state_dict(self, state: Mapping[str, Any], *, what: str) -> None:
         """Inverse of :meth:`state_dict`; ``ValueError`` (naming ``what``) on missing or misfit entries."""
-        if "torch_generator" not in state:
-            raise ValueError(f"{what} state lacks ['torch_generator']")
+        missing = set(self.STATE_KEYS) - set(state)
+        if missing:
+            raise ValueError(f"{what} state lacks {sorted(missing)}")
         self.load_trained(state, what=what)
         self.generator.set_state(state["torch_generator"])
 

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from metacpo.data.batch import Batch
 from metacpo.data.gae import NoCompleteEpisodeError, cost_estimate, gae
 from metacpo.data.normalizer import NormalizerState
-from metacpo.functional.params import Params, add_flat, flat_grad
+from metacpo.functional.params import add_flat, flat_grad
 from metacpo.models.policy import GaussianMLPPolicy, ValueCritic
 
 

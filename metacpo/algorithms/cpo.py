@@ -244,7 +244,7 @@ class TrustRegionAlgorithm:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        missing = {"obs_norm", "torch_generator", "counters", "sampler"} - set(state)
+        missing = {*Agent.STATE_KEYS, "counters", "sampler"} - set(state)
         if missing:
             raise ValueError(f"algorithm state lacks {sorted(missing)}")
         self.agent.load_state_dict(state, what="algorithm")

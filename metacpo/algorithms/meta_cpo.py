@@ -517,7 +517,7 @@ class MetaLearner:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        missing = {"obs_norm", "torch_generator", "task_rng", "counters", "fixed_tasks", "sampler"} - set(state)
+        missing = {*Agent.STATE_KEYS, "task_rng", "counters", "fixed_tasks", "sampler"} - set(state)
         if missing:
             raise ValueError(f"meta-learner state lacks {sorted(missing)}")
         self.agent.load_state_dict(state, what="meta-learner")
