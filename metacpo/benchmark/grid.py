@@ -360,7 +360,9 @@ def _resolve_config(grid: Grid, spec: AlgorithmSpec, env_id: str, seed: int, *, 
 
 def adapt_settings_dict(settings: AdaptSettings | None) -> dict[str, Any] | None:
     """Plain JSON-shaped dict of the meta-test settings (for cell.json): tuples become lists, so
-    the settings read back from cell.json compare equal to freshly resolved ones."""
+    the settings read back from cell.json compare equal to freshly resolved ones. Settings added
+    later are left out at their default (``meta_steps: None``), so cells meta-tested before they
+    existed still count as meta-tested with the same settings."""
     if settings is None:
         return None
 
@@ -371,4 +373,9 @@ def adapt_settings_dict(settings: AdaptSettings | None) -> dict[str, Any] | None
             return {k: plain(v) for k, v in value.items()}
         return value
 
-    return {f.name: plain(getattr(settings, f.name)) for f in fields(settings)}
+    return {f.name: plain(getattr(settings, f.name)) for f in fields(settings)
+            if not (f.name in _LATER_SETTINGS and getattr(settings, f.name) == f.default)}
+
+
+_LATER_SETTINGS: tuple[str, ...] = ("meta_steps",)
+"""AdaptSettings fields added after grids had run: omitted from cell.json at their default."""

@@ -60,6 +60,8 @@ def _with(**changes) -> dict:
     ({"adapt": {"steps_per_iter": 500, "tasks": "5"}}, "config key adapt.tasks expects an integer, got '5'"),
     ({"adapt": {"steps_per_iter": 500}, "envs": ["SafetyPointCircle1-v0"]}, "the adapt stage needs metacpo task-family env ids"),
     ({"name": "a b"}, "name must be a word"),
+    ({"adapt": {"steps_per_iter": 500, "meta_steps": -1}}, "--meta-steps must be an integer >= 0 (or omitted: the inner step for every update), got -1"),
+    ({"adapt": {"steps_per_iter": 500, "meta_steps": "3"}}, "--meta-steps must be an integer >= 0 (or omitted: the inner step for every update), got '3'"),
     ({"algorithms": {"x": {"algo": "cpo", "level": 5}}},
      "algorithms.x on SafetyPointStcircle1-v0: level 5 is not a level of the 'circle' task family; allowed: [0, 1, 2]"),
     ({"algorithms": {"x": {"algo": "cpo", "level": -1}}}, "algorithms.x.level must be an integer >= 0 (a level of the env's task family), got -1"),
@@ -163,6 +165,19 @@ def test_entry_with_a_level_trains_on_that_level_of_the_grid_envs_family(tmp_pat
 
     assert cell_state_for(grid, c).train_env_id == "SafetyPointStcircle0-v0"
     assert cell_state_for(grid, cells["cpo/SafetyPointStcircle1-v0/seed1"]).train_env_id == "SafetyPointStcircle1-v0"
+
+
+def test_adapt_meta_steps_reaches_the_cells_and_is_left_out_of_cell_json_at_its_default(tmp_path):
+    from metacpo.adaptation import AdaptSettings
+    from metacpo.benchmark.grid import adapt_settings_dict
+
+    grid = load_grid(_write(tmp_path, _with(adapt={"steps_per_iter": 500, "meta_steps": 3})))
+    assert {c.adapt.meta_steps for c in grid.cells(tmp_path / "out")} == {3}
+    assert adapt_settings_dict(grid.cells(tmp_path / "out")[0].adapt)["meta_steps"] == 3
+    # cells meta-tested before the setting existed (cell.json without it) still match the default
+    plain = adapt_settings_dict(AdaptSettings(steps_per_iter=500, cost_limit=25.0))
+    assert "meta_steps" not in plain and adapt_settings_dict(AdaptSettings(**plain)) == plain
+    assert adapt_settings_dict(AdaptSettings(meta_steps=0))["meta_steps"] == 0
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "benchmarks").glob("*.yaml")))
