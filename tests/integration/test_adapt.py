@@ -123,7 +123,7 @@ def _curve(init, settings):
     params, updates = [], []
 
     def watch(k, algo):
-        params.append(torch.cat([p.detach().flatten().clone() for p in algo.policy.parameters()]))
+        params.append(torch.cat([p.detach().flatten().clone() for p in algo.agent.policy.parameters()]))
         updates.append(algo.config.update)
 
     sampler = make_sampler("local", test_env, seed=TEST_SEED_BASE)
