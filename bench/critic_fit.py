@@ -55,14 +55,16 @@ def record(iters: int) -> list[dict]:
     """Run ``iters`` default meta-iterations (old setting); return what each critic fit saw."""
     from metacpo.algorithms.meta_cpo import build_meta_cpo
     from metacpo.config.schema import TrainConfig
-    from metacpo.training import _dims, build_sampler
+    from metacpo.samplers import env_info
+    from metacpo.training import build_sampler
 
     cfg = TrainConfig.from_dict({
         "algo": "meta-cpo", "env": {"env_id": "SafetyPointStcircle1-v0"},
         "policy": {"hidden": [24, 12]}, "sampler": {"kind": "process", "steps_per_iter": 3000},
         "meta": {"meta_batch_size": 3, "inner_steps": 3}, "critic": {"fused": False},
     })
-    obs_dim, act_dim = _dims(cfg.env.env_id)
+    info = env_info(cfg.env.env_id)
+    obs_dim, act_dim = info.obs_dim, info.act_dim
     sampler = build_sampler(cfg)
     recs: list[dict] = []
     try:
@@ -71,7 +73,7 @@ def record(iters: int) -> list[dict]:
 
         def recording(processed):  # the run's own fit, with its inputs and starting weights kept
             recs.append({
-                "critic_r": copy.deepcopy(algo.critic_r), "critic_c": copy.deepcopy(algo.critic_c),
+                "critic_r": copy.deepcopy(algo.agent.critic_r), "critic_c": copy.deepcopy(algo.agent.critic_c),
                 "obs": torch.cat([p.obs for p in processed]), "obs_c": torch.cat([p.obs_c for p in processed]),
                 "target_r": torch.cat([p.target_r for p in processed]),
                 "target_c": torch.cat([p.target_c for p in processed]),

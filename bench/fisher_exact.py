@@ -29,7 +29,7 @@ import meta_update  # noqa: E402  (the synthetic batches of bench/meta_update.py
 
 from metacpo.algorithms.meta_cpo import inner_fisher_metric_fn, surrogate_objective  # noqa: E402
 from metacpo.functional.params import num_params, params_of  # noqa: E402
-from metacpo.meta.core import StepRule, adapt_step, meta_gradient, meta_parameters  # noqa: E402
+from metacpo.meta.core import StepRule, inner_step, meta_gradient, meta_parameters  # noqa: E402
 from metacpo.models.policy import GaussianMLPPolicy, PolicySpec  # noqa: E402
 
 SIZES = ((24, 12), (64, 64))
@@ -50,7 +50,7 @@ def one(policy, theta, *, exact: bool, steps: int):
         for k in range(steps):
             data = meta_update.batch(policy, {n: v.detach() for n, v in p.items()}, 100 * i + k)
             t = time.perf_counter()
-            p, _ = adapt_step(p, data, objective=obj, rule=rule, cost_limit=25.0, metric_fn=metric_fn)
+            p, _ = inner_step(p, data, objective=obj, rule=rule, cost_limit=25.0, metric_fn=metric_fn)
             spent += time.perf_counter() - t
         adapted.append(p)
         post.append(meta_update.batch(policy, {n: v.detach() for n, v in p.items()}, 100 * i + 99))

@@ -24,7 +24,8 @@ def main() -> None:
 
     from metacpo.algorithms.meta_cpo import build_meta_cpo
     from metacpo.config.schema import TrainConfig
-    from metacpo.training import _dims, build_sampler
+    from metacpo.samplers import env_info
+    from metacpo.training import build_sampler
 
     torch.set_num_threads(1)
     cfg = TrainConfig.from_dict({
@@ -32,7 +33,8 @@ def main() -> None:
         "policy": {"hidden": [24, 12]}, "sampler": {"kind": "process", "steps_per_iter": 3000},
         "meta": {"meta_batch_size": 3, "inner_steps": 3},
     })
-    obs_dim, act_dim = _dims(cfg.env.env_id)
+    info = env_info(cfg.env.env_id)
+    obs_dim, act_dim = info.obs_dim, info.act_dim
     sampler = build_sampler(cfg)
     workers = sampler.num_workers
     try:

@@ -42,7 +42,7 @@ import torch
 from metacpo.algorithms.common import ProcessedBatch, RolloutStats, surrogate_losses
 from metacpo.algorithms.meta_cpo import surrogate_objective
 from metacpo.functional.params import flat_grad, flatten, num_params, params_of
-from metacpo.meta.core import StepRule, adapt_step, meta_gradient, meta_parameters
+from metacpo.meta.core import StepRule, inner_step, meta_gradient, meta_parameters
 from metacpo.models.policy import GaussianMLPPolicy, PolicySpec
 
 OBS, ACT, N, TASKS = 28, 2, 3000, 3
@@ -71,7 +71,7 @@ def adapted_params(policy, theta, data, inner_steps, rule):
     for i in range(TASKS):
         p = dict(theta)
         for k in range(inner_steps):
-            p, _ = adapt_step(p, data[i][k], objective=surrogate_objective(policy), rule=rule, cost_limit=25.0)
+            p, _ = inner_step(p, data[i][k], objective=surrogate_objective(policy), rule=rule, cost_limit=25.0)
         out.append(p)
     return out
 
@@ -126,7 +126,8 @@ def synthetic(probe: int) -> None:
 def env_split(iters: int, envs_per_worker: int = 1) -> None:
     from metacpo.algorithms.meta_cpo import build_meta_cpo
     from metacpo.config.schema import TrainConfig
-    from metacpo.training import _dims, build_sampler
+    from metacpo.samplers import env_info
+    from metacpo.training import build_sampler
 
     cfg = TrainConfig.from_dict({
         "algo": "meta-cpo", "env": {"env_id": "SafetyPointStcircle1-v0"},
@@ -134,11 +135,12 @@ def env_split(iters: int, envs_per_worker: int = 1) -> None:
                                                               "envs_per_worker": envs_per_worker},
         "meta": {"meta_batch_size": 3, "inner_steps": 3},
     })
-    obs_dim, act_dim = _dims(cfg.env.env_id)
+    info = env_info(cfg.env.env_id)
+    obs_dim, act_dim = info.obs_dim, info.act_dim
     sampler = build_sampler(cfg)
     try:
         algo = build_meta_cpo(cfg, sampler=sampler, obs_dim=obs_dim, act_dim=act_dim)
-        P = num_params(params_of(algo.policy))
+        P = num_params(params_of(algo.agent.policy))
         print(f"\nPart 2: default meta-iteration on {cfg.env.env_id}: 3 tasks x (3 inner + 1 post) x 3000 steps, "
               f"{P}-parameter policy, {sampler.num_workers} sampler workers, sampler.envs_per_worker={envs_per_worker}")
         for it in range(iters):

@@ -22,16 +22,20 @@ Figures taken on a shared machine are noisy; compare ratios within one run.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from metacpo.solvers import DCO_MAX_PARAMS, DCO_SOLVER_ARGS, SolverCase, random_instance, solve_cpo
-from metacpo.solvers.dco import cpo_layer
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from metacpo.solvers import DCO_MAX_PARAMS, DCO_SOLVER_ARGS, SolverCase, solve_cpo  # noqa: E402
+from metacpo.solvers.dco import cpo_layer  # noqa: E402
+from tests.solver_instances import random_instance  # noqa: E402  (the tests' instances in a chosen case)
 
 
 def _interleaved_medians(fns: dict[str, Callable[[], object]], rounds: int, repeat: dict[str, int]) -> dict[str, float]:

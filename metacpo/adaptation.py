@@ -16,6 +16,11 @@ Which CPO step adapts (recorded per curve in adapt.json under ``step_rules``):
   meta-test asks every initialisation to adapt under the constraint);
 * cpo / multitask-cpo runs: their own ``update`` section (CPO proper, with its line search);
   CPO from scratch: the default ``update`` section;
+* ``AdaptSettings.meta_steps = N`` (``metacpo adapt --meta-steps N``): a meta run adapts with its
+  inner step for the first ``N`` updates only, then with its own ``update`` section (CPO proper:
+  its metric, delta and line search, aiming at ``d`` itself, as single-task CPO would) -- the
+  inner step is meta-trained for ``meta.inner_steps`` updates, not beyond; None (default): the
+  inner step for every update. Other curves are unaffected;
 * no adaptive cost margin (:mod:`metacpo.algorithms.margin`) unless ``AdaptSettings.margin``
   (``metacpo adapt --margin``) turns CPO's adaptive margin on for every curve alike (added to a
   meta run's fixed inner margin).
@@ -40,9 +45,9 @@ from typing import Any
 import numpy as np
 
 from metacpo.fileio import write_text_atomic
-from metacpo.checkpoint import CheckpointError, load_checkpoint
+from metacpo.checkpoint import CHECKPOINT_NAME, CheckpointError, load_run
 from metacpo.config.schema import TRAIN_SEED_LIMIT, RunConfig, SamplerConfig, TrainConfig, UpdateConfig
-from metacpo.meta.summary import AdaptRecord, summarize, write_records_csv, write_summary_json
+from metacpo.logging.meta_test import AdaptRecord, summarize, write_records_csv, write_summary_json
 
 TEST_STREAM = 7_777_777
 """Generator key of the held-out task draws (no training generator uses it)."""
@@ -87,6 +92,10 @@ class AdaptSettings:
     """Task range overrides applied after the runs' own (adapt --overrides FILE, e.g. for the test level)."""
     ray_connect_timeout: float = 30.0
     """Seconds to wait for the Ray head at ray_address to answer."""
+    meta_steps: int | None = None
+    """A meta run adapts with its meta-trained inner step for the first meta_steps updates, then with
+    its own CPO update section (metric, delta, line search; aiming at d); None: the inner step for
+    every update. Other runs are unaffected."""
 
     def __post_init__(self) -> None:
         for name in ("tasks", "adapt_iters", "seeds"):
@@ -98,6 +107,10 @@ class AdaptSettings:
             raise ValueError(f"--steps-per-iter must be >= 1 (or 0 for the run's), got {self.steps_per_iter}")
         if self.cost_limit is not None and not (math.isfinite(self.cost_limit) and self.cost_limit >= 0):
             raise ValueError(f"--cost-limit must be a finite number >= 0, got {self.cost_limit}")
+        n = self.meta_steps
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+            raise ValueError(f"--meta-steps must be an integer >= 0 (or omitted: the inner step for every update), "
+                             f"got {n!r}")
         if self.sampler not in ("local", "process", "ray"):
             raise ValueError(f"unknown sampler {self.sampler!r}; allowed: 'local', 'process', 'ray'")
         if self.ray_address and self.sampler != "ray":
@@ -120,6 +133,17 @@ class Initialisation:
     """Fixed part of the cost margin the steps aim below d by (a meta run's meta.inner_cost_margin)."""
     inner_margin_fraction: float = 0.0
     """Part of the margin proportional to d (a meta run's meta.inner_margin_fraction)."""
+    cpo_update: UpdateConfig | None = None
+    """A meta run's own ``update`` section: its CPO step after ``AdaptSettings.meta_steps`` inner
+    steps (None: not a meta run; ``update`` adapts throughout)."""
+
+    def after_meta_steps(self) -> Initialisation:
+        """The initialisation as it adapts after ``AdaptSettings.meta_steps`` updates: a meta run's
+        own CPO step (``cpo_update``) aiming at ``d`` itself; ``self`` for any other run."""
+        if self.cpo_update is None:
+            return self
+        return replace(self, update=self.cpo_update, inner_cost_margin=0.0, inner_margin_fraction=0.0,
+                       cpo_update=None)
 
     def fixed_margin(self, cost_limit: float) -> float:
         """The constant margin ``m`` at cost limit ``d`` (the steps aim at ``d - m``), clipped to d."""
@@ -127,30 +151,36 @@ class Initialisation:
 
         return fixed_margin(cost_limit, margin=self.inner_cost_margin, fraction=self.inner_margin_fraction)
 
+    def dims(self) -> tuple[int, int]:
+        """(obs_dim, act_dim) of the policy: its trained weights', or the env's when from scratch."""
+        if self.state is not None:
+            w = self.state["policy"]
+            keys = [k for k in w if k.startswith("mu.") and k.endswith(".weight")]
+            return int(w[keys[0]].shape[1]), int(w[keys[-1]].shape[0])
+        from metacpo.samplers.base import env_info
+
+        info = env_info(self.config.env.env_id)
+        return info.obs_dim, info.act_dim
+
 
 def load_initialisation(run_dir: str | Path, *, label: str | None = None) -> Initialisation:
     """The trained state of ``run_dir`` and the CPO step it adapts with."""
-    from metacpo.training import CHECKPOINT_NAME, _config_from
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run directory {run_dir} does not exist")
-    path = run_dir / CHECKPOINT_NAME
-    ckpt = load_checkpoint(path)
-    config = _config_from(ckpt["config"], path)
-    state = ckpt["algorithm"]
+    run = load_run(run_dir)
+    config, state = run.config, run.state
     missing = {"policy", "critic_r", "critic_c", "obs_norm"} - set(state)
     if missing:
-        raise CheckpointError(f"checkpoint {path} lacks {sorted(missing)} needed for adaptation")
+        raise CheckpointError(f"checkpoint {run.path} lacks {sorted(missing)} needed for adaptation")
     update = config.update
     margin, fraction = 0.0, 0.0
+    cpo_update = None
     if "meta" in config.extra:
         m = config.extra["meta"]
+        cpo_update = update
         update = replace(update, delta=m.inner_delta, metric=m.metric, backend=m.backend,
                          normalize_grads=m.normalize_grads, line_search=False)
         margin, fraction = float(m.inner_cost_margin), float(m.inner_margin_fraction)
-    return Initialisation(label=label or run_dir.name, config=config, update=update, state=dict(state),
-                          inner_cost_margin=margin, inner_margin_fraction=fraction)
+    return Initialisation(label=label or Path(run_dir).name, config=config, update=update, state=state,
+                          inner_cost_margin=margin, inner_margin_fraction=fraction, cpo_update=cpo_update)
 
 
 def from_scratch(reference: TrainConfig) -> Initialisation:
@@ -215,30 +245,39 @@ def adapt_one(
 ) -> list[AdaptRecord]:
     """Adapt ``init`` to ``task`` with ``settings.adapt_iters`` CPO updates; one record per step.
 
+    With ``settings.meta_steps = N`` a meta run's updates ``N + 1, N + 2, ...`` use
+    ``init.after_meta_steps()``: the algorithm is rebuilt with that step's config and takes over
+    the whole state (policy, critics, normaliser, generator, cost margin) of the first.
+
     ``on_policy(k, algo)``, if given, is called with the adapting algorithm when its policy has
     had ``k`` updates (k = 0 .. adapt_iters + 1), e.g. to take ``algo.policy_snapshot()`` for a video.
     """
     from metacpo.algorithms.cpo import TrustRegionAlgorithm
-    from metacpo.algorithms.multitask import CurrentTaskSampler
+    from metacpo.samplers import CurrentTaskSampler
 
     config = adaptation_config(init, settings=settings, test_seed=test_seed, steps_per_iter=steps_per_iter,
                                cost_limit=cost_limit)
-    task_sampler = CurrentTaskSampler(sampler)
-    task_sampler.current = task
     sampler.load_state_dict(_worker_states(test_seed, task_index, sampler.num_workers))
-    obs_dim, act_dim = _dims_of(init, sampler)
+    obs_dim, act_dim = init.dims()
+    task_sampler = CurrentTaskSampler(sampler, task=task)
     algo = TrustRegionAlgorithm(config, sampler=task_sampler, constrained=True, obs_dim=obs_dim, act_dim=act_dim)
     if init.state is not None:
-        for name in ("policy", "critic_r", "critic_c"):
-            try:
-                getattr(algo, name).load_state_dict(init.state[name])
-            except RuntimeError as exc:
-                raise CheckpointError(f"{init.label}: {name} does not match its config: {' '.join(str(exc).split())}") from None
-        algo.normalizer.load_state_dict(init.state["obs_norm"])
+        try:
+            algo.agent.load_trained(init.state, what=init.label)
+        except ValueError as exc:
+            raise CheckpointError(f"{init.label}: {exc}") from None
+    rest = init.after_meta_steps() if settings.meta_steps is not None else init
     records = []
     if on_policy is not None:
         on_policy(0, algo)
     for k in range(settings.adapt_iters + 1):
+        if rest is not init and k == settings.meta_steps:  # update k + 1 is the first with the run's own step
+            switched = TrustRegionAlgorithm(
+                adaptation_config(rest, settings=settings, test_seed=test_seed, steps_per_iter=steps_per_iter,
+                                  cost_limit=cost_limit),
+                sampler=task_sampler, constrained=True, obs_dim=obs_dim, act_dim=act_dim)
+            switched.load_state_dict(algo.state_dict())
+            algo = switched
         # iterate(k) samples with the policy after k updates (k = 0: the initialisation), then updates
         st = algo.iterate(k)
         if on_policy is not None:
@@ -249,21 +288,6 @@ def adapt_one(
             ep_return=r.ep_return_mean, ep_cost=r.ep_cost_mean, j_c=r.j_c, limit_ok=bool(r.j_c <= cost_limit),
         ))
     return records
-
-
-def _dims_of(init: Initialisation, sampler: Any) -> tuple[int, int]:
-    if init.state is not None:
-        w = init.state["policy"]
-        keys = [k for k in w if k.startswith("mu.") and k.endswith(".weight")]
-        first, last = w[keys[0]], w[keys[-1]]
-        return int(first.shape[1]), int(last.shape[0])
-    from metacpo.samplers.base import env_dims, make_env_for
-
-    env = make_env_for(init.config.env.env_id)
-    try:
-        return env_dims(env)
-    finally:
-        env.close()
 
 
 @dataclass(frozen=True)
@@ -288,7 +312,7 @@ def meta_test(
     ``out_dir/adapt_parts/``; a later call with the same settings reuses the curves found there
     whose run checkpoint, task, seed and settings match, so an interrupted meta-test continues
     where it stopped and gives the outputs of an uninterrupted one."""
-    from metacpo.logging.plots import plot_adaptation
+    from metacpo.training import check_output_dir
 
     if not run_dirs:
         raise ValueError("metacpo adapt needs at least one run directory")
@@ -296,6 +320,50 @@ def meta_test(
         import torch
 
         torch.set_num_threads(settings.torch_threads)
+    inits = _load_runs(run_dirs)
+    ref = inits[0].config
+    setup = _task_setup(inits, settings)
+    setup.apply()  # the runs' custom families and ranges, then adapt's own --import/--overrides
+    if settings.from_scratch:
+        inits.append(from_scratch(ref))
+    test_env, tasks = held_out_tasks(ref.env.env_id, level=settings.level, count=settings.tasks)
+    for init in inits:
+        if _agent_family(init.config.env.env_id) != _agent_family(ref.env.env_id):
+            raise ValueError(f"runs come from different agents/task families: {init.config.env.env_id} "
+                             f"vs {ref.env.env_id}")
+    out = Path(out_dir) if out_dir else Path(run_dirs[0])
+    check_output_dir(out, flag="--out")  # before any work
+    plan = _Plan(settings=settings, env_id=test_env, tasks=tasks, parts=out / PARTS_DIR,
+                 cost_limit=ref.update.cost_limit if settings.cost_limit is None else settings.cost_limit,
+                 steps_per_iter=settings.steps_per_iter or ref.sampler.steps_per_iter)
+    keys = [_init_key(init, rd) for init, rd in zip(inits, [*run_dirs, None], strict=False)]
+    sampler = _make_sampler(test_env, settings, setup)
+    try:
+        records = _adapt_all(plan, inits=inits, init_keys=keys, sampler=sampler, echo=echo)
+    finally:
+        sampler.close()
+    return _write_results(plan, records=records, inits=inits, run_dirs=run_dirs, out=out)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every curve of one meta-test shares."""
+
+    settings: AdaptSettings
+    env_id: str
+    """The held-out level's env id."""
+    tasks: list[Any]
+    """The held-out tasks (the same for every run)."""
+    cost_limit: float
+    """The cost limit d of every curve."""
+    steps_per_iter: int
+    """Environment steps per adaptation update."""
+    parts: Path
+    """Where finished curves are kept (:data:`PARTS_DIR` of the output directory)."""
+
+
+def _load_runs(run_dirs: list[str]) -> list[Initialisation]:
+    """The runs' initialisations, labelled by directory name (primed when names repeat)."""
     inits: list[Initialisation] = []
     names: set[str] = set()
     for rd in run_dirs:
@@ -304,48 +372,26 @@ def meta_test(
             label += "'"
         names.add(label)
         inits.append(load_initialisation(rd, label=label))
-    ref = inits[0].config
     for init in inits:
         if init.config.run.seed >= TEST_SEED_BASE:
             raise ValueError(f"run {init.label} was trained with seed {init.config.run.seed} >= {TEST_SEED_BASE}: "
                              "its seeds could collide with the test seeds")
-    setup = _task_setup(inits, settings)
-    setup.apply()  # the runs' custom families and ranges, then adapt's own --import/--overrides
-    if settings.from_scratch:
-        inits.append(from_scratch(ref))
-    cost_limit = ref.update.cost_limit if settings.cost_limit is None else settings.cost_limit
-    steps = settings.steps_per_iter or ref.sampler.steps_per_iter
-    test_env, tasks = held_out_tasks(ref.env.env_id, level=settings.level, count=settings.tasks)
-    for init in inits:
-        if _agent_family(init.config.env.env_id) != _agent_family(ref.env.env_id):
-            raise ValueError(f"runs come from different agents/task families: {init.config.env.env_id} "
-                             f"vs {ref.env.env_id}")
-    out = Path(out_dir) if out_dir else Path(run_dirs[0])
-    from metacpo.training import check_output_dir
+    return inits
 
-    check_output_dir(out, flag="--out")  # before any work
-    parts = out / PARTS_DIR
-    keys = [_init_key(init, rd) for init, rd in zip(inits, [*run_dirs, None], strict=False)]
-    sampler = _make_sampler(test_env, settings, setup)
+
+def _adapt_all(plan: _Plan, *, inits: list[Initialisation], init_keys: list[dict[str, Any]], sampler: Any,
+               echo: Any) -> list[AdaptRecord]:
+    """Every (run, task, seed) curve in that order, each reused from ``plan.parts`` or adapted
+    and saved there at once."""
     records: list[AdaptRecord] = []
-    total, reused, done = len(inits) * len(tasks) * settings.seeds, 0, 0
+    total, reused, done = len(inits) * len(plan.tasks) * plan.settings.seeds, 0, 0
     try:
-        for init, init_key in zip(inits, keys, strict=True):
-            for ti, task in enumerate(tasks):
-                for s in range(settings.seeds):
-                    key = {**init_key, "step_rule": step_rule(init, settings, cost_limit=cost_limit), "env_id": test_env,
-                           "task": dict(task.as_dict()), "task_index": ti,
-                           "seed": TEST_SEED_BASE + s, "adapt_iters": settings.adapt_iters, "steps_per_iter": steps,
-                           "cost_limit": cost_limit}
-                    path = parts / f"{_slug(init.label)}-task{ti}-seed{s}.json"
-                    recs = _read_part(path, key)
-                    if recs is None:
-                        recs = adapt_one(init, sampler=sampler, task=task, task_index=ti,
-                                         test_seed=TEST_SEED_BASE + s, settings=settings, steps_per_iter=steps,
-                                         cost_limit=cost_limit)
-                        _write_part(path, key, recs)
-                    else:
-                        reused += 1
+        for init, init_key in zip(inits, init_keys, strict=True):
+            for ti, task in enumerate(plan.tasks):
+                for s in range(plan.settings.seeds):
+                    recs, was_saved = _curve(plan, init=init, init_key=init_key, task=task, task_index=ti, seed=s,
+                                             sampler=sampler)
+                    reused += int(was_saved)
                     records.extend(recs)
                     done += 1
                     if echo is not None:
@@ -353,27 +399,51 @@ def meta_test(
                         echo(f"{init.label} task {ti} seed {s}: return {recs[0].ep_return:.1f} -> {last.ep_return:.1f}, "
                              f"cost {recs[0].ep_cost:.1f} -> {last.ep_cost:.1f}")
     except KeyboardInterrupt:
-        raise KeyboardInterrupt(f"interrupted; {done} of {total} (run, task, seed) curves are kept in {parts}; run "
-                                "the same command again to continue from them") from None
-    finally:
-        sampler.close()
+        raise KeyboardInterrupt(f"interrupted; {done} of {total} (run, task, seed) curves are kept in {plan.parts}; "
+                                "run the same command again to continue from them") from None
     if echo is not None and reused:
-        echo(f"reused {reused} finished curve(s) from {parts}")
+        echo(f"reused {reused} finished curve(s) from {plan.parts}")
+    return records
+
+
+def _curve(plan: _Plan, *, init: Initialisation, init_key: dict[str, Any], task: Any, task_index: int, seed: int,
+           sampler: Any) -> tuple[list[AdaptRecord], bool]:
+    """One (run, task, seed) curve and whether it was a saved one (same key) rather than adapted now."""
+    key = {**init_key, "step_rule": step_rule(init, plan.settings, cost_limit=plan.cost_limit), "env_id": plan.env_id,
+           "task": dict(task.as_dict()), "task_index": task_index, "seed": TEST_SEED_BASE + seed,
+           "adapt_iters": plan.settings.adapt_iters, "steps_per_iter": plan.steps_per_iter,
+           "cost_limit": plan.cost_limit}
+    path = plan.parts / f"{_slug(init.label)}-task{task_index}-seed{seed}.json"
+    recs = _read_part(path, key)
+    if recs is not None:
+        return recs, True
+    recs = adapt_one(init, sampler=sampler, task=task, task_index=task_index, test_seed=TEST_SEED_BASE + seed,
+                     settings=plan.settings, steps_per_iter=plan.steps_per_iter, cost_limit=plan.cost_limit)
+    _write_part(path, key, recs)
+    return recs, False
+
+
+def _write_results(plan: _Plan, *, records: list[AdaptRecord], inits: list[Initialisation], run_dirs: list[str],
+                   out: Path) -> AdaptResult:
+    """adapt.csv (every record), adapt.json (summary and settings) and adapt.png in ``out``."""
+    from metacpo.logging.plots import plot_adaptation
+
+    settings = plan.settings
     summary = summarize(records)
     out.mkdir(parents=True, exist_ok=True)
     write_records_csv(records, out / "adapt.csv")
     meta = {
         "runs": [str(r) for r in run_dirs], "labels": [i.label for i in inits], "level": settings.level,
-        "env_id": test_env, "tasks": [dict(t.as_dict()) for t in tasks], "task_count": settings.tasks,
+        "env_id": plan.env_id, "tasks": [dict(t.as_dict()) for t in plan.tasks], "task_count": settings.tasks,
         "seeds": [TEST_SEED_BASE + s for s in range(settings.seeds)], "adapt_iters": settings.adapt_iters,
-        "steps_per_iter": steps, "cost_limit": cost_limit,
-        "step_rules": {i.label: step_rule(i, settings, cost_limit=cost_limit) for i in inits},
+        "steps_per_iter": plan.steps_per_iter, "cost_limit": plan.cost_limit,
+        "step_rules": {i.label: step_rule(i, settings, cost_limit=plan.cost_limit) for i in inits},
         "ci": "mean +- half-width of the 95% Student-t interval over tasks x seeds",
     }
     write_summary_json(summary, meta=meta, path=out / "adapt.json")
-    plot_adaptation(summary, cost_limit=cost_limit, path=out / "adapt.png", records=records,
-                    title=f"meta-test on {test_env}: {settings.tasks} tasks x {settings.seeds} seeds")
-    return AdaptResult(records=records, summary=summary, out_dir=out, cost_limit=cost_limit)
+    plot_adaptation(summary, cost_limit=plan.cost_limit, path=out / "adapt.png", records=records,
+                    title=f"meta-test on {plan.env_id}: {settings.tasks} tasks x {settings.seeds} seeds")
+    return AdaptResult(records=records, summary=summary, out_dir=out, cost_limit=plan.cost_limit)
 
 
 def step_rule(init: Initialisation, settings: AdaptSettings, *, cost_limit: float) -> dict[str, Any]:
@@ -381,7 +451,16 @@ def step_rule(init: Initialisation, settings: AdaptSettings, *, cost_limit: floa
 
     ``margin``: CPO's adaptive margin on/off; ``fixed_margin``: the constant margin ``m`` (a meta
     run's inner target, 0 otherwise) and ``cost_target = d - m``, what every step aims at (before
-    any adaptive margin)."""
+    any adaptive margin). A meta run with ``settings.meta_steps = N``:
+    ``{"meta_steps": N, "first": <rule of updates 1..N>, "rest": <rule of the updates after>}``."""
+    rest = init.after_meta_steps()
+    if settings.meta_steps is not None and rest is not init:
+        return {"meta_steps": settings.meta_steps, "first": _rule(init, settings, cost_limit=cost_limit),
+                "rest": _rule(rest, settings, cost_limit=cost_limit)}
+    return _rule(init, settings, cost_limit=cost_limit)
+
+
+def _rule(init: Initialisation, settings: AdaptSettings, *, cost_limit: float) -> dict[str, Any]:
     u = init.update
     m = init.fixed_margin(cost_limit)
     return {"step": "cpo", "delta": u.delta, "metric": u.metric, "backend": u.backend,
@@ -422,8 +501,6 @@ def _task_setup(inits: list[Initialisation], settings: AdaptSettings) -> Any:
 
 def _init_key(init: Initialisation, run_dir: str | None) -> dict[str, Any]:
     """What identifies a curve's starting point: the checkpoint's content and the adaptation step."""
-    from metacpo.training import CHECKPOINT_NAME
-
     digest = ""
     if init.state is not None and run_dir is not None:
         digest = hashlib.sha256((Path(run_dir) / CHECKPOINT_NAME).read_bytes()).hexdigest()

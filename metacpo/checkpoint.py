@@ -6,21 +6,30 @@ normaliser, generator states), the config as a plain dict, the loop state and th
 Never a pickled module. Writes go to a temporary file in the same directory, are flushed and
 fsynced, then ``os.replace``-d over the target, so a crash leaves either the old or the new
 checkpoint, never a torn one.
+
+A run directory's checkpoint (:data:`CHECKPOINT_NAME`) is read back as a :class:`SavedRun` by
+:func:`load_run`; :func:`config_from_saved` turns a saved config dict (from a checkpoint or a
+config.yaml) into a :class:`~metacpo.config.schema.TrainConfig`, filling in what older versions
+did not write.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from metacpo.config.schema import TrainConfig
 from metacpo.fileio import atomic_path
 
 FORMAT = "metacpo-checkpoint/1"
 REQUIRED = ("format", "iteration", "config", "algorithm")
+CHECKPOINT_NAME = "checkpoint.pt"
+"""The checkpoint's file name inside a run directory."""
 
 
 class CheckpointError(ValueError):
@@ -80,3 +89,47 @@ def config_mismatch(saved: Mapping[str, Any], current: Mapping[str, Any], *, ign
 
     walk(saved, current, "")
     return out
+
+
+def config_from_saved(data: Any, *, source: str | os.PathLike[str]) -> TrainConfig:
+    """The :class:`TrainConfig` of a saved config dict (``source``: where it came from, for errors).
+
+    Settings added since the run was written get the value that reproduces its behaviour; a dict
+    that does not fit this version is a :class:`CheckpointError` naming ``source``.
+    """
+    if isinstance(data, dict) and isinstance(data.get("critic"), dict) and "time_aware_cost" not in data["critic"]:
+        # written before the time-aware cost critic existed: its cost critic sees obs only
+        data = {**data, "critic": {**data["critic"], "time_aware_cost": False}}
+    if isinstance(data, dict) and isinstance(data.get("critic"), dict) and "fused" not in data["critic"]:
+        # written before fused critic fitting: its critics were fitted one after the other
+        data = {**data, "critic": {**data["critic"], "fused": False}}
+    try:
+        return TrainConfig.from_dict(data)
+    except ValueError as exc:
+        raise CheckpointError(f"{source}: config does not match this version of metacpo: {exc}") from None
+
+
+@dataclass(frozen=True)
+class SavedRun:
+    """A run directory's checkpoint, loaded and checked."""
+
+    path: Path
+    """The checkpoint file."""
+    iteration: int
+    """Iterations the run had done when it was saved."""
+    config: TrainConfig
+    """The run's config (:func:`config_from_saved`)."""
+    state: dict[str, Any]
+    """The algorithm's ``state_dict()`` (policy, critics, normaliser, counters, ...)."""
+
+
+def load_run(run_dir: str | os.PathLike[str]) -> SavedRun:
+    """The checkpoint of ``run_dir`` (``FileNotFoundError`` if the directory does not exist,
+    :class:`CheckpointError` if its checkpoint is missing or unreadable)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    path = run_dir / CHECKPOINT_NAME
+    ckpt = load_checkpoint(path)
+    return SavedRun(path=path, iteration=int(ckpt["iteration"]), config=config_from_saved(ckpt["config"], source=path),
+                    state=dict(ckpt["algorithm"]))

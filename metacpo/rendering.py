@@ -432,23 +432,15 @@ def parse_task(env_id: str, text: str) -> Any:
 
 def snapshot_of_run(init: Any, env: Any, *, deterministic: bool) -> Any:
     """The :class:`PolicySnapshot` of a loaded run (:class:`metacpo.adaptation.Initialisation`)."""
+    from metacpo.algorithms.agent import saved_policy
     from metacpo.checkpoint import CheckpointError
-    from metacpo.data.normalizer import NormalizerState, RunningNormalizer
-    from metacpo.models.policy import GaussianMLPPolicy, PolicySpec
     from metacpo.samplers.base import PolicySnapshot, env_dims
 
     obs_dim, act_dim = env_dims(env)
-    cfg = init.config
-    pc = cfg.policy
-    policy = GaussianMLPPolicy(PolicySpec(obs_dim=obs_dim, act_dim=act_dim, hidden=tuple(pc.hidden),
-                                          activation=pc.activation, log_std_init=pc.log_std_init))
-    norm = RunningNormalizer(obs_dim, clip=cfg.advantage.obs_clip)
     try:
-        policy.load_state_dict(init.state["policy"])
-        norm.load_state_dict(init.state["obs_norm"])
-    except (RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"{init.label}: the policy does not fit this env: {' '.join(str(exc).split())}") from None
-    obs_norm = norm.state() if cfg.advantage.obs_normalize else NormalizerState.identity(obs_dim)
+        policy, obs_norm = saved_policy(init.config, init.state, obs_dim=obs_dim, act_dim=act_dim)
+    except ValueError as exc:
+        raise CheckpointError(f"{init.label}: the policy does not fit this env: {exc}") from None
     return PolicySnapshot.from_policy(policy, obs_norm, deterministic=deterministic)
 
 

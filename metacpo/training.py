@@ -33,12 +33,19 @@ import yaml
 
 from metacpo.fileio import write_text_atomic
 from metacpo.algorithms.registry import get_algorithm
-from metacpo.checkpoint import CheckpointError, config_mismatch, load_checkpoint, save_checkpoint
+from metacpo.checkpoint import (
+    CHECKPOINT_NAME,
+    CheckpointError,
+    config_from_saved,
+    config_mismatch,
+    load_checkpoint,
+    load_run,
+    save_checkpoint,
+)
 from metacpo.config.schema import TRAIN_SEED_LIMIT, TrainConfig
 from metacpo.logging.writers import RunLogger, checked_progress
-from metacpo.samplers.base import PolicySnapshot, Sampler, env_dims, make_env_for
+from metacpo.samplers.base import PolicySnapshot, Sampler, env_info, make_env_for
 
-CHECKPOINT_NAME = "checkpoint.pt"
 # Config keys that may differ between a checkpoint and the run resuming it.
 RESUMABLE_CHANGES = ("run.iters", "run.run_dir", "sampler.ray_address", "env.fast")
 
@@ -81,21 +88,6 @@ def build_sampler(config: TrainConfig) -> Sampler:
     return make_sampler(s.kind, config.env.env_id, seed=config.run.seed, num_workers=workers,
                         ray_address=s.ray_address or None, task_setup=config.env.task_setup,
                         ray_connect_timeout=s.ray_connect_timeout, envs_per_worker=s.envs_per_worker)
-
-
-def _dims(env_id: str) -> tuple[int, int]:
-    return _env_info(env_id)[:2]
-
-
-def _env_info(env_id: str) -> tuple[int, int, int | None]:
-    """(obs_dim, act_dim, episode length limit or None) of ``env_id``."""
-    env = make_env_for(env_id)
-    try:
-        spec = getattr(env, "spec", None)
-        limit = getattr(spec, "max_episode_steps", None)
-        return (*env_dims(env), int(limit) if limit else None)
-    finally:
-        env.close()
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -154,24 +146,11 @@ def load_run_config(run_dir: str | os.PathLike[str]) -> TrainConfig:
     run_dir = Path(run_dir)
     ck = run_dir / CHECKPOINT_NAME
     if ck.exists():
-        return _config_from(load_checkpoint(ck)["config"], ck)
+        return load_run(run_dir).config
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no {CHECKPOINT_NAME} or config.yaml)")
-    return _config_from(yaml.safe_load(cfg_path.read_text()), cfg_path)
-
-
-def _config_from(data: Any, source: Path) -> TrainConfig:
-    if isinstance(data, dict) and isinstance(data.get("critic"), dict) and "time_aware_cost" not in data["critic"]:
-        # written before the time-aware cost critic existed: its cost critic sees obs only
-        data = {**data, "critic": {**data["critic"], "time_aware_cost": False}}
-    if isinstance(data, dict) and isinstance(data.get("critic"), dict) and "fused" not in data["critic"]:
-        # written before fused critic fitting: its critics were fitted one after the other
-        data = {**data, "critic": {**data["critic"], "fused": False}}
-    try:
-        return TrainConfig.from_dict(data)
-    except ValueError as exc:
-        raise CheckpointError(f"{source}: config does not match this version of metacpo: {exc}") from None
+    return config_from_saved(yaml.safe_load(cfg_path.read_text()), source=cfg_path)
 
 
 def train(
@@ -207,7 +186,7 @@ def _train(config: TrainConfig, *, resume: bool, progress: bool, echo: Any) -> T
     start = 0
     if resume:
         ckpt = load_checkpoint(ckpt_path)
-        saved = _config_from(ckpt["config"], ckpt_path)
+        saved = config_from_saved(ckpt["config"], source=ckpt_path)
         diff = config_mismatch(saved.to_dict(), config.to_dict(), ignore=RESUMABLE_CHANGES)
         if diff:
             raise CheckpointError(f"checkpoint {ckpt_path} does not match the config: " + "; ".join(diff))
@@ -217,8 +196,8 @@ def _train(config: TrainConfig, *, resume: bool, progress: bool, echo: Any) -> T
         checked_progress(run_dir / "progress.csv", start)  # refuse before any work, rewrite nothing
     elif ckpt_path.exists():
         raise ValueError(f"{run_dir} already holds a run ({ckpt_path}); use --resume {run_dir} or another --run-dir")
-    obs_dim, act_dim, episode_steps = _env_info(config.env.env_id)  # fails early (ValueError) on unknown env ids
-    _check_sampling(config, episode_steps, echo)
+    info = env_info(config.env.env_id)  # fails early (ValueError) on unknown env ids
+    _check_sampling(config, info.episode_steps, echo)
     if config.run.torch_threads:
         torch.set_num_threads(config.run.torch_threads)
 
@@ -228,7 +207,7 @@ def _train(config: TrainConfig, *, resume: bool, progress: bool, echo: Any) -> T
     logger = None
     try:
         sampler = build_sampler(config)  # a Ray address nobody answers fails here, before the run dir exists
-        algo = entry.build(config, sampler=sampler, obs_dim=obs_dim, act_dim=act_dim)
+        algo = entry.build(config, sampler=sampler, obs_dim=info.obs_dim, act_dim=info.act_dim)
         if ckpt is not None:
             try:
                 algo.load_state_dict(ckpt["algorithm"])
@@ -319,40 +298,26 @@ def evaluate(run_dir: str | os.PathLike[str], *, episodes: int, seed: int = 0, d
     Every episode starts from its own seed, drawn from ``default_rng([seed, 1_000_003])`` (a
     stream no training worker uses).
     """
-    from metacpo.data.normalizer import RunningNormalizer
-    from metacpo.models.policy import GaussianMLPPolicy, PolicySpec
-    from metacpo.samplers.base import rollout
+    from metacpo.algorithms.agent import saved_policy
+    from metacpo.samplers.base import env_dims, rollout
 
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
-    run_dir = Path(run_dir)
-    ckpt_path = run_dir / CHECKPOINT_NAME
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run directory {run_dir} does not exist")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"--seed must be an integer >= 0, got {seed!r}")
-    ckpt = load_checkpoint(ckpt_path)
-    config = _config_from(ckpt["config"], ckpt_path)
+    run = load_run(run_dir)
+    config = run.config
     config.env.task_setup.apply()  # the run's custom families and range overrides
-    state = ckpt["algorithm"]
-    if "policy" not in state or "obs_norm" not in state:
-        raise CheckpointError(f"checkpoint {ckpt_path} lacks the policy or obs_norm state needed for evaluation")
+    if "policy" not in run.state or "obs_norm" not in run.state:
+        raise CheckpointError(f"checkpoint {run.path} lacks the policy or obs_norm state needed for evaluation")
     # The training run's default task (our stochastic ids draw it from the run seed, as the samplers do).
     env = make_env_for(config.env.env_id, seed=config.run.seed)
     try:
         obs_dim, act_dim = env_dims(env)
-        pc = config.policy
-        policy = GaussianMLPPolicy(PolicySpec(obs_dim=obs_dim, act_dim=act_dim, hidden=tuple(pc.hidden),
-                                              activation=pc.activation, log_std_init=pc.log_std_init))
         try:
-            policy.load_state_dict(state["policy"])
-            norm = RunningNormalizer(obs_dim, clip=config.advantage.obs_clip)
-            norm.load_state_dict(state["obs_norm"])
-        except (RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint {ckpt_path} does not match {config.env.env_id}: {' '.join(str(exc).split())}") from None
-        from metacpo.data.normalizer import NormalizerState
-
-        obs_norm = norm.state() if config.advantage.obs_normalize else NormalizerState.identity(obs_dim)
+            policy, obs_norm = saved_policy(config, run.state, obs_dim=obs_dim, act_dim=act_dim)
+        except ValueError as exc:
+            raise CheckpointError(f"checkpoint {run.path} does not match {config.env.env_id}: {exc}") from None
         rng = np.random.default_rng([int(seed), 1_000_003])
         batch = rollout(env, policy, obs_norm, 1, rng, deterministic=deterministic, max_episodes=episodes)
     finally:

@@ -34,9 +34,8 @@ from torch import Tensor, nn
 from metacpo.data.batch import Batch
 from metacpo.data.gae import NoCompleteEpisodeError, cost_estimate, gae
 from metacpo.data.normalizer import NormalizerState
-from metacpo.functional.params import Params, add_flat, flat_grad
-from metacpo.config.schema import TrainConfig
-from metacpo.models.policy import GaussianMLPPolicy, PolicySpec, TimeAwareValueCritic, ValueCritic
+from metacpo.functional.params import add_flat, flat_grad
+from metacpo.models.policy import GaussianMLPPolicy, ValueCritic
 
 
 # --------------------------------------------------------------------------------------------
@@ -659,17 +658,3 @@ def load_module_states(
             module.load_state_dict(state[name])  # type: ignore[arg-type]
         except RuntimeError as exc:
             raise ValueError(f"{name} weights do not match this config: {' '.join(str(exc).split())}") from None
-
-
-def build_modules(config: TrainConfig, *, obs_dim: int, act_dim: int) -> tuple[GaussianMLPPolicy, ValueCritic, ValueCritic]:
-    """Policy and critics with initial weights from the run seed, without touching torch's global
-    generator (single-task CPO, Meta-CPO and the diagnostics build them this way)."""
-    pc, cc = config.policy, config.critic
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.run.seed)
-        policy = GaussianMLPPolicy(PolicySpec(obs_dim=obs_dim, act_dim=act_dim, hidden=tuple(pc.hidden),
-                                              activation=pc.activation, log_std_init=pc.log_std_init))
-        critic_r = ValueCritic(obs_dim=obs_dim, hidden=tuple(cc.hidden), activation=cc.activation)
-        cost_critic = TimeAwareValueCritic if cc.time_aware_cost else ValueCritic
-        critic_c = cost_critic(obs_dim=obs_dim, hidden=tuple(cc.hidden), activation=cc.activation)
-    return policy, critic_r, critic_c

@@ -20,22 +20,16 @@ from typing import Any
 
 import torch
 
+from metacpo.algorithms.agent import Agent
 from metacpo.algorithms.common import (
     CriticFitStats,
     ProcessedBatch,
     RolloutStats,
     advantages_finite,
-    build_modules,
-    fit_critics,
-    load_module_states,
-    process_batch,
     surrogate_losses,
 )
 from metacpo.algorithms.margin import CostMargin
 from metacpo.algorithms.timing import Stopwatch
-from metacpo.config.schema import TrainConfig, UpdateConfig
-from metacpo.data.batch import Batch
-from metacpo.data.normalizer import NormalizerState, RunningNormalizer
 from metacpo.algorithms.trust_region import (
     LineSearchSettings,
     TrustRegionStats,
@@ -44,10 +38,14 @@ from metacpo.algorithms.trust_region import (
     surrogate_values,
     trust_region_step,
 )
-from metacpo.functional.params import Params, flat_grad, write_params
+from metacpo.config.schema import TrainConfig, UpdateConfig
+from metacpo.data.batch import Batch
+from metacpo.data.normalizer import NormalizerState
+from metacpo.functional.params import Params, flat_grad
 from metacpo.meta.core import StepRule, constraint_b
-from metacpo.models.policy import GaussianMLPPolicy, ValueCritic
+from metacpo.models.policy import GaussianMLPPolicy
 from metacpo.samplers.base import PolicySnapshot, Sampler
+
 
 def trust_region_update(
     *,
@@ -170,7 +168,7 @@ class IterationStats:
 
 
 class TrustRegionAlgorithm:
-    """Single-task CPO (``constrained=True``) or TRPO: owns policy, critics and normaliser.
+    """Single-task CPO (``constrained=True``) or TRPO on the :class:`Agent` it owns.
 
     Follows :class:`metacpo.training.Algorithm`: ``iterate``, ``state_dict``,
     ``load_state_dict``, ``policy_snapshot``.
@@ -180,9 +178,7 @@ class TrustRegionAlgorithm:
         self.config = config
         self.sampler = sampler
         self.constrained = constrained
-        self.policy, self.critic_r, self.critic_c = build_modules(config, obs_dim=obs_dim, act_dim=act_dim)
-        self.normalizer = RunningNormalizer(obs_dim, clip=config.advantage.obs_clip)
-        self.generator = torch.Generator().manual_seed(config.run.seed + 7919)
+        self.agent = Agent.build(config, obs_dim=obs_dim, act_dim=act_dim)
         self.env_steps = 0
         self.skipped_total = 0
         self.fallback_total = 0
@@ -192,43 +188,31 @@ class TrustRegionAlgorithm:
         self.margin: CostMargin | None = CostMargin(margin_cfg) if margin_cfg is not None else None
 
     # -- the Algorithm protocol ---------------------------------------------------------------
-    def obs_norm_state(self) -> NormalizerState:
-        if not self.config.advantage.obs_normalize:
-            return NormalizerState.identity(self.policy.spec.obs_dim)
-        return self.normalizer.state()
-
     def policy_snapshot(self, *, deterministic: bool = False) -> PolicySnapshot:
-        return PolicySnapshot.from_policy(self.policy, self.obs_norm_state(), deterministic=deterministic)
+        return self.agent.snapshot(self.agent.obs_norm_state(), deterministic=deterministic)
 
     def iterate(self, iteration: int) -> IterationStats:
-        cfg = self.config
         clock = Stopwatch()
-        obs_norm = self.obs_norm_state()  # frozen for this iteration
+        obs_norm = self.agent.obs_norm_state()  # frozen for this iteration
         with clock("sample"):
-            (batch,) = self.sampler.sample(
-                snapshot=PolicySnapshot.from_policy(self.policy, obs_norm), num_steps=cfg.sampler.steps_per_iter
-            )
+            (batch,) = self.sampler.sample(snapshot=self.agent.snapshot(obs_norm),
+                                           num_steps=self.config.sampler.steps_per_iter)
         with clock("update"):
             stats = self._update(batch, obs_norm)
         return replace(stats, sample_seconds=clock.seconds["sample"], update_seconds=clock.seconds["update"])
 
     def _update(self, batch: Batch, obs_norm: NormalizerState) -> IterationStats:
         """Policy step, critic fit and normaliser update on the iteration's batch (timing: nan)."""
-        cfg = self.config
-        params = {k: v.detach().clone() for k, v in self.policy.named_parameters()}
-        adv = cfg.advantage
-        processed = process_batch(
-            batch, policy=self.policy, params=params, critic_r=self.critic_r, critic_c=self.critic_c,
-            obs_norm=obs_norm, gamma=adv.gamma, lam=adv.lam, cost_gamma=adv.cost_gamma, cost_lam=adv.cost_lam, cost_adv_gamma=adv.cost_adv_gamma,
-            time_limit=getattr(self.sampler, "episode_steps", None),
-            normalize_adv_r=adv.normalize_adv_r, center_adv_c=adv.center_adv_c,
-        )
+        cfg, agent = self.config, self.agent
+        params = {k: v.detach().clone() for k, v in agent.policy.named_parameters()}
+        processed = agent.process(batch, params=params, obs_norm=obs_norm,
+                                  time_limit=getattr(self.sampler, "episode_steps", None))
         d, margin = cfg.update.cost_limit, math.nan
         if self.margin is not None:
             self.margin.observe(processed.j_c, cost_limit=d)
             margin = self.margin.margin(d)
         new_params, ustats = trust_region_update(
-            policy=self.policy, params=params, processed=processed, settings=cfg.update, constrained=self.constrained,
+            policy=agent.policy, params=params, processed=processed, settings=cfg.update, constrained=self.constrained,
             cost_target=d if self.margin is None else d - margin,  # b = J_C - (d - m)
         )
         if self.margin is not None:
@@ -238,15 +222,9 @@ class TrustRegionAlgorithm:
         if ustats.solver_fallback:
             self.fallback_total += 1
         if new_params is not params:
-            write_params(self.policy, new_params)
-        c = cfg.critic
-        cr, cc = fit_critics(
-            [(self.critic_r, processed.obs, processed.target_r), (self.critic_c, processed.obs_c, processed.target_c)],
-            optimizer=c.optimizer, lr=c.lr, iters=c.iters,  # type: ignore[arg-type]
-            minibatch_size=c.minibatch_size, generator=self.generator, l2=c.l2, fused=c.fused,
-        )
-        if adv.obs_normalize:
-            self.normalizer.update(batch.obs)
+            agent.write_params(new_params)
+        cr, cc = agent.fit_critics([processed], iters=cfg.critic.iters)
+        agent.observe([batch])
         self.env_steps += len(batch)
         return IterationStats(
             rollout=processed.rollout, update=ustats, critic_r=cr, critic_c=cc, env_steps=self.env_steps,
@@ -258,11 +236,7 @@ class TrustRegionAlgorithm:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "policy": self.policy.state_dict(),
-            "critic_r": self.critic_r.state_dict(),
-            "critic_c": self.critic_c.state_dict(),
-            "obs_norm": self.normalizer.state_dict(),
-            "torch_generator": self.generator.get_state(),
+            **self.agent.state_dict(),
             "counters": {"env_steps": self.env_steps, "skipped_total": self.skipped_total,
                          "fallback_total": self.fallback_total},
             "sampler": self.sampler.state_dict(),
@@ -270,13 +244,10 @@ class TrustRegionAlgorithm:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        missing = {"obs_norm", "torch_generator", "counters", "sampler"} - set(state)
+        missing = {*Agent.STATE_KEYS, "counters", "sampler"} - set(state)
         if missing:
             raise ValueError(f"algorithm state lacks {sorted(missing)}")
-        load_module_states(state, {"policy": self.policy, "critic_r": self.critic_r, "critic_c": self.critic_c},
-                           what="algorithm")
-        self.normalizer.load_state_dict(state["obs_norm"])
-        self.generator.set_state(state["torch_generator"])
+        self.agent.load_state_dict(state, what="algorithm")
         c = state["counters"]
         self.env_steps, self.skipped_total, self.fallback_total = (
             int(c["env_steps"]), int(c["skipped_total"]), int(c["fallback_total"])

@@ -25,17 +25,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
+from metacpo.algorithms.agent import Agent
 from metacpo.algorithms.common import (
     ProcessedBatch,
     advantages_finite,
-    build_modules,
     fisher_at_params,
-    fit_critics,
-    load_module_states,
     mean_kl,
-    process_batch,
     surrogate_losses,
 )
 from metacpo.algorithms.meta_config import MetaConfig
@@ -47,17 +43,17 @@ from metacpo.algorithms.trust_region import (
     skipped_step,
     trust_region_step,
 )
-from metacpo.config.schema import AdvantageConfig, CriticConfig, TrainConfig, UpdateConfig
+from metacpo.config.schema import TrainConfig, UpdateConfig
 from metacpo.data.batch import Batch
-from metacpo.data.normalizer import NormalizerState, RunningNormalizer
-from metacpo.functional.params import Params, params_of, write_params
+from metacpo.data.normalizer import NormalizerState
+from metacpo.functional.params import Params, params_of
 from metacpo.meta.core import (
-    AdaptStepStats,
+    InnerStepStats,
     MetaGradient,
     MetricFn,
     StepRule,
     Surrogates,
-    adapt_step,
+    inner_step,
     meta_gradient,
     meta_parameters,
     post_adaptation_values,
@@ -248,7 +244,7 @@ class _MetaBatchData:
     pre_batches: list[Batch] = field(default_factory=list)
     post_batches: list[Batch] | None = None
     post: list[ProcessedBatch] = field(default_factory=list)
-    steps: list[AdaptStepStats] = field(default_factory=list)
+    steps: list[InnerStepStats] = field(default_factory=list)
 
     def add_round(self, batches: list[Batch], *, post: bool = False) -> None:
         if not self.batches:
@@ -279,74 +275,57 @@ def _task_to_state(task: Any) -> dict[str, Any]:
 class MetaLearner:
     """The meta-learning loop: Meta-CPO when ``constrained``, Meta-TRPO otherwise.
 
-    Components come in as constructor arguments: the policy (whose parameters are theta),
-    reward/cost critics, the running observation normaliser, the sampler, the task distribution
-    (``.sample(rng) -> task``) and, for ``include_level0``, the level-0 task. Randomness: ``rng``
-    draws the tasks; ``torch_gen`` shuffles critic minibatches (both seeded from the run seed
-    by :func:`build_meta`). Follows :class:`metacpo.training.Algorithm`.
+    Components come in as constructor arguments: the :class:`Agent` (policy, whose parameters
+    are theta, reward/cost critics, running observation normaliser, critic-minibatch generator),
+    the sampler, the task distribution (``.sample(rng) -> task``) and, for ``include_level0``,
+    the level-0 task. ``rng`` draws the tasks (seeded from the run seed by :func:`build_meta`,
+    as is the agent). Follows :class:`metacpo.training.Algorithm`.
     """
 
     def __init__(
         self,
         *,
-        policy: GaussianMLPPolicy,
-        critic_r: nn.Module,
-        critic_c: nn.Module,
-        normalizer: RunningNormalizer,
+        agent: Agent,
         sampler: Sampler,
         task_distribution: Any,
         level0_task: Any = None,
         meta: MetaConfig,
-        advantage: AdvantageConfig,
-        critic: CriticConfig,
         update: UpdateConfig,
         steps_per_task: int,
         rng: np.random.Generator,
-        torch_gen: torch.Generator,
         constrained: bool = True,
     ) -> None:
         if meta.include_level0 and level0_task is None:
             raise ValueError("meta.include_level0 needs the level-0 task (level0_task)")
         if steps_per_task < 1:
             raise ValueError(f"steps_per_task must be >= 1, got {steps_per_task}")
-        self.policy = policy
-        self.critic_r = critic_r
-        self.critic_c = critic_c
-        self.normalizer = normalizer
+        self.agent = agent
         self.sampler = sampler
         self.task_distribution = task_distribution
         self.level0_task = level0_task
         self.meta = meta
-        self.advantage = advantage
-        self.critic_cfg = critic
         self.update_cfg = update
         self.steps_per_task = steps_per_task
         self.rng = rng
-        self.torch_gen = torch_gen
         self.constrained = constrained
         self.iteration = 0
         self.env_steps = 0
         self.skipped_total = 0
         self.fallback_total = 0
         self._fixed: list[Any] | None = None
-        self.objective = surrogate_objective(policy)
+        self.objective = surrogate_objective(agent.policy)
         self.inner_rule = StepRule(delta=meta.inner_delta, constrained=constrained, backend=meta.backend,
                                    normalize=meta.normalize_grads)
         self.outer_rule = StepRule(delta=meta.outer_delta, constrained=constrained, backend=meta.backend,
                                    normalize=meta.normalize_grads)
         self.metric_fn: MetricFn | None = None
         if meta.metric == "fisher":
-            self.metric_fn = inner_fisher_metric_fn(policy, cg_iters=update.cg_iters, damping=update.damping,
+            self.metric_fn = inner_fisher_metric_fn(agent.policy, cg_iters=update.cg_iters, damping=update.damping,
                                                     exact=meta.fisher_exact)
 
     # ------------------------------------------------------------------ protocol bits
-    def obs_norm_state(self) -> NormalizerState:
-        if not self.advantage.obs_normalize:
-            return NormalizerState.identity(self.policy.spec.obs_dim)
-        return self.normalizer.state()
-
     def policy_snapshot(self, *, deterministic: bool = False) -> PolicySnapshot:
-        return PolicySnapshot.from_policy(self.policy, self.obs_norm_state(), deterministic=deterministic)
+        return self.agent.snapshot(self.agent.obs_norm_state(), deterministic=deterministic)
 
     # ------------------------------------------------------------------ tasks and limits
     def cost_limit(self, iteration: int | None = None) -> float:
@@ -382,10 +361,10 @@ class MetaLearner:
         if iteration is not None:
             self.iteration = iteration
         meta, d = self.meta, self.cost_limit()
-        norm = self.obs_norm_state()  # frozen for the whole meta-iteration
+        norm = self.agent.obs_norm_state()  # frozen for the whole meta-iteration
         tasks = self.draw_tasks()
         clock = Stopwatch()
-        theta = meta_parameters(params_of(self.policy))
+        theta = meta_parameters(params_of(self.agent.policy))
         data = _MetaBatchData(inner_data=[[] for _ in tasks])
         adapted: list[Params] = [dict(theta) for _ in tasks]
         mg: MetaGradient | None = None
@@ -416,9 +395,7 @@ class MetaLearner:
         skip_reason = skip_reason or outer.skip_reason
         with clock("critic"):
             self._fit_critics(data.processed)
-            if self.advantage.obs_normalize:
-                for b in data.batches:
-                    self.normalizer.update(b.obs)
+            self.agent.observe(data.batches)
         return self._finish(data, mg=mg, outer=outer, d=d, skip_reason=skip_reason, seconds=clock.seconds)
 
     def _sample_round(self, adapted: Sequence[Params] | None, tasks: Sequence[Any],
@@ -426,20 +403,14 @@ class MetaLearner:
         """One batch per task in ONE sampler call: task ``i`` with ``adapted[i]``, or all with theta
         (the policy's own parameters, one shared snapshot) when ``adapted`` is None."""
         if adapted is None:
-            snaps = [PolicySnapshot.from_policy(self.policy, norm)] * len(tasks)
+            snaps = [self.agent.snapshot(norm)] * len(tasks)
         else:
-            snaps = [PolicySnapshot.from_policy(self.policy, norm, params=p) for p in adapted]
+            snaps = [self.agent.snapshot(norm, params=p) for p in adapted]
         return self.sampler.sample(snapshot=snaps, num_steps=self.steps_per_task, tasks=list(tasks))
 
     def _process(self, batch: Batch, params: Params, norm: NormalizerState) -> ProcessedBatch:
-        adv = self.advantage
-        p = process_batch(
-            batch, policy=self.policy, params={k: v.detach() for k, v in params.items()},
-            critic_r=self.critic_r, critic_c=self.critic_c, obs_norm=norm,
-            gamma=adv.gamma, lam=adv.lam, cost_gamma=adv.cost_gamma, cost_lam=adv.cost_lam, cost_adv_gamma=adv.cost_adv_gamma,
-            time_limit=getattr(self.sampler, "episode_steps", None),
-            normalize_adv_r=adv.normalize_adv_r, center_adv_c=adv.center_adv_c,
-        )
+        p = self.agent.process(batch, params=params, obs_norm=norm,
+                               time_limit=getattr(self.sampler, "episode_steps", None))
         if not advantages_finite(p):
             raise FloatingPointError("non-finite advantages, critic targets or J_C")
         return p
@@ -449,7 +420,7 @@ class MetaLearner:
         """``theta'_i <- theta'_i + Delta(g_i, a_i, b_i; inner_delta)`` on task ``task``'s new batch."""
         proc = self._process(batch, params, norm)
         data.add_inner(task, proc)
-        new, st = adapt_step(params, proc, objective=self.objective, rule=self.inner_rule,
+        new, st = inner_step(params, proc, objective=self.objective, rule=self.inner_rule,
                              cost_limit=self.meta.inner_cost_target(d), second_order=not self.meta.first_order,
                              metric_fn=self.metric_fn)
         data.steps.append(st)
@@ -473,13 +444,13 @@ class MetaLearner:
         pre = data.pre_processed
         metric = None
         if meta.metric == "fisher":
-            metric = fisher_metric(self.policy, theta, pre, cg_iters=self.update_cfg.cg_iters,
+            metric = fisher_metric(self.agent.policy, theta, pre, cg_iters=self.update_cfg.cg_iters,
                                    damping=self.update_cfg.damping)
 
         def values(cand: Params) -> tuple[float, float, float]:
             r, c = self._post_values(cand, data, d=d)
             with torch.no_grad():
-                kl = float(np.mean([float(mean_kl(self.policy, cand, p)) for p in pre]))
+                kl = float(np.mean([float(mean_kl(self.agent.policy, cand, p)) for p in pre]))
             return r, c, kl
 
         base = {k: v.detach() for k, v in theta.items()}
@@ -491,7 +462,7 @@ class MetaLearner:
             values=values, project=meta.project_meta_step,
         )
         if new is not base:
-            write_params(self.policy, new)
+            self.agent.write_params(new)
         return stats
 
     def _finish(self, data: _MetaBatchData, *, mg: MetaGradient | None, outer: TrustRegionStats, d: float,
@@ -530,25 +501,14 @@ class MetaLearner:
 
     # ------------------------------------------------------------------ critics, state
     def _fit_critics(self, processed: list[ProcessedBatch]) -> None:
-        if not processed:
-            return
-        c = self.critic_cfg
-        fit_critics(
-            [(self.critic_r, torch.cat([p.obs for p in processed]), torch.cat([p.target_r for p in processed])),
-             (self.critic_c, torch.cat([p.obs_c for p in processed]), torch.cat([p.target_c for p in processed]))],
-            optimizer=c.optimizer, lr=c.lr,  # type: ignore[arg-type]
-            iters=self.meta.critic_epochs * (5 if c.optimizer == "lbfgs" else 1),
-            minibatch_size=c.minibatch_size, generator=self.torch_gen, l2=c.l2, fused=c.fused,
-        )
+        if processed:
+            lbfgs = self.agent.critic.optimizer == "lbfgs"
+            self.agent.fit_critics(processed, iters=self.meta.critic_epochs * (5 if lbfgs else 1))
 
     def state_dict(self) -> dict[str, Any]:
         """Modules, normaliser, generators, counters, sampler and (if any) the fixed task set."""
         return {
-            "policy": self.policy.state_dict(),
-            "critic_r": self.critic_r.state_dict(),
-            "critic_c": self.critic_c.state_dict(),
-            "obs_norm": self.normalizer.state_dict(),
-            "torch_generator": self.torch_gen.get_state(),
+            **self.agent.state_dict(),
             "task_rng": self.rng.bit_generator.state,
             "counters": {"iteration": self.iteration, "env_steps": self.env_steps,
                          "skipped_total": self.skipped_total, "fallback_total": self.fallback_total},
@@ -557,13 +517,10 @@ class MetaLearner:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        missing = {"obs_norm", "torch_generator", "task_rng", "counters", "fixed_tasks", "sampler"} - set(state)
+        missing = {*Agent.STATE_KEYS, "task_rng", "counters", "fixed_tasks", "sampler"} - set(state)
         if missing:
             raise ValueError(f"meta-learner state lacks {sorted(missing)}")
-        load_module_states(state, {"policy": self.policy, "critic_r": self.critic_r, "critic_c": self.critic_c},
-                           what="meta-learner")
-        self.normalizer.load_state_dict(state["obs_norm"])
-        self.torch_gen.set_state(state["torch_generator"])
+        self.agent.load_state_dict(state, what="meta-learner")
         self.rng.bit_generator.state = state["task_rng"]
         c = state["counters"]
         self.iteration, self.env_steps, self.skipped_total, self.fallback_total = (
@@ -596,22 +553,18 @@ def build_meta(config: TrainConfig, *, sampler: Sampler, obs_dim: int, act_dim: 
     """A :class:`MetaLearner` for ``config`` (its ``meta`` section) with seeded components."""
     meta: MetaConfig = config.section("meta")
     dist, level0 = task_distributions(config.env.env_id, meta.task_level)
-    policy, critic_r, critic_c = build_modules(config, obs_dim=obs_dim, act_dim=act_dim)
+    agent = Agent.build(config, obs_dim=obs_dim, act_dim=act_dim)
     if meta.backend == "dco":
         from metacpo.solvers.dco import DCO_MAX_PARAMS
 
-        n = sum(p.numel() for p in policy.parameters())
+        n = sum(p.numel() for p in agent.policy.parameters())
         if n > DCO_MAX_PARAMS:
             raise ValueError(f"meta.backend 'dco' supports policies of at most {DCO_MAX_PARAMS} parameters; "
                              f"this policy has {n} (use meta.backend=analytic or a smaller policy.hidden)")
     return MetaLearner(
-        policy=policy, critic_r=critic_r, critic_c=critic_c,
-        normalizer=RunningNormalizer(obs_dim, clip=config.advantage.obs_clip),
-        sampler=sampler, task_distribution=dist, level0_task=level0,
-        meta=meta, advantage=config.advantage, critic=config.critic, update=config.update,
-        steps_per_task=config.sampler.steps_per_iter,
+        agent=agent, sampler=sampler, task_distribution=dist, level0_task=level0,
+        meta=meta, update=config.update, steps_per_task=config.sampler.steps_per_iter,
         rng=np.random.default_rng([config.run.seed, 20240]),
-        torch_gen=torch.Generator().manual_seed(config.run.seed + 7919),
         constrained=constrained,
     )
 

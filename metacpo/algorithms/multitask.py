@@ -9,7 +9,7 @@ with a generator seeded from the run seed. At meta-test time it is adapted like 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +18,8 @@ import numpy as np
 from metacpo.algorithms.cpo import IterationStats, TrustRegionAlgorithm
 from metacpo.algorithms.meta_cpo import task_distributions
 from metacpo.config.schema import TrainConfig
-from metacpo.data.batch import Batch
-from metacpo.samplers.base import PolicySnapshot, Sampler, Task
+from metacpo.samplers.base import Sampler
+from metacpo.samplers.current_task import CurrentTaskSampler
 
 
 @dataclass(frozen=True)
@@ -36,43 +36,6 @@ class MultitaskConfig:
             raise ValueError(f"multitask.task_level must be >= 0, got {self.task_level}")
         if self.iters_per_task < 1:
             raise ValueError(f"multitask.iters_per_task must be >= 1, got {self.iters_per_task}")
-
-
-class CurrentTaskSampler(Sampler):
-    """Forwards to another sampler, filling in ``tasks=[current]`` when a caller passes none."""
-
-    def __init__(self, inner: Sampler) -> None:
-        self.inner = inner
-        self.current: Task = None
-
-    def sample(
-        self,
-        *,
-        snapshot: PolicySnapshot | Sequence[PolicySnapshot],
-        num_steps: int,
-        tasks: Sequence[Task] | None = None,
-    ) -> list[Batch]:
-        if tasks is None and self.current is not None:
-            tasks = [self.current]
-        return self.inner.sample(snapshot=snapshot, num_steps=num_steps, tasks=tasks)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.inner.state_dict()
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.inner.load_state_dict(state)
-
-    @property
-    def num_workers(self) -> int:
-        return self.inner.num_workers
-
-    @property
-    def episode_steps(self) -> int | None:
-        """The env's time limit (the wrapped sampler's)."""
-        return getattr(self.inner, "episode_steps", None)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 class MultitaskCPO(TrustRegionAlgorithm):

@@ -90,6 +90,9 @@ class CellState:
     """Seconds spent meta-testing, summed over attempts."""
     adapt_done: dict[str, Any] | None = None
     """The meta-test settings that ``adapt/`` holds the results of (None: none yet)."""
+    train_env_id: str = ""
+    """The env the cell trains on (``config.env.env_id``): ``env_id`` itself, or another level of its
+    family for a grid entry with ``level`` ('' in files written before the field existed: ``env_id``)."""
 
     @property
     def wall_s(self) -> float:
@@ -162,17 +165,13 @@ def _save_initial_state(config: Any, run_dir: Path) -> None:
     """The algorithm's seeded initial state as an iteration-0 checkpoint (``train: false`` cells)."""
     from metacpo.algorithms.registry import get_algorithm
     from metacpo.checkpoint import save_checkpoint
-    from metacpo.samplers import LocalSampler, env_dims, make_env_for
+    from metacpo.samplers import LocalSampler, env_info
     from metacpo.training import CHECKPOINT_NAME
 
-    env = make_env_for(config.env.env_id)
-    try:
-        obs_dim, act_dim = env_dims(env)
-    finally:
-        env.close()
+    info = env_info(config.env.env_id)
     sampler = LocalSampler(config.env.env_id, seed=config.run.seed)  # building only: nothing is sampled
     try:
-        algo = get_algorithm(config.algo).build(config, sampler=sampler, obs_dim=obs_dim, act_dim=act_dim)
+        algo = get_algorithm(config.algo).build(config, sampler=sampler, obs_dim=info.obs_dim, act_dim=info.act_dim)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(config.to_yaml())
         save_checkpoint(run_dir / CHECKPOINT_NAME, {"iteration": 0, "config": config.to_dict(),

@@ -42,7 +42,7 @@ def adaptation_figure(
 
     ``curves[label]`` is a list of per-step rows with keys ``step``, ``n``, ``return_mean``,
     ``return_ci95``, ``cost_mean``, ``cost_ci95`` (as in ``adapt.json``). ``records``
-    (:class:`metacpo.meta.summary.AdaptRecord`) give the individual curves drawn when n is below
+    (:class:`metacpo.logging.meta_test.AdaptRecord`) give the individual curves drawn when n is below
     :data:`MIN_CI_N`. The cost limit is a dashed horizontal line on the cost panel.
     """
     if not curves:

@@ -1,36 +1,32 @@
-"""The functional Meta-CPO core (differentiable inner adaptation, exact meta-gradient) and the
-meta-test summaries. See docs/meta.md."""
+"""The functional Meta-CPO core: differentiable inner steps and the exact meta-gradient. See
+docs/meta.md (meta-test summaries are in :mod:`metacpo.logging.meta_test`)."""
 
 from metacpo.meta.core import (
-    AdaptStepStats,
+    InnerStepStats,
     MetaGradient,
     Objective,
     StepRule,
     Surrogates,
-    adapt,
-    adapt_step,
+    inner_loop,
+    inner_step,
     meta_gradient,
     meta_parameters,
     post_adaptation_values,
     project_onto_halfspace,
     solve_step,
 )
-from metacpo.meta.summary import AdaptRecord, ci95, summarize
 
 __all__ = [
-    "AdaptRecord",
-    "AdaptStepStats",
+    "InnerStepStats",
     "MetaGradient",
     "Objective",
     "StepRule",
     "Surrogates",
-    "adapt",
-    "adapt_step",
-    "ci95",
+    "inner_loop",
+    "inner_step",
     "meta_gradient",
     "meta_parameters",
     "post_adaptation_values",
     "project_onto_halfspace",
     "solve_step",
-    "summarize",
 ]

@@ -36,14 +36,14 @@ from torch import Tensor
 from metacpo.functional.params import Params, add_flat, flat_grad
 
 __all__ = [
-    "AdaptStepStats",
+    "InnerStepStats",
     "MetaGradient",
     "Objective",
     "StepRule",
     "Surrogates",
-    "adapt",
-    "adapt_step",
     "constraint_b",
+    "inner_loop",
+    "inner_step",
     "meta_gradient",
     "meta_parameters",
     "post_adaptation_values",
@@ -93,7 +93,7 @@ class StepRule:
 
 
 @dataclass(frozen=True)
-class AdaptStepStats:
+class InnerStepStats:
     """What one inner step did (plain floats: safe to log)."""
 
     case: int
@@ -151,7 +151,7 @@ def solve_step(rule: StepRule, *, g: Tensor, a: Tensor | None, b: Tensor | float
     )
 
 
-def adapt_step(
+def inner_step(
     params: Params,
     data: Any,
     *,
@@ -160,7 +160,7 @@ def adapt_step(
     cost_limit: float,
     second_order: bool = True,
     metric_fn: MetricFn | None = None,
-) -> tuple[Params, AdaptStepStats]:
+) -> tuple[Params, InnerStepStats]:
     """One inner CPO (or TRPO) step ``theta' = params + Delta(g, a, b; delta)`` as new tensors.
 
     ``g`` and ``a`` are gradients of the surrogates at ``params`` on ``data``. With
@@ -190,7 +190,7 @@ def adapt_step(
     if not torch.isfinite(step).all():
         raise FloatingPointError("non-finite inner adaptation step")
     new = add_flat(params, step)
-    stats = AdaptStepStats(
+    stats = InnerStepStats(
         case=int(sol.case),
         lam=float(sol.lam.detach()),
         nu=float(sol.nu.detach()) if sol.nu is not None else 0.0,
@@ -203,7 +203,7 @@ def adapt_step(
     return new, stats
 
 
-def adapt(
+def inner_loop(
     theta: Params,
     inner_data: Sequence[Any],
     *,
@@ -212,17 +212,17 @@ def adapt(
     cost_limit: float,
     second_order: bool = True,
     metric_fn: MetricFn | None = None,
-) -> tuple[Params, list[AdaptStepStats]]:
+) -> tuple[Params, list[InnerStepStats]]:
     """``len(inner_data)`` inner steps from ``theta``, step ``k`` on ``inner_data[k]``.
 
     This is the replay form of the inner loop (used by the line search and the tests): in the
     sampling loop each ``inner_data[k]`` is collected with the policy after step ``k - 1``, and
-    :func:`adapt_step` is called once per round instead.
+    :func:`inner_step` is called once per round instead.
     """
     params = dict(theta)
-    stats: list[AdaptStepStats] = []
+    stats: list[InnerStepStats] = []
     for data in inner_data:
-        params, st = adapt_step(
+        params, st = inner_step(
             params, data, objective=objective, rule=rule, cost_limit=cost_limit,
             second_order=second_order, metric_fn=metric_fn,
         )
@@ -259,7 +259,7 @@ def meta_gradient(
 ) -> MetaGradient:
     """``G``, ``A``, ``B``: one backward pass per outer loss through the kept adaptation graphs.
 
-    ``adapted[i]`` must have been built from ``theta`` by :func:`adapt` / :func:`adapt_step`
+    ``adapted[i]`` must have been built from ``theta`` by :func:`inner_loop` / :func:`inner_step`
     (second order: exact Jacobian; first order: identity Jacobian). ``with_cost=False`` skips
     ``A`` (Meta-TRPO), returning zeros for it.
     """
@@ -299,7 +299,7 @@ def post_adaptation_values(
     theta = meta_parameters(theta)  # leaves for the inner gradients; caller's tensors untouched
     r, c, j = [], [], []
     for data_i, post_i in zip(inner_data, post_data, strict=True):
-        p, _ = adapt(theta, data_i, objective=objective, rule=rule, cost_limit=cost_limit,
+        p, _ = inner_loop(theta, data_i, objective=objective, rule=rule, cost_limit=cost_limit,
                      second_order=False, metric_fn=metric_fn)
         with torch.no_grad():
             v = objective({k: t.detach() for k, t in p.items()}, post_i)

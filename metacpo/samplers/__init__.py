@@ -1,11 +1,13 @@
 """Samplers: one interface (:class:`Sampler`), local, multiprocess and Ray backends (:func:`make_sampler`)."""
 
 from metacpo.samplers.base import (
+    EnvInfo,
     Job,
     PolicySnapshot,
     Sampler,
     Task,
     env_dims,
+    env_info,
     make_env_for,
     merge_parts,
     plan_jobs,
@@ -15,18 +17,22 @@ from metacpo.samplers.base import (
 )
 from typing import TYPE_CHECKING
 
+from metacpo.samplers.current_task import CurrentTaskSampler
 from metacpo.samplers.local import LocalSampler
 
 if TYPE_CHECKING:
     from metacpo.tasks.setup import TaskSetup
 
 __all__ = [
+    "CurrentTaskSampler",
+    "EnvInfo",
     "Job",
     "LocalSampler",
     "PolicySnapshot",
     "Sampler",
     "Task",
     "env_dims",
+    "env_info",
     "make_env_for",
     "merge_parts",
     "plan_jobs",

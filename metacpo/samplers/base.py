@@ -113,6 +113,26 @@ def env_dims(env: Any) -> tuple[int, int]:
     return int(obs_shape[0]), int(act_shape[0])
 
 
+@dataclass(frozen=True)
+class EnvInfo:
+    """What the algorithms need to know of an environment before building their modules."""
+
+    obs_dim: int
+    act_dim: int
+    episode_steps: int | None
+    """The env's time limit (``spec.max_episode_steps``); None when it has none."""
+
+
+def env_info(env_id: str) -> EnvInfo:
+    """Build ``env_id`` once, read its dims and time limit, close it (ValueError on unknown ids)."""
+    env = make_env_for(env_id)
+    try:
+        limit = getattr(getattr(env, "spec", None), "max_episode_steps", None)
+        return EnvInfo(*env_dims(env), episode_steps=int(limit) if limit else None)
+    finally:
+        env.close()
+
+
 _NP_ACTIVATIONS = {
     "tanh": np.tanh,
     "relu": lambda x: np.maximum(x, 0.0),

@@ -17,12 +17,10 @@ from .metric import (
     conjugate_gradient,
     solve_linear,
 )
-from .instances import CPOInstance, random_instance, random_spd
 from .types import CPOSolution, SolverCase, SolverError
 
 __all__ = [
     "BACKENDS",
-    "CPOInstance",
     "CPOSolution",
     "DCO_MAX_PARAMS",
     "DCO_SOLVER_ARGS",
@@ -34,8 +32,6 @@ __all__ = [
     "SolverCase",
     "SolverError",
     "conjugate_gradient",
-    "random_instance",
-    "random_spd",
     "solve_analytic",
     "solve_cpo",
     "solve_cpo_with_fallback",

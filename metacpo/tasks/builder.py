@@ -231,27 +231,6 @@ class StochasticBuilder(FastStepMixin, Builder):
         return obs, info
 
 
-class ReferenceBuilder(Builder):
-    """The plain Safety-Gymnasium ``Builder`` running one task of a family, without speed-ups.
-
-    Only task construction differs from ``safety_gymnasium.builder.Builder``; reset, step,
-    observations, rewards and costs are Safety-Gymnasium's own. Used to check the fast path.
-    """
-
-    def __init__(self, agent: str, family: str, task: Task, render_mode: str | None = None) -> None:
-        fam = get_family(family)
-        StochasticBuilder._check_task(fam, task)
-        self._family = fam
-        self._task = task
-        super().__init__(task_id=make_env_id(agent, family, 0), config={"agent_name": agent},
-                         render_mode=render_mode)
-
-    def _get_task(self) -> BaseTask:
-        task = self._family.load_task_class()(config=self.config, task=self._task)
-        task.build_observation_space()
-        return task
-
-
 _STANDARD_RE = re.compile(r"^Safety(?P<agent>Point|Car|Doggo|Racecar|Ant)(?P<task>Circle|Button|Goal|Push)"
                           r"(?P<level>[012])-v0$")
 STANDARD_ENTRY_POINT = "metacpo.tasks.builder:StandardBuilder"

@@ -8,11 +8,10 @@ import json
 
 import pytest
 
-from metacpo.adaptation import AdaptSettings, _dims_of, adaptation_config, held_out_tasks, load_initialisation
+from metacpo.adaptation import AdaptSettings, adaptation_config, held_out_tasks, load_initialisation
 from metacpo.algorithms.cpo import TrustRegionAlgorithm
-from metacpo.algorithms.multitask import CurrentTaskSampler
 from metacpo.cli import main
-from metacpo.samplers.local import LocalSampler
+from metacpo.samplers import CurrentTaskSampler, LocalSampler
 
 ENV = "SafetyPointStcircle1-v0"
 TINY = ["--env-id", ENV, "--sampler", "local", "--steps-per-iter", "500", "--no-progress",
@@ -40,10 +39,9 @@ def test_inner_margin_in_training_and_meta_test(tmp_path):
     sampler = LocalSampler("SafetyPointStcircle2-v0", seed=1_000_000)
     try:
         _, (task,) = held_out_tasks(ENV, level=2, count=1)
-        ts = CurrentTaskSampler(sampler)
-        ts.current = task
-        obs_dim, act_dim = _dims_of(init, sampler)
-        algo = TrustRegionAlgorithm(cfg, sampler=ts, constrained=True, obs_dim=obs_dim, act_dim=act_dim)
+        obs_dim, act_dim = init.dims()
+        algo = TrustRegionAlgorithm(cfg, sampler=CurrentTaskSampler(sampler, task=task), constrained=True,
+                                    obs_dim=obs_dim, act_dim=act_dim)
         st = algo.iterate(0)
         assert st.margin == pytest.approx(5.0)
         assert st.update.b == pytest.approx(st.rollout.j_c - 5.0, abs=1e-9)  # b = J_C - (d - m), d = 10

@@ -94,9 +94,9 @@ def _one_iteration(seed: int):
     cfg = _config(seed)
     with LocalSampler(ENV, seed=seed) as sampler:
         algo = build_meta_cpo(cfg, sampler=sampler, obs_dim=28, act_dim=2)
-        before = flatten(params_of(algo.policy, detach=True)).clone()
+        before = flatten(params_of(algo.agent.policy, detach=True)).clone()
         stats = algo.iterate(0)
-        after = flatten(params_of(algo.policy, detach=True)).clone()
+        after = flatten(params_of(algo.agent.policy, detach=True)).clone()
     row = {k: v for k, v in stats.log_row().items() if not k.startswith("time/")}
     return before, after, row
 
@@ -161,9 +161,9 @@ def test_non_finite_data_skips_the_meta_update_and_leaves_theta_untouched():
         ok_keys = set(build_meta_cpo(cfg, sampler=good, obs_dim=28, act_dim=2).iterate(0).log_row())
     with _NaNRewards(ENV, seed=5) as sampler:
         algo = build_meta_cpo(cfg, sampler=sampler, obs_dim=28, act_dim=2)
-        before = flatten(params_of(algo.policy, detach=True)).clone()
+        before = flatten(params_of(algo.agent.policy, detach=True)).clone()
         st = algo.iterate(0)
-        assert torch.equal(flatten(params_of(algo.policy, detach=True)), before)
+        assert torch.equal(flatten(params_of(algo.agent.policy, detach=True)), before)
     assert st.skipped and "non-finite" in st.skip_reason and st.skipped_total == 1
     assert st.events() and "skipped" in st.events()[0]
     row = st.log_row()
@@ -211,14 +211,14 @@ def test_each_inner_round_and_the_post_round_sample_with_the_adapted_parameters(
 
     from metacpo.algorithms.common import process_batch
     from metacpo.algorithms.meta_cpo import surrogate_objective
-    from metacpo.meta.core import adapt_step
+    from metacpo.meta.core import inner_step
 
     cfg = _config(11)
     with _Recording(ENV, seed=11) as sampler:
         algo = build_meta_cpo(cfg, sampler=sampler, obs_dim=28, act_dim=2)
-        theta = {k: v.detach().clone() for k, v in algo.policy.named_parameters()}
-        critic_r, critic_c = copy.deepcopy(algo.critic_r), copy.deepcopy(algo.critic_c)
-        norm = algo.obs_norm_state()
+        theta = {k: v.detach().clone() for k, v in algo.agent.policy.named_parameters()}
+        critic_r, critic_c = copy.deepcopy(algo.agent.critic_r), copy.deepcopy(algo.agent.critic_c)
+        norm = algo.agent.obs_norm_state()
         algo.iterate(0)
     calls = sampler.calls
     assert len(calls) == 3  # inner round 0, inner round 1, post-update round
@@ -226,15 +226,15 @@ def test_each_inner_round_and_the_post_round_sample_with_the_adapted_parameters(
     for snap in calls[0][0]:
         for k, v in theta.items():
             np.testing.assert_array_equal(snap.params[k], v.numpy())
-    adv, objective = cfg.advantage, surrogate_objective(algo.policy)
+    adv, objective = cfg.advantage, surrogate_objective(algo.agent.policy)
     for i in range(2):
         p = dict(theta)
         for k in range(2):
-            proc = process_batch(calls[k][2][i], policy=algo.policy, params=p, critic_r=critic_r, critic_c=critic_c,
+            proc = process_batch(calls[k][2][i], policy=algo.agent.policy, params=p, critic_r=critic_r, critic_c=critic_c,
                                  obs_norm=norm, gamma=adv.gamma, lam=adv.lam, cost_gamma=adv.cost_gamma,
                                  cost_lam=adv.cost_lam)
             leaf = {n: v.detach().requires_grad_(True) for n, v in p.items()}
-            p, _ = adapt_step(leaf, proc, objective=objective, rule=algo.inner_rule, cost_limit=25.0,
+            p, _ = inner_step(leaf, proc, objective=objective, rule=algo.inner_rule, cost_limit=25.0,
                               second_order=False)
             used = calls[k + 1][0][i].params
             moved = max(float(np.abs(used[n] - theta[n].numpy()).max()) for n in theta)

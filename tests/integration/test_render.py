@@ -19,7 +19,8 @@ from metacpo.rendering import (
     side_by_side,
     write_video,
 )
-from metacpo.tasks import ButtonTask, CircleTask, ReferenceBuilder, StochasticBuilder
+from metacpo.tasks import ButtonTask, CircleTask, StochasticBuilder
+from tests.reference_builder import ReferenceBuilder
 
 pytestmark = pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0:DeprecationWarning")
 

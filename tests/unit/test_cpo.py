@@ -104,13 +104,13 @@ def test_algorithm_counts_and_reports_skipped_updates_on_a_real_env():
     with LocalSampler(cfg.env.env_id, seed=1) as sampler:
         algo = TrustRegionAlgorithm(cfg, sampler=sampler, constrained=True, obs_dim=28, act_dim=2)
         with torch.no_grad():
-            algo.critic_r.net[-1].bias.fill_(float("nan"))  # poisoned critic -> non-finite advantages
-        before = {k: v.clone() for k, v in algo.policy.state_dict().items()}
+            algo.agent.critic_r.net[-1].bias.fill_(float("nan"))  # poisoned critic -> non-finite advantages
+        before = {k: v.clone() for k, v in algo.agent.policy.state_dict().items()}
         stats = algo.iterate(0)
         assert stats.update.skipped and stats.skipped_total == 1 and algo.skipped_total == 1
         row = stats.log_row()
         assert row["update/skipped"] == 1 and row["solver/case"] == "skipped"
         assert stats.events() == ["update skipped: non-finite advantages or J_C"]
-        for k, v in algo.policy.state_dict().items():
+        for k, v in algo.agent.policy.state_dict().items():
             assert torch.equal(v, before[k])
-        assert algo.env_steps == 500 and algo.normalizer.count == 500  # sampling itself went on
+        assert algo.env_steps == 500 and algo.agent.normalizer.count == 500  # sampling itself went on

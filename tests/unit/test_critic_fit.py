@@ -106,8 +106,8 @@ def test_fused_falls_back_when_critics_do_not_stack_or_targets_are_not_finite():
 
 def test_configs_written_before_fused_fitting_load_with_it_off(tmp_path):
     from metacpo.config.schema import TrainConfig
-    from metacpo.training import _config_from
+    from metacpo.checkpoint import config_from_saved
 
     assert TrainConfig().critic.fused is True
-    old = _config_from({"algo": "cpo", "critic": {"hidden": [64, 64]}}, tmp_path / "config.yaml")
+    old = config_from_saved({"algo": "cpo", "critic": {"hidden": [64, 64]}}, source=tmp_path / "config.yaml")
     assert old.critic.fused is False

@@ -20,7 +20,7 @@ from metacpo.functional.params import flatten, unflatten
 from metacpo.meta.core import (
     StepRule,
     Surrogates,
-    adapt,
+    inner_loop,
     meta_gradient,
     meta_parameters,
     post_adaptation_values,
@@ -116,7 +116,7 @@ def finite_diff(theta, inner, post, rule, eps=1e-6):
 def second_order(theta, inner, post, rule):
     adapted, stats = [], []
     for data_i in inner:
-        p, st = adapt(theta, data_i, objective=quad_objective, rule=rule, cost_limit=0.0)
+        p, st = inner_loop(theta, data_i, objective=quad_objective, rule=rule, cost_limit=0.0)
         adapted.append(p)
         stats.append(st)
     mg = meta_gradient(theta, adapted, post, objective=quad_objective, cost_limit=0.0)
@@ -159,7 +159,7 @@ def first_order_reference(theta, inner, post, rule):
     """Closed form ``mean_i (P'_i theta'_i + q'_i)``, ``theta'_i`` from a value-only adaptation."""
     gs, as_ = [], []
     for data_i, post_i in zip(inner, post):
-        p, _ = adapt(meta_parameters(theta), data_i, objective=quad_objective, rule=rule, cost_limit=0.0,
+        p, _ = inner_loop(meta_parameters(theta), data_i, objective=quad_objective, rule=rule, cost_limit=0.0,
                      second_order=False)
         x = flatten({k: v.detach() for k, v in p.items()}).numpy()
         gs.append(post_i.P.numpy() @ x + post_i.q.numpy())
@@ -171,7 +171,7 @@ def first_order_reference(theta, inner, post, rule):
 def test_first_order_equals_gradient_without_jacobian_term(case):
     theta, inner, post = problem(case, seed=1)
     rule = StepRule(delta=DELTA)
-    adapted = [adapt(theta, d, objective=quad_objective, rule=rule, cost_limit=0.0, second_order=False)[0]
+    adapted = [inner_loop(theta, d, objective=quad_objective, rule=rule, cost_limit=0.0, second_order=False)[0]
                for d in inner]
     mg = meta_gradient(theta, adapted, post, objective=quad_objective, cost_limit=0.0)
     ref_g, ref_a = first_order_reference(theta, inner, post, rule)
@@ -196,7 +196,7 @@ def test_trpo_rule_ignores_cost():
     rule = StepRule(delta=DELTA, constrained=False)
     adapted = []
     for d in inner:
-        p, st = adapt(theta, d, objective=quad_objective, rule=rule, cost_limit=0.0)
+        p, st = inner_loop(theta, d, objective=quad_objective, rule=rule, cost_limit=0.0)
         assert all(s.case == int(SolverCase.UNCONSTRAINED) and s.nu == 0.0 for s in st)
         adapted.append(p)
     mg = meta_gradient(theta, adapted, post, objective=quad_objective, cost_limit=0.0, with_cost=False)

@@ -16,7 +16,7 @@ import torch
 from metacpo.algorithms.common import fisher_at_params
 from metacpo.algorithms.meta_cpo import MetaConfig, inner_fisher_metric_fn, surrogate_objective
 from metacpo.functional.params import flatten, params_of, unflatten
-from metacpo.meta.core import StepRule, adapt, meta_gradient, meta_parameters, post_adaptation_values
+from metacpo.meta.core import StepRule, inner_loop, meta_gradient, meta_parameters, post_adaptation_values
 from metacpo.models.policy import GaussianMLPPolicy, PolicySpec
 from metacpo.solvers import ExactFisherMetric, FisherMetric, MatrixMetric
 from tests.unit.test_meta_policy import synthetic_batch
@@ -37,7 +37,7 @@ def _fd_errors(policy, theta, metric_fn, *, j_c: float, n_dirs: int = 2):
     rule = StepRule(delta=0.02, normalize=False)
     inner = [[synthetic_batch(policy, det, n=60, seed=10 * i + k, j_c=j_c) for k in range(2)] for i in range(2)]
     post = [synthetic_batch(policy, det, n=60, seed=10 * i + 7, j_c=j_c) for i in range(2)]
-    runs = [adapt(theta, d, objective=obj, rule=rule, cost_limit=1.0, metric_fn=metric_fn) for d in inner]
+    runs = [inner_loop(theta, d, objective=obj, rule=rule, cost_limit=1.0, metric_fn=metric_fn) for d in inner]
     cases = {s.case for _, st in runs for s in st}
     mg = meta_gradient(theta, [p for p, _ in runs], post, objective=obj, cost_limit=1.0)
     x0 = flatten(det)

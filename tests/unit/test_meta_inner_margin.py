@@ -14,7 +14,7 @@ import torch
 from metacpo.algorithms.margin import fixed_margin
 from metacpo.algorithms.meta_cpo import MetaConfig, surrogate_objective
 from metacpo.functional.params import flat_grad, flatten, params_of, unflatten
-from metacpo.meta.core import StepRule, adapt, adapt_step, meta_gradient, meta_parameters, post_adaptation_values
+from metacpo.meta.core import StepRule, inner_loop, inner_step, meta_gradient, meta_parameters, post_adaptation_values
 from metacpo.models.policy import GaussianMLPPolicy, PolicySpec
 from metacpo.solvers import solve_cpo
 from tests.unit.test_meta_policy import synthetic_batch
@@ -56,7 +56,7 @@ def test_inner_step_aims_at_d_minus_m():
     rule = StepRule(delta=0.01, normalize=False)
     target = meta.inner_cost_target(d)
     assert target == pytest.approx(0.5)
-    new, st = adapt_step(theta, data, objective=obj, rule=rule, cost_limit=target)
+    new, st = inner_step(theta, data, objective=obj, rule=rule, cost_limit=target)
     assert st.j_c == pytest.approx(0.9) and st.b == pytest.approx(0.9 - 0.5, abs=1e-12)
     # the same step from the solver on (g, a, b = J_C - (d - m)) computed independently
     s = obj(theta, data)
@@ -68,7 +68,7 @@ def test_inner_step_aims_at_d_minus_m():
     torch.testing.assert_close(flatten({k: v.detach() for k, v in new.items()}) - flatten(det), ref.step,
                                rtol=1e-10, atol=1e-12)
     # without the margin the constraint is slack at this point and the step differs
-    _, plain = adapt_step(theta, data, objective=obj, rule=rule, cost_limit=d)
+    _, plain = inner_step(theta, data, objective=obj, rule=rule, cost_limit=d)
     assert plain.b == pytest.approx(-0.1) and plain.case == 0
 
 
@@ -83,8 +83,8 @@ def test_meta_gradient_with_inner_margin_matches_finite_differences():
     inner = [[synthetic_batch(policy, det, n=100, seed=10 * i + k, j_c=0.85) for k in range(2)] for i in range(2)]
     post = [synthetic_batch(policy, det, n=100, seed=10 * i + 7, j_c=0.85) for i in range(2)]
     target = meta.inner_cost_target(d)
-    runs = [adapt(theta, x, objective=obj, rule=rule, cost_limit=target) for x in inner]
-    plain = [adapt(theta, x, objective=obj, rule=rule, cost_limit=d) for x in inner]
+    runs = [inner_loop(theta, x, objective=obj, rule=rule, cost_limit=target) for x in inner]
+    plain = [inner_loop(theta, x, objective=obj, rule=rule, cost_limit=d) for x in inner]
     for (p_m, st_m), (p_0, st_0) in zip(runs, plain, strict=True):
         assert st_m[0].b - st_0[0].b == pytest.approx(0.6, abs=1e-12)  # same J_C, target lower by m
         assert float((flatten(p_m) - flatten(p_0)).detach().norm()) > 1e-3  # a different adaptation

@@ -8,7 +8,7 @@ import torch
 from metacpo.algorithms.common import ProcessedBatch, RolloutStats
 from metacpo.algorithms.meta_cpo import surrogate_objective
 from metacpo.functional.params import flatten, params_of
-from metacpo.meta.core import StepRule, adapt, meta_gradient, meta_parameters
+from metacpo.meta.core import StepRule, inner_loop, meta_gradient, meta_parameters
 from metacpo.models.policy import GaussianMLPPolicy, PolicySpec
 
 
@@ -44,7 +44,7 @@ def _run(policy, theta, *, first_order: bool, j_c: float, tasks: int = 2, steps:
         p = dict(theta)
         for k in range(steps):
             data = synthetic_batch(policy, {n: v.detach() for n, v in p.items()}, n=200, seed=100 * i + k, j_c=j_c)
-            p, _ = adapt(p, [data], objective=obj, rule=rule, cost_limit=1.0, second_order=not first_order)
+            p, _ = inner_loop(p, [data], objective=obj, rule=rule, cost_limit=1.0, second_order=not first_order)
         adapted.append(p)
         post.append(synthetic_batch(policy, {n: v.detach() for n, v in p.items()}, n=200, seed=100 * i + 50, j_c=j_c))
     return meta_gradient(theta, adapted, post, objective=obj, cost_limit=1.0)
@@ -97,7 +97,7 @@ def test_policy_meta_gradient_matches_directional_finite_differences():
         rule = StepRule(delta=0.01, backend=backend, normalize=False)
         inner = [[synthetic_batch(policy, det, n=100, seed=10 * i + k, j_c=j_c) for k in range(2)] for i in range(2)]
         post = [synthetic_batch(policy, det, n=100, seed=10 * i + 7, j_c=j_c) for i in range(2)]
-        runs = [adapt(theta, d, objective=obj, rule=rule, cost_limit=1.0) for d in inner]
+        runs = [inner_loop(theta, d, objective=obj, rule=rule, cost_limit=1.0) for d in inner]
         adapted = [p for p, _ in runs]
         seen |= {s.case for _, st in runs for s in st}
         mg = meta_gradient(theta, adapted, post, objective=obj, cost_limit=1.0)

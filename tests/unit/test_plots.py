@@ -10,7 +10,7 @@ import pytest
 
 from metacpo.logging.curves import training_figure
 from metacpo.logging.plots import MIN_CI_N, adaptation_figure, plot_adaptation
-from metacpo.meta.summary import AdaptRecord, summarize
+from metacpo.logging.meta_test import AdaptRecord, summarize
 
 
 def _records(label, tasks, seeds, steps=4, cost0=40.0):

@@ -11,10 +11,9 @@ from metacpo.solvers import (
     CPOSolution,
     MatrixMetric,
     SolverCase,
-    random_instance,
-    random_spd,
     solve_cpo,
 )
+from tests.solver_instances import random_instance, random_spd
 
 F64 = torch.float64
 CASES = [SolverCase.UNCONSTRAINED, SolverCase.ACTIVE, SolverCase.RECOVERY]

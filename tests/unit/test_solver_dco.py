@@ -13,12 +13,12 @@ from metacpo.solvers import (
     MatrixMetric,
     SolverCase,
     SolverError,
-    random_instance,
     solve_cpo,
     solve_cpo_with_fallback,
     solve_dco,
 )
 from metacpo.solvers.dco import cpo_layer, trust_region_layer
+from tests.solver_instances import random_instance
 
 F64 = torch.float64
 CASES = [SolverCase.UNCONSTRAINED, SolverCase.ACTIVE, SolverCase.RECOVERY]

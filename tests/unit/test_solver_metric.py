@@ -10,11 +10,10 @@ from metacpo.solvers import (
     MatrixMetric,
     SolverCase,
     conjugate_gradient,
-    random_instance,
-    random_spd,
     solve_cpo,
     solve_linear,
 )
+from tests.solver_instances import random_instance, random_spd
 
 F64 = torch.float64
 CASES = [SolverCase.UNCONSTRAINED, SolverCase.ACTIVE, SolverCase.RECOVERY]

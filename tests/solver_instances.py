@@ -1,4 +1,4 @@
-"""Random CPO sub-problem instances placed in a chosen case (tests and benchmarks)."""
+"""Random CPO sub-problem instances placed in a chosen case (the solver tests; bench/solver.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .types import SolverCase
+from metacpo.solvers import SolverCase
 
 
 @dataclass(frozen=True)
