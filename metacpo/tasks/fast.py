@@ -337,9 +337,27 @@ class FastTaskMixin(FastBuildMixin):
         jnt = model.body_jntadr[agent]
         self._f_agent_free_qpos = int(model.jnt_qposadr[jnt]) if (
             jnt >= 0 and model.jnt_type[jnt] == mujoco.mjtJoint.mjJNT_FREE) else None
+        # gremlins: mocap body (its one geom carries the pose), welded free body "...obj"
+        self._f_gremlins = {}
+        for name in config["mocaps"]:
+            body = model.body(name).id
+            obj = model.body(name.replace("mocap", "obj")).id
+            weld = [i for i in range(model.neq) if model.eq_obj1id[i] == body and model.eq_obj2id[i] == obj]
+            if len(weld) != 1:
+                raise RuntimeError(f"expected one weld between {name} and its object, found {len(weld)}")
+            self._f_gremlins[name] = (body, model.geom(name).id, obj,
+                                      int(model.jnt_qposadr[model.body_jntadr[obj]]), weld[0])
+
+    @staticmethod
+    def _movable(config: dict) -> bool:
+        """Whether every free body and mocap of ``config`` is a gremlin pair that :meth:`_reuse_model`
+        can move (other free bodies -- vases, the push box -- still rebuild)."""
+        mocaps, free = config["mocaps"], config["free_geoms"]
+        return (all(n.startswith("gremlin") and n.endswith("mocap") for n in mocaps)
+                and set(free) == {n.replace("mocap", "obj") for n in mocaps})
 
     def _reuse_model(self, config: dict) -> bool:
-        if config["free_geoms"] or config["mocaps"]:
+        if (config["free_geoms"] or config["mocaps"]) and not self._movable(config):
             return False
         key = (self.agent.base, _structure_key(config, self._RESIZABLE))
         if key == self._f_struct:
@@ -358,6 +376,26 @@ class FastTaskMixin(FastBuildMixin):
             model.body_quat[bid] = _compiled_quat(geom["rot"])
             if name in self._RESIZABLE:
                 _resize_cylinder(model, model.geom(name).id, geom)
+        for name, (body, geom, obj, adr, weld) in self._f_gremlins.items():
+            # as compiled: the mocap body stays at the origin, its geom (and so its inertial frame)
+            # and the free body take the pose, the weld's relative pose is that pose, and the
+            # free joint starts there
+            mocap, free = config["mocaps"][name], config["free_geoms"][name.replace("mocap", "obj")]
+            pos = [_xml_float(v) for v in np.asarray(mocap["pos"])]
+            quat = _compiled_quat(mocap["rot"])
+            model.geom_pos[geom] = pos
+            model.geom_quat[geom] = quat
+            model.body_ipos[body] = pos
+            model.body_iquat[body] = quat
+            model.eq_data[weld, 3:6] = pos
+            model.eq_data[weld, 6:10] = quat
+            pos = [_xml_float(v) for v in np.asarray(free["pos"])]
+            quat = _compiled_quat(free["rot"])
+            model.body_pos[obj] = pos
+            model.body_quat[obj] = quat
+            for arr in (model.qpos0, model.qpos_spring):
+                arr[adr: adr + 3] = pos
+                arr[adr + 3: adr + 7] = quat
         agent = self._f_agent_body_id
         pos = [_xml_float(v) for v in np.r_[config["agent_xy"], self.agent.z_height]]
         quat = _compiled_quat(config["agent_rot"])
