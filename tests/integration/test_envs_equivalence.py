@@ -290,3 +290,31 @@ def test_fast_path_opt_out(monkeypatch):
     assert type(make_env("SafetyPointGoal1Vision-v0").unwrapped).__name__ == "Builder"  # not covered
     with pytest.raises(ValueError, match="fast='yes' is not allowed"):
         make_env("SafetyPointGoal1-v0", fast="yes")
+
+
+@pytest.mark.parametrize("env_id", ["SafetyPointButton1-v0", "SafetyCarButton2-v0", "SafetyPointGoal2-v0",
+                                    "SafetyPointPush1-v0", "SafetyPointStbutton2-v0"])
+def test_fast_layout_sampling_draws_what_safety_gymnasium_draws(env_id):
+    """FastRandomGenerator vs Safety-Gymnasium's RandomGenerator, same placements and seeds: the
+    same layouts and the same generator state afterwards (so the same draws), over many resets
+    of crowded layouts (tens of thousands of rejected candidates)."""
+    from safety_gymnasium.utils.random_generator import RandomGenerator
+
+    from metacpo.tasks.fast import FastRandomGenerator
+
+    env = make_env(env_id)
+    env.reset(seed=0)  # placements are set on the first reset
+    task = env.unwrapped.task
+    assert isinstance(task.random_generator, FastRandomGenerator)
+    fast, plain = FastRandomGenerator(), RandomGenerator()
+    for g in (fast, plain):
+        g.set_placements_info(task.random_generator.placements, task.random_generator.placements_extents,
+                              task.random_generator.placements_margin)
+    for seed in range(40):
+        fast.set_random_seed(seed)
+        plain.set_random_seed(seed)
+        a, b = fast.build_layout(), plain.build_layout()
+        assert list(a) == list(b)
+        for k in b:
+            np.testing.assert_array_equal(a[k], b[k])
+        assert str(fast.random_generator.get_state()) == str(plain.random_generator.get_state())
