@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from metacpo.choices import SAMPLER_KINDS, SamplerKind, check_choice
 from metacpo.fileio import write_text_atomic
 from metacpo.checkpoint import CheckpointError, load_checkpoint
 from metacpo.config.schema import TRAIN_SEED_LIMIT, RunConfig, SamplerConfig, TrainConfig, UpdateConfig
@@ -68,7 +69,7 @@ class AdaptSettings:
     """Environment steps per adaptation update (0: the first run's sampler.steps_per_iter)."""
     cost_limit: float | None = None
     """Cost limit d (None: the first run's update.cost_limit); the same d for every curve."""
-    sampler: str = "local"
+    sampler: SamplerKind = "local"
     """Sampler backend: local, process or ray."""
     ray_address: str = ""
     """Ray cluster to join with the ray sampler ('' = start a local Ray)."""
@@ -98,8 +99,7 @@ class AdaptSettings:
             raise ValueError(f"--steps-per-iter must be >= 1 (or 0 for the run's), got {self.steps_per_iter}")
         if self.cost_limit is not None and not (math.isfinite(self.cost_limit) and self.cost_limit >= 0):
             raise ValueError(f"--cost-limit must be a finite number >= 0, got {self.cost_limit}")
-        if self.sampler not in ("local", "process", "ray"):
-            raise ValueError(f"unknown sampler {self.sampler!r}; allowed: 'local', 'process', 'ray'")
+        check_choice("sampler", self.sampler, SAMPLER_KINDS)
         if self.ray_address and self.sampler != "ray":
             raise ValueError(f"--ray-address {self.ray_address} needs --sampler ray (got --sampler {self.sampler}); "
                              "drop --ray-address or pass --sampler ray")

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 
 from metacpo.algorithms.margin import fixed_margin
+from metacpo.choices import METRICS, SOLVER_BACKENDS, MetricKind, SolverBackend, check_choice
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,9 @@ class MetaConfig:
     """Cost-limit annealing: start from this limit and move linearly to the run's cost limit."""
     anneal_iters: int = 0
     """Meta-iterations over which the cost limit is annealed (0 with a start value: no annealing)."""
-    backend: str = "analytic"
+    backend: SolverBackend = "analytic"
     """Solver backend for inner and outer steps."""
-    metric: str = "identity"
+    metric: MetricKind = "identity"
     """Trust-region metric H: identity (seed; meta-gradient exact) or Fisher (treated as a
     constant on the meta-gradient path)."""
     normalize_grads: bool = False
@@ -88,10 +89,8 @@ class MetaConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {v}")
-        if self.backend not in ("analytic", "dco"):
-            raise ValueError(f"unknown solver backend {self.backend!r}; allowed: 'analytic', 'dco'")
-        if self.metric not in ("identity", "fisher"):
-            raise ValueError(f"unknown metric {self.metric!r}; allowed: 'identity', 'fisher'")
+        check_choice("meta.backend", self.backend, SOLVER_BACKENDS)
+        check_choice("meta.metric", self.metric, METRICS)
         if self.backend == "dco" and self.metric != "identity":
             raise ValueError("the dco backend supports only metric='identity'")
         if self.task_level < 0:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from metacpo.choices import SAMPLER_KINDS
+
 NAME = "adapt"
 HELP = ("Meta-test runs: adapt each trained initialisation with CPO on held-out level-L tasks; "
         "writes adapt.csv, adapt.json (mean ± 95% CI over tasks × seeds) and adapt.png.")
@@ -24,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--margin", action="store_true",
                         help="adapt every curve with CPO's adaptive cost margin (default: plain CPO steps; "
                              "meta runs use their meta-trained inner step)")
-    parser.add_argument("--sampler", choices=("local", "process", "ray"), default="local", help="sampler backend")
+    parser.add_argument("--sampler", choices=SAMPLER_KINDS, default="local", help="sampler backend")
     parser.add_argument("--workers", type=int, default=0, help="process/ray sampler workers (0 = CPU count)")
     parser.add_argument("--ray-address", default="", help="Ray cluster to join with --sampler ray (default: start a local Ray)")
     parser.add_argument("--out", metavar="DIR", default=None, help="output directory (default: the first run dir)")

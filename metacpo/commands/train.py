@@ -30,16 +30,27 @@ def _section_classes() -> dict[str, type]:
     return dict(SECTIONS)
 
 
-def _epilog() -> str:
-    from metacpo.config.schema import field_docs
+def _section_lines(name: str, cls: type) -> list[str]:
+    """``name.key = default  (allowed values)`` and the field's docstring, for every field of ``cls``."""
+    import typing
 
+    from metacpo.config.schema import choices_of, field_docs
+
+    docs = field_docs(cls)
+    hints = typing.get_type_hints(cls)
+    lines = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        allowed = choices_of(hints[f.name])
+        lines.append(f"  {name}.{f.name} = {default!r}" + (f"  (one of: {', '.join(allowed)})" if allowed else ""))
+        lines.append(f"      {docs.get(f.name, '')}")
+    return lines
+
+
+def _epilog() -> str:
     lines = ["config keys for --set section.key=value (and presets), with defaults:"]
     for name, cls in _section_classes().items():
-        docs = field_docs(cls)
-        for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            lines.append(f"  {name}.{f.name} = {default!r}")
-            lines.append(f"      {docs.get(f.name, '')}")
+        lines += _section_lines(name, cls)
     from metacpo.algorithms.registry import algorithm_names, get_algorithm
 
     users: dict[tuple[str, type], list[str]] = {}  # one listing per section, naming every algorithm using it
@@ -47,12 +58,8 @@ def _epilog() -> str:
         for name, cls in get_algorithm(algo).sections.items():
             users.setdefault((name, cls), []).append(algo)
     for (name, cls), algos in users.items():
-        docs = field_docs(cls)
         lines.append(f"[{name}] section (algo {', '.join(algos)} only):")
-        for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            lines.append(f"  {name}.{f.name} = {default!r}")
-            lines.append(f"      {docs.get(f.name, '')}")
+        lines += _section_lines(name, cls)
     return "\n".join(lines)
 
 

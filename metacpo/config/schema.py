@@ -22,24 +22,23 @@ from typing import Any
 
 import yaml
 
+from metacpo.choices import (
+    ACTIVATIONS,
+    CRITIC_OPTIMIZERS,
+    METRICS,
+    SAMPLER_KINDS,
+    SOLVER_BACKENDS,
+    Activation,
+    CriticOptimizer,
+    MetricKind,
+    SamplerKind,
+    SolverBackend,
+    check_choice,
+)
+
 PRESET_DIR = Path(__file__).parent / "presets"
 TRAIN_SEED_LIMIT = 1_000_000
 """Training run seeds must be below this; metacpo adapt's test seeds start here."""
-
-_ALLOWED: dict[str, tuple[str, ...]] = {
-    "activation": ("tanh", "relu", "elu"),
-    "critic_optimizer": ("adam", "lbfgs"),
-    "metric": ("fisher", "identity"),
-    "backend": ("analytic", "dco"),
-    "sampler": ("local", "process", "ray"),
-}
-
-
-def _choice(what: str, value: str, allowed_key: str) -> None:
-    allowed = _ALLOWED[allowed_key]
-    if value not in allowed:
-        raise ValueError(f"unknown {what} {value!r}; allowed: {list(allowed)}")
-
 
 def _rate(what: str, value: float, *, low_open: bool = False) -> None:
     ok = (0.0 < value <= 1.0) if low_open else (0.0 <= value <= 1.0)
@@ -92,15 +91,15 @@ class PolicyConfig:
     hidden: tuple[int, ...] = (64, 64)
     """Hidden layer sizes of the mean network (the seed used (24, 12); (64, 64) is the common CPO
     size on Safety-Gym; preset seed_identity restores the seed's)."""
-    activation: str = "tanh"
-    """Activation between hidden layers: tanh, relu or elu."""
+    activation: Activation = "tanh"
+    """Activation between hidden layers."""
     log_std_init: float = -0.5
     """Initial log standard deviation of every action dimension."""
 
     def __post_init__(self) -> None:
         if not self.hidden or any(int(h) <= 0 for h in self.hidden):
             raise ValueError(f"policy.hidden must be non-empty positive sizes, got {self.hidden}")
-        _choice("policy.activation", self.activation, "activation")
+        check_choice("policy.activation", self.activation, ACTIVATIONS)
 
 
 @dataclass(frozen=True)
@@ -109,10 +108,10 @@ class CriticConfig:
 
     hidden: tuple[int, ...] = (64, 64)
     """Hidden layer sizes of each critic."""
-    activation: str = "tanh"
-    """Activation between hidden layers: tanh, relu or elu."""
-    optimizer: str = "adam"
-    """Critic optimiser: adam (minibatch epochs) or lbfgs (full-batch)."""
+    activation: Activation = "tanh"
+    """Activation between hidden layers."""
+    optimizer: CriticOptimizer = "adam"
+    """Critic optimiser: adam (minibatch epochs) or lbfgs (full-batch L-BFGS)."""
     lr: float = 1e-3
     """Learning rate (Adam step size, or the L-BFGS initial step)."""
     iters: int = 10
@@ -133,8 +132,8 @@ class CriticConfig:
     def __post_init__(self) -> None:
         if not self.hidden or any(int(h) <= 0 for h in self.hidden):
             raise ValueError(f"critic.hidden must be non-empty positive sizes, got {self.hidden}")
-        _choice("critic.activation", self.activation, "activation")
-        _choice("critic.optimizer", self.optimizer, "critic_optimizer")
+        check_choice("critic.activation", self.activation, ACTIVATIONS)
+        check_choice("critic.optimizer", self.optimizer, CRITIC_OPTIMIZERS)
         if not self.lr > 0:
             raise ValueError(f"critic.lr must be > 0, got {self.lr}")
         if self.iters < 1 or self.minibatch_size < 1:
@@ -194,9 +193,9 @@ class UpdateConfig:
     """Trust-region size delta: 1/2 x^T H x <= delta (mean KL for the Fisher metric)."""
     cost_limit: float = 25.0
     """Cost limit d: the constraint is J_C <= d (episode cost, see advantage.cost_gamma)."""
-    metric: str = "fisher"
+    metric: MetricKind = "fisher"
     """Trust-region metric H: fisher (KL Hessian via CG, CPO proper) or identity (the seed)."""
-    backend: str = "analytic"
+    backend: SolverBackend = "analytic"
     """CPO sub-problem solver: analytic (closed form) or dco (cvxpylayers; identity metric;
     falls back to analytic on solver failure, logged)."""
     normalize_grads: bool = False
@@ -220,8 +219,8 @@ class UpdateConfig:
             raise ValueError(f"update.delta must be > 0, got {self.delta}")
         if not self.cost_limit >= 0:
             raise ValueError(f"update.cost_limit must be >= 0, got {self.cost_limit}")
-        _choice("update.metric", self.metric, "metric")
-        _choice("update.backend", self.backend, "backend")
+        check_choice("update.metric", self.metric, METRICS)
+        check_choice("update.backend", self.backend, SOLVER_BACKENDS)
         if self.backend == "dco" and self.metric != "identity":
             raise ValueError("update.backend 'dco' needs update.metric 'identity' (got 'fisher')")
         if self.cg_iters < 1:
@@ -240,7 +239,7 @@ class UpdateConfig:
 class SamplerConfig:
     """Experience collection."""
 
-    kind: str = "process"
+    kind: SamplerKind = "process"
     """Sampler backend: local (in-process), process (persistent worker processes) or ray (Ray actors)."""
     workers: int = 0
     """Number of sampler workers (0 = os.cpu_count(); with ray: the Ray cluster's CPUs)."""
@@ -252,7 +251,7 @@ class SamplerConfig:
     """Seconds to wait for the Ray head at ray_address to answer before failing with an error."""
 
     def __post_init__(self) -> None:
-        _choice("sampler.kind", self.kind, "sampler")
+        check_choice("sampler.kind", self.kind, SAMPLER_KINDS)
         if self.ray_address and self.kind != "ray":
             raise ValueError(f"--ray-address {self.ray_address} needs --sampler ray (sampler.kind is "
                              f"{self.kind!r}); drop --ray-address or pass --sampler ray")
@@ -407,8 +406,17 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def choices_of(hint: Any) -> tuple[str, ...] | None:
+    """The allowed values of a ``Literal`` field type (see :mod:`metacpo.choices`), else None."""
+    return typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
+
+
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
+    allowed = choices_of(hint)
+    if allowed is not None:
+        check_choice(where, value, allowed)
+        return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"config key {where} expects a list, got {value!r}")

@@ -15,6 +15,8 @@ from metacpo.samplers.base import (
 )
 from typing import TYPE_CHECKING
 
+from metacpo import choices
+
 from metacpo.samplers.local import LocalSampler
 
 if TYPE_CHECKING:
@@ -36,7 +38,7 @@ __all__ = [
     "worker_rng",
 ]
 
-SAMPLER_KINDS = ("local", "process", "ray")
+SAMPLER_KINDS = choices.SAMPLER_KINDS
 
 
 def make_sampler(

@@ -1,4 +1,5 @@
 import dataclasses
+import re
 
 import pytest
 
@@ -21,6 +22,23 @@ def test_invalid_values_name_the_value_and_what_is_allowed():
         TrainConfig.from_dict({"update": {"backend": "dco"}})
     with pytest.raises(ValueError, match=r"expects a number, got 'abc'"):
         TrainConfig.from_dict({"update": {"delta": "abc"}})
+
+
+@pytest.mark.parametrize(("key", "allowed"), [
+    ("sampler.kind", "SAMPLER_KINDS"), ("update.metric", "METRICS"), ("update.backend", "SOLVER_BACKENDS"),
+    ("meta.metric", "METRICS"), ("meta.backend", "SOLVER_BACKENDS"), ("policy.activation", "ACTIVATIONS"),
+    ("critic.optimizer", "CRITIC_OPTIMIZERS"),
+])
+def test_every_enumerated_setting_checks_against_its_one_list(key, allowed):
+    """Validation, the error message and --help all use the list in metacpo.choices."""
+    from metacpo import choices
+    from metacpo.commands.train import _epilog
+
+    values = getattr(choices, allowed)
+    section, name = key.split(".")
+    with pytest.raises(ValueError, match=rf"unknown {key} 'nope'; allowed: {re.escape(str(list(values)))}$"):
+        TrainConfig.from_dict({"algo": "meta-cpo", section: {name: "nope"}})
+    assert f"  {key} = " in _epilog() and f"(one of: {', '.join(values)})" in _epilog()
 
 
 def test_unknown_sections_and_keys_fail_loudly():
