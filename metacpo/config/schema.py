@@ -18,7 +18,7 @@ import textwrap
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -186,24 +186,25 @@ class AdvantageConfig:
 
 
 @dataclass(frozen=True)
-class UpdateConfig:
-    """The trust-region policy step (CPO; TRPO ignores the cost fields)."""
+class StepConfig:
+    """How a trust-region step is solved and line-searched: the settings the single-task step
+    (``update``) and Meta-CPO's meta-step (``meta``, which also takes the solver settings for
+    its inner steps) share. Declared once here; a section inherits them as flat keys
+    (``update.max_backtracks``, ``meta.max_backtracks``) and may change a default (the
+    meta-step's), never a meaning or a check."""
 
-    delta: float = 0.01
-    """Trust-region size delta: 1/2 x^T H x <= delta (mean KL for the Fisher metric)."""
-    cost_limit: float = 25.0
-    """Cost limit d: the constraint is J_C <= d (episode cost, see advantage.cost_gamma)."""
+    SECTION: ClassVar[str] = "update"
+    """The config section name used in error messages."""
+
     metric: MetricKind = "fisher"
     """Trust-region metric H: fisher (KL Hessian via CG, CPO proper) or identity (the seed)."""
     backend: SolverBackend = "analytic"
     """CPO sub-problem solver: analytic (closed form) or dco (cvxpylayers; identity metric;
     falls back to analytic on solver failure, logged)."""
     normalize_grads: bool = False
-    """Scale g and a to unit norm before solving (the seed does; off for CPO proper)."""
-    cg_iters: int = 10
-    """Conjugate-gradient iterations for H^-1 g, H^-1 a (Fisher metric)."""
-    damping: float = 0.1
-    """Damping added to the Fisher matrix: H = F + damping I."""
+    """Scale g and a (the meta-step: G and A) to unit norm before solving, as the seed does. Off
+    by default (CPO proper): b is not rescaled with a, so after normalisation the linearised
+    constraint b + a^T x <= 0 no longer predicts the cost change and is almost never active."""
     line_search: bool = True
     """Backtracking line search on the surrogates (off: take the solver's step as it is, the way
     Meta-CPO's inner steps adapt)."""
@@ -215,24 +216,43 @@ class UpdateConfig:
     """Accept a step only if actual reward-surrogate improvement >= accept_ratio x expected."""
 
     def __post_init__(self) -> None:
+        sec = self.SECTION
+        check_choice(f"{sec}.metric", self.metric, METRICS)
+        check_choice(f"{sec}.backend", self.backend, SOLVER_BACKENDS)
+        if self.backend == "dco" and self.metric != "identity":
+            raise ValueError(f"{sec}.backend 'dco' needs {sec}.metric 'identity' (got {self.metric!r})")
+        if not 0 < self.backtrack_coef < 1:
+            raise ValueError(f"{sec}.backtrack_coef must lie in (0, 1), got {self.backtrack_coef}")
+        if self.max_backtracks < 0:
+            raise ValueError(f"{sec}.max_backtracks must be >= 0, got {self.max_backtracks}")
+        if not 0 <= self.accept_ratio < 1:
+            raise ValueError(f"{sec}.accept_ratio must lie in [0, 1), got {self.accept_ratio}")
+
+
+@dataclass(frozen=True)
+class UpdateConfig(StepConfig):
+    """The trust-region policy step (CPO; TRPO ignores the cost fields): its size, the cost
+    limit, the Fisher-metric solve, plus the solver and line-search settings of :class:`StepConfig`."""
+
+    delta: float = 0.01
+    """Trust-region size delta: 1/2 x^T H x <= delta (mean KL for the Fisher metric)."""
+    cost_limit: float = 25.0
+    """Cost limit d: the constraint is J_C <= d (episode cost, see advantage.cost_gamma)."""
+    cg_iters: int = 10
+    """Conjugate-gradient iterations for H^-1 g, H^-1 a (Fisher metric)."""
+    damping: float = 0.1
+    """Damping added to the Fisher matrix: H = F + damping I."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.delta > 0:
             raise ValueError(f"update.delta must be > 0, got {self.delta}")
         if not self.cost_limit >= 0:
             raise ValueError(f"update.cost_limit must be >= 0, got {self.cost_limit}")
-        check_choice("update.metric", self.metric, METRICS)
-        check_choice("update.backend", self.backend, SOLVER_BACKENDS)
-        if self.backend == "dco" and self.metric != "identity":
-            raise ValueError("update.backend 'dco' needs update.metric 'identity' (got 'fisher')")
         if self.cg_iters < 1:
             raise ValueError(f"update.cg_iters must be >= 1, got {self.cg_iters}")
         if self.damping < 0:
             raise ValueError(f"update.damping must be >= 0, got {self.damping}")
-        if not 0 < self.backtrack_coef < 1:
-            raise ValueError(f"update.backtrack_coef must lie in (0, 1), got {self.backtrack_coef}")
-        if self.max_backtracks < 0:
-            raise ValueError(f"update.max_backtracks must be >= 0, got {self.max_backtracks}")
-        if not 0 <= self.accept_ratio < 1:
-            raise ValueError(f"update.accept_ratio must lie in [0, 1), got {self.accept_ratio}")
 
 
 @dataclass(frozen=True)
@@ -456,9 +476,12 @@ def build_section(cls: type, data: Any, name: str) -> Any:
 @functools.lru_cache(maxsize=None)
 def field_docs(cls: type) -> dict[str, str]:
     """Attribute docstrings of a dataclass (the string literal after each field), parsed with ast."""
+    docs: dict[str, str] = {}
+    for base in reversed(cls.__mro__[1:]):  # inherited fields (e.g. StepConfig's); the class's own win
+        if dataclasses.is_dataclass(base):
+            docs.update(field_docs(base))
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body  # type: ignore[attr-defined]
-    docs: dict[str, str] = {}
     for prev, node in zip(body, body[1:]):
         if (
             isinstance(prev, ast.AnnAssign)

@@ -1,5 +1,6 @@
 import dataclasses
 import re
+from pathlib import Path
 
 import pytest
 
@@ -132,3 +133,45 @@ def test_registry_knows_the_common_section_names():
     from metacpo.config.schema import SECTIONS
 
     assert COMMON_SECTION_NAMES == {"algo", *SECTIONS}
+
+
+OLD_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "data" / "old_configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", OLD_CONFIGS, ids=[p.stem for p in OLD_CONFIGS])
+def test_config_yaml_written_before_the_config_redesign_loads_to_the_same_values(path):
+    """config.yaml files written by the commit before issue 11's config work (tests/data/old_configs:
+    cost limit 15, meta.max_backtracks 12, annealing from 40 over 5) load unchanged, through the
+    loader checkpoints and run dirs use."""
+    import yaml
+
+    from metacpo.training import _config_from
+
+    old = yaml.safe_load(path.read_text())
+    config = _config_from(old, path)
+    assert config.update.cost_limit == 15.0
+    if config.algo == "meta-cpo":
+        meta = config.extra["meta"]
+        assert (meta.max_backtracks, meta.anneal_cost_limit_from, meta.anneal_iters) == (12, 40.0, 5)
+        assert (meta.metric, meta.backtrack_coef, meta.accept_ratio, meta.line_search) == ("identity", 0.8, 0.1, True)
+    assert config.to_dict() == old
+
+
+def test_the_meta_step_shares_the_step_config():
+    """meta's solver and line-search settings are StepConfig's fields (one declaration, one check);
+    only two defaults differ from update's, and they keep the values meta runs always had."""
+    from metacpo.algorithms.meta_config import MetaConfig
+    from metacpo.config.schema import StepConfig
+
+    shared = {f.name for f in dataclasses.fields(StepConfig)}
+    assert shared <= {f.name for f in dataclasses.fields(UpdateConfig)}
+    assert shared <= {f.name for f in dataclasses.fields(MetaConfig)}
+    meta, update = MetaConfig(), UpdateConfig()
+    assert {k for k in shared if getattr(meta, k) != getattr(update, k)} == {"metric", "max_backtracks"}
+    assert (meta.metric, meta.max_backtracks, update.max_backtracks) == ("identity", 10, 15)
+    for section, cls in (("update", UpdateConfig), ("meta", MetaConfig)):
+        with pytest.raises(ValueError, match=rf"^{section}.max_backtracks must be >= 0, got -1$"):
+            cls(max_backtracks=-1)
+        with pytest.raises(ValueError, match=rf"^{section}.backend 'dco' needs {section}.metric 'identity'"):
+            cls(backend="dco", metric="fisher")
+        assert set(field_docs(cls)) >= {f.name for f in dataclasses.fields(cls)}
