@@ -10,7 +10,9 @@ from typing import Any
 NAME = "train"
 HELP = "Train a policy (cpo, trpo, ...) on a Safety-Gymnasium or metacpo task; writes runs/<name>/."
 
-# flag -> (section, key): shortcuts for the most used config fields; help text is the field's docstring.
+# flag -> (section, key): shortcuts for the most used config fields. The field gives the flag its
+# help (docstring), its type (the flag's text is converted to it, never re-parsed as YAML) and,
+# for a Literal field, its allowed values.
 FLAGS: dict[str, tuple[str, str]] = {
     "--env-id": ("env", "env_id"),
     "--seed": ("run", "seed"),
@@ -74,10 +76,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="YAML preset (a file, or a bundled preset name in metacpo/config/presets)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value (repeatable), e.g. --set update.delta=0.02")
+    from metacpo.config.schema import choices_of, field_type
+
     sections = _section_classes()
     for flag, (section, key) in FLAGS.items():
         doc = field_docs(sections[section]).get(key, "")
-        parser.add_argument(flag, default=None, metavar=key.upper(), help=f"{doc} [{section}.{key}]")
+        allowed = choices_of(field_type(sections[section], key))
+        metavar = "{" + ",".join(allowed) + "}" if allowed else key.upper()
+        parser.add_argument(flag, default=None, metavar=metavar, help=f"{doc} [{section}.{key}]")
     from metacpo.cli import add_task_arguments
 
     add_task_arguments(parser)
@@ -85,6 +91,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue the run in RUN_DIR exactly where it stopped (only --iters and --ray-address "
                              "may be given; the run's --import/--overrides are reused)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def flag_values(args: argparse.Namespace, *, only: tuple[str, ...] | None = None) -> dict[tuple[str, str], Any]:
+    """``(section, key) -> typed value`` of every shortcut flag given (``only``: of these flags)."""
+    from metacpo.config.schema import field_type, value_from_text
+
+    sections = _section_classes()
+    out: dict[tuple[str, str], Any] = {}
+    for flag, (section, key) in FLAGS.items():
+        raw = getattr(args, _dest(flag))
+        if raw is not None and (only is None or flag in only):
+            out[(section, key)] = value_from_text(raw, field_type(sections[section], key), f"{section}.{key}")
+    return out
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
 
 
 def build_config(args: argparse.Namespace) -> Any:
@@ -105,12 +128,11 @@ def build_config(args: argparse.Namespace) -> Any:
         data.setdefault("env", {})["task_overrides"] = read_overrides_file(args.task_overrides)
     if args.algo is not None:
         data["algo"] = args.algo
-    for flag, (section, key) in FLAGS.items():
-        raw = getattr(args, flag.lstrip("-").replace("-", "_"))
-        if raw is not None:
-            apply_override(data, f"{section}.{key}={raw}")
-            if key in ("run_dir", "ray_address"):  # keep these strings even if they look like numbers
-                data[section][key] = str(raw)
+    for (section, key), value in flag_values(args).items():
+        target = data.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ValueError(f"config section {section!r} is not a mapping")
+        target[key] = value
     return TrainConfig.from_dict(data)
 
 
@@ -120,20 +142,20 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         others = [f for f in ("algo", "preset") if getattr(args, f) is not None] + (["--set"] if args.overrides else [])
         others += (["--import"] if args.imports else []) + (["--overrides"] if args.task_overrides else [])
-        others += [flag for flag in FLAGS if flag not in ("--iters", "--ray-address")
-                   and getattr(args, flag.lstrip("-").replace("-", "_")) is not None]
+        resumable = ("--iters", "--ray-address")
+        others += [flag for flag in FLAGS if flag not in resumable and getattr(args, _dest(flag)) is not None]
         if others:
             raise ValueError(f"--resume continues the saved config; it cannot be combined with {', '.join(others)} "
                              "(only --iters, --ray-address)")
         config = load_run_config(args.resume)
+        given = flag_values(args, only=resumable)
         run_cfg = dataclasses.replace(config.run, run_dir=str(args.resume))
-        if args.iters is not None:
-            from metacpo.config.schema import _coerce
-
-            run_cfg = dataclasses.replace(run_cfg, iters=_coerce(_yaml_value(args.iters), int, "run.iters"))
+        if ("run", "iters") in given:
+            run_cfg = dataclasses.replace(run_cfg, iters=given[("run", "iters")])
         config = dataclasses.replace(config, run=run_cfg)
-        if args.ray_address is not None:  # the cluster may live elsewhere now
-            config = dataclasses.replace(config, sampler=dataclasses.replace(config.sampler, ray_address=str(args.ray_address)))
+        if ("sampler", "ray_address") in given:  # the cluster may live elsewhere now
+            config = dataclasses.replace(config, sampler=dataclasses.replace(
+                config.sampler, ray_address=given[("sampler", "ray_address")]))
         result = train(config, resume=True, progress=not args.no_progress)
     else:
         config = build_config(args)
@@ -147,8 +169,3 @@ def run(args: argparse.Namespace) -> int:
     )
     return 0
 
-
-def _yaml_value(raw: str) -> Any:
-    import yaml
-
-    return yaml.safe_load(raw)

@@ -16,6 +16,7 @@ import inspect
 import os
 import textwrap
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -459,6 +460,34 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             raise ValueError(f"config key {where} expects a string, got {value!r}")
         return value
     return value
+
+
+def value_from_text(text: str, hint: Any, where: str) -> Any:
+    """A command-line flag's text as the value of a scalar config field of type ``hint``
+    (int, float, bool, str or a ``Literal`` of choices); one-line ``ValueError`` naming ``where``."""
+    allowed = choices_of(hint)
+    if allowed is not None:
+        check_choice(where, text, allowed)
+        return text
+    if hint is str:
+        return text
+    if hint is bool:
+        if text.lower() not in ("true", "false"):
+            raise ValueError(f"{where} expects true or false, got {text!r}")
+        return text.lower() == "true"
+    kinds: dict[Any, tuple[Callable[[str], Any], str]] = {int: (int, "an integer"), float: (float, "a number")}
+    if hint not in kinds:
+        raise TypeError(f"{where}: a flag cannot set a field of type {hint!r}")
+    convert, what = kinds[hint]
+    try:
+        return convert(text)
+    except ValueError:
+        raise ValueError(f"{where} expects {what}, got {text!r}") from None
+
+
+def field_type(cls: type, name: str) -> Any:
+    """The resolved type of field ``name`` of dataclass ``cls``."""
+    return typing.get_type_hints(cls)[name]
 
 
 def build_section(cls: type, data: Any, name: str) -> Any:
