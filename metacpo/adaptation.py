@@ -42,7 +42,14 @@ import numpy as np
 from metacpo.choices import SAMPLER_KINDS, SamplerKind, check_choice
 from metacpo.fileio import write_text_atomic
 from metacpo.checkpoint import CheckpointError, load_checkpoint
-from metacpo.config.schema import TRAIN_SEED_LIMIT, RunConfig, SamplerConfig, TrainConfig, UpdateConfig
+from metacpo.config.schema import (
+    TRAIN_SEED_LIMIT,
+    ConstraintConfig,
+    RunConfig,
+    SamplerConfig,
+    TrainConfig,
+    UpdateConfig,
+)
 from metacpo.meta.summary import AdaptRecord, summarize, write_records_csv, write_summary_json
 
 TEST_STREAM = 7_777_777
@@ -68,7 +75,7 @@ class AdaptSettings:
     steps_per_iter: int = 0
     """Environment steps per adaptation update (0: the first run's sampler.steps_per_iter)."""
     cost_limit: float | None = None
-    """Cost limit d (None: the first run's update.cost_limit); the same d for every curve."""
+    """Cost limit d (None: the first run's constraint.cost_limit); the same d for every curve."""
     sampler: SamplerKind = "local"
     """Sampler backend: local, process or ray."""
     ray_address: str = ""
@@ -192,7 +199,7 @@ def adaptation_config(init: Initialisation, *, settings: AdaptSettings, test_see
     cfg = init.config
     return TrainConfig(
         algo="cpo", env=cfg.env, policy=cfg.policy, critic=cfg.critic, advantage=cfg.advantage,
-        update=replace(init.update, cost_limit=cost_limit),
+        constraint=ConstraintConfig(cost_limit=cost_limit), update=init.update,
         sampler=SamplerConfig(kind=settings.sampler, workers=settings.workers, steps_per_iter=steps_per_iter),
         run=RunConfig(seed=test_seed, iters=settings.adapt_iters + 1, tensorboard=False),
         # the adaptive margin only when asked for (TrainConfig(algo="cpo") would otherwise default it
@@ -313,7 +320,7 @@ def meta_test(
     setup.apply()  # the runs' custom families and ranges, then adapt's own --import/--overrides
     if settings.from_scratch:
         inits.append(from_scratch(ref))
-    cost_limit = ref.update.cost_limit if settings.cost_limit is None else settings.cost_limit
+    cost_limit = ref.constraint.cost_limit if settings.cost_limit is None else settings.cost_limit
     steps = settings.steps_per_iter or ref.sampler.steps_per_iter
     test_env, tasks = held_out_tasks(ref.env.env_id, level=settings.level, count=settings.tasks)
     for init in inits:

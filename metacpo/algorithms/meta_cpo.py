@@ -47,7 +47,7 @@ from metacpo.algorithms.trust_region import (
     skipped_step,
     trust_region_step,
 )
-from metacpo.config.schema import AdvantageConfig, CriticConfig, TrainConfig, UpdateConfig
+from metacpo.config.schema import AdvantageConfig, ConstraintConfig, CriticConfig, TrainConfig, UpdateConfig
 from metacpo.data.batch import Batch
 from metacpo.data.normalizer import NormalizerState, RunningNormalizer
 from metacpo.functional.params import Params, params_of, write_params
@@ -300,6 +300,7 @@ class MetaLearner:
         advantage: AdvantageConfig,
         critic: CriticConfig,
         update: UpdateConfig,
+        constraint: ConstraintConfig,
         steps_per_task: int,
         rng: np.random.Generator,
         torch_gen: torch.Generator,
@@ -320,6 +321,7 @@ class MetaLearner:
         self.advantage = advantage
         self.critic_cfg = critic
         self.update_cfg = update
+        self.constraint = constraint
         self.steps_per_task = steps_per_task
         self.rng = rng
         self.torch_gen = torch_gen
@@ -352,7 +354,7 @@ class MetaLearner:
     def cost_limit(self, iteration: int | None = None) -> float:
         """The cost limit d at ``iteration`` (annealed linearly when configured)."""
         it = self.iteration if iteration is None else iteration
-        d = self.update_cfg.cost_limit
+        d = self.constraint.cost_limit
         start = self.meta.anneal_cost_limit_from
         if start is None or self.meta.anneal_iters == 0:
             return d
@@ -609,6 +611,7 @@ def build_meta(config: TrainConfig, *, sampler: Sampler, obs_dim: int, act_dim: 
         normalizer=RunningNormalizer(obs_dim, clip=config.advantage.obs_clip),
         sampler=sampler, task_distribution=dist, level0_task=level0,
         meta=meta, advantage=config.advantage, critic=config.critic, update=config.update,
+        constraint=config.constraint,
         steps_per_task=config.sampler.steps_per_iter,
         rng=np.random.default_rng([config.run.seed, 20240]),
         torch_gen=torch.Generator().manual_seed(config.run.seed + 7919),

@@ -16,7 +16,7 @@ HELP = "Train a policy (cpo, trpo, ...) on a Safety-Gymnasium or metacpo task; w
 FLAGS: dict[str, tuple[str, str]] = {
     "--env-id": ("env", "env_id"),
     "--seed": ("run", "seed"),
-    "--cost-limit": ("update", "cost_limit"),
+    "--cost-limit": ("constraint", "cost_limit"),
     "--steps-per-iter": ("sampler", "steps_per_iter"),
     "--iters": ("run", "iters"),
     "--workers": ("sampler", "workers"),
@@ -112,7 +112,7 @@ def _dest(flag: str) -> str:
 
 def build_config(args: argparse.Namespace) -> Any:
     """defaults < --preset < --set < explicit flags; validated by the dataclasses."""
-    from metacpo.config.schema import TrainConfig, apply_override, load_yaml
+    from metacpo.config.schema import TrainConfig, apply_override, load_yaml, set_key
 
     from metacpo.tasks.setup import import_task_module, normalize_import, read_overrides_file
 
@@ -129,10 +129,7 @@ def build_config(args: argparse.Namespace) -> Any:
     if args.algo is not None:
         data["algo"] = args.algo
     for (section, key), value in flag_values(args).items():
-        target = data.setdefault(section, {})
-        if not isinstance(target, dict):
-            raise ValueError(f"config section {section!r} is not a mapping")
-        target[key] = value
+        set_key(data, section, key, value)
     return TrainConfig.from_dict(data)
 
 

@@ -187,6 +187,22 @@ class AdvantageConfig:
 
 
 @dataclass(frozen=True)
+class ConstraintConfig:
+    """The CMDP's constraint J_C <= d: what every constrained algorithm keeps its cost under.
+
+    How a step aims below d is the algorithm's own setting (single-task CPO's adaptive margin:
+    the ``margin`` section; Meta-CPO's inner target and cost-limit annealing: ``meta``)."""
+
+    cost_limit: float = 25.0
+    """Cost limit d: the constraint is J_C <= d (episode cost, see advantage.cost_gamma). Written
+    update.cost_limit before it had this section; that key still works."""
+
+    def __post_init__(self) -> None:
+        if not self.cost_limit >= 0:
+            raise ValueError(f"constraint.cost_limit must be >= 0, got {self.cost_limit}")
+
+
+@dataclass(frozen=True)
 class StepConfig:
     """How a trust-region step is solved and line-searched: the settings the single-task step
     (``update``) and Meta-CPO's meta-step (``meta``, which also takes the solver settings for
@@ -232,13 +248,12 @@ class StepConfig:
 
 @dataclass(frozen=True)
 class UpdateConfig(StepConfig):
-    """The trust-region policy step (CPO; TRPO ignores the cost fields): its size, the cost
-    limit, the Fisher-metric solve, plus the solver and line-search settings of :class:`StepConfig`."""
+    """The trust-region policy step (CPO and TRPO): its size, the Fisher-metric solve, plus the
+    solver and line-search settings of :class:`StepConfig`. The cost limit it steps under is
+    ``constraint.cost_limit``."""
 
     delta: float = 0.01
     """Trust-region size delta: 1/2 x^T H x <= delta (mean KL for the Fisher metric)."""
-    cost_limit: float = 25.0
-    """Cost limit d: the constraint is J_C <= d (episode cost, see advantage.cost_gamma)."""
     cg_iters: int = 10
     """Conjugate-gradient iterations for H^-1 g, H^-1 a (Fisher metric)."""
     damping: float = 0.1
@@ -248,8 +263,6 @@ class UpdateConfig(StepConfig):
         super().__post_init__()
         if not self.delta > 0:
             raise ValueError(f"update.delta must be > 0, got {self.delta}")
-        if not self.cost_limit >= 0:
-            raise ValueError(f"update.cost_limit must be >= 0, got {self.cost_limit}")
         if self.cg_iters < 1:
             raise ValueError(f"update.cg_iters must be >= 1, got {self.cg_iters}")
         if self.damping < 0:
@@ -324,10 +337,41 @@ SECTIONS: dict[str, type] = {
     "policy": PolicyConfig,
     "critic": CriticConfig,
     "advantage": AdvantageConfig,
+    "constraint": ConstraintConfig,
     "update": UpdateConfig,
     "sampler": SamplerConfig,
     "run": RunConfig,
 }
+
+
+MOVED_KEYS: dict[tuple[str, str], tuple[str, str]] = {
+    ("update", "cost_limit"): ("constraint", "cost_limit"),
+}
+"""Config keys that moved: (old section, key) -> (new section, key). Presets, ``--set``, config.yaml
+files, checkpoints, cell.json files and grid files written with the old key load (and compare)
+as if written with the new one."""
+
+
+def migrate_keys(data: Any) -> dict[str, Any]:
+    """A copy of config dict ``data`` with every :data:`MOVED_KEYS` key under its new name
+    (ValueError if a config gives both names different values)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a config must be a mapping of sections, got {type(data).__name__}")
+    out = dict(data)
+    for (old_sec, old_key), (new_sec, new_key) in MOVED_KEYS.items():
+        old = out.get(old_sec)
+        if not isinstance(old, dict) or old_key not in old:
+            continue
+        old = dict(old)
+        value = old.pop(old_key)
+        new = out.get(new_sec) or {}
+        if not isinstance(new, dict):
+            continue  # build_section names the malformed section
+        if new_key in new and new[new_key] != value:
+            raise ValueError(f"{old_sec}.{old_key} (the old name of {new_sec}.{new_key}) is {value!r} but "
+                             f"{new_sec}.{new_key} is {new[new_key]!r}; give one of them")
+        out[old_sec], out[new_sec] = old, {**new, new_key: value}
+    return out
 
 
 @dataclass(frozen=True)
@@ -340,6 +384,7 @@ class TrainConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+    constraint: ConstraintConfig = field(default_factory=ConstraintConfig)
     update: UpdateConfig = field(default_factory=UpdateConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -393,8 +438,7 @@ class TrainConfig:
         """Build and validate a config from a nested dict (e.g. a parsed YAML preset)."""
         from metacpo.algorithms.registry import get_algorithm
 
-        if not isinstance(data, dict):
-            raise ValueError(f"a config must be a mapping of sections, got {type(data).__name__}")
+        data = migrate_keys(data)
         algo = data.get("algo", "cpo")
         if not isinstance(algo, str):
             raise ValueError(f"algo must be a string, got {algo!r}")
@@ -540,7 +584,10 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ValueError(f"preset {p}: expected a mapping of sections, got {type(data).__name__}")
-    return data
+    try:
+        return migrate_keys(data)
+    except ValueError as exc:
+        raise ValueError(f"preset {p}: {exc}") from None
 
 
 def apply_override(data: dict[str, Any], assignment: str) -> None:
@@ -555,7 +602,14 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         value = yaml.safe_load(raw)
     except yaml.YAMLError:
         value = raw
-    section = data.setdefault(parts[0], {})
-    if not isinstance(section, dict):
-        raise ValueError(f"config section {parts[0]!r} is not a mapping")
-    section[parts[1]] = value
+    set_key(data, parts[0], parts[1], value)
+
+
+def set_key(data: dict[str, Any], section: str, key: str, value: Any) -> None:
+    """``data[section][key] = value`` in a nested config dict; a moved key (:data:`MOVED_KEYS`)
+    sets its new name, so a later layer overrides an earlier one whichever name each uses."""
+    section, key = MOVED_KEYS.get((section, key), (section, key))
+    target = data.setdefault(section, {})
+    if not isinstance(target, dict):
+        raise ValueError(f"config section {section!r} is not a mapping")
+    target[key] = value

@@ -94,7 +94,7 @@ def test_adaptation_config_declares_its_step_and_the_margin_only_on_request(tmp_
     plain = adaptation_config(init, settings=AdaptSettings(), test_seed=TEST_SEED_BASE, steps_per_iter=500,
                               cost_limit=25.0)
     assert plain.algo == "cpo" and not plain.extra["margin"].adaptive and plain.extra["margin"].fixed == 0.0
-    assert plain.update.cost_limit == 25.0 and plain.update.line_search
+    assert plain.constraint.cost_limit == 25.0 and plain.update.line_search
     margin = adaptation_config(init, settings=AdaptSettings(margin=True), test_seed=TEST_SEED_BASE,
                                steps_per_iter=500, cost_limit=25.0)
     assert margin.extra["margin"].adaptive

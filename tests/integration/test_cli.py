@@ -77,5 +77,5 @@ def test_train_flags_reach_the_config_as_typed_values():
                               "--set", "update.delta=0.02"])
     config = build_config(args)
     assert config.run.run_dir == "0123" and config.sampler.ray_address == "1.5"
-    assert config.run.seed == 7 and config.update.cost_limit == 10.0 and config.update.delta == 0.02
-    assert isinstance(config.update.cost_limit, float) and config.sampler.kind == "ray"
+    assert config.run.seed == 7 and config.constraint.cost_limit == 10.0 and config.update.delta == 0.02
+    assert isinstance(config.constraint.cost_limit, float) and config.sampler.kind == "ray"

@@ -139,22 +139,37 @@ OLD_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "data" / "old_config
 
 
 @pytest.mark.parametrize("path", OLD_CONFIGS, ids=[p.stem for p in OLD_CONFIGS])
-def test_config_yaml_written_before_the_config_redesign_loads_to_the_same_values(path):
+def test_config_yaml_written_before_the_config_redesign_loads_to_the_same_values(tmp_path, path):
     """config.yaml files written by the commit before issue 11's config work (tests/data/old_configs:
-    cost limit 15, meta.max_backtracks 12, annealing from 40 over 5) load unchanged, through the
-    loader checkpoints and run dirs use."""
+    update.cost_limit 15, meta.max_backtracks 12, annealing from 40 over 5) load to the same values
+    as a run directory's config, and write back the same but for the cost limit's new place."""
     import yaml
 
-    from metacpo.training import _config_from
+    from metacpo.training import load_run_config
 
     old = yaml.safe_load(path.read_text())
-    config = _config_from(old, path)
-    assert config.update.cost_limit == 15.0
+    (tmp_path / "config.yaml").write_text(path.read_text())
+    config = load_run_config(tmp_path)
+    assert config.constraint.cost_limit == 15.0
     if config.algo == "meta-cpo":
         meta = config.extra["meta"]
         assert (meta.max_backtracks, meta.anneal_cost_limit_from, meta.anneal_iters) == (12, 40.0, 5)
         assert (meta.metric, meta.backtrack_coef, meta.accept_ratio, meta.line_search) == ("identity", 0.8, 0.1, True)
-    assert config.to_dict() == old
+    moved = {**old, "update": {k: v for k, v in old["update"].items() if k != "cost_limit"},
+             "constraint": {"cost_limit": 15.0}}
+    assert config.to_dict() == moved
+
+
+def test_the_old_cost_limit_key_works_everywhere_and_a_later_layer_wins():
+    base = TrainConfig.from_dict({"update": {"cost_limit": 10, "delta": 0.02}})
+    assert base.constraint.cost_limit == 10.0 and base.update.delta == 0.02
+    data = {"constraint": {"cost_limit": 10.0}}
+    apply_override(data, "update.cost_limit=5")  # --set with the old name overrides the preset's new one
+    assert TrainConfig.from_dict(data).constraint.cost_limit == 5.0
+    with pytest.raises(ValueError, match=r"^update.cost_limit \(the old name of constraint.cost_limit\) is 5 but "
+                                         r"constraint.cost_limit is 10; give one of them$"):
+        TrainConfig.from_dict({"update": {"cost_limit": 5}, "constraint": {"cost_limit": 10}})
+    assert TrainConfig.from_dict({"update": {"cost_limit": 7}, "constraint": {"cost_limit": 7}}).constraint.cost_limit == 7
 
 
 def test_the_meta_step_shares_the_step_config():
