@@ -67,7 +67,7 @@ def _epilog() -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from metacpo.algorithms.registry import algorithm_names
-    from metacpo.config.schema import field_docs
+    from metacpo.config.schema import choices_of, field_docs, field_type
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = _epilog()
@@ -76,8 +76,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="YAML preset (a file, or a bundled preset name in metacpo/config/presets)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value (repeatable), e.g. --set update.delta=0.02")
-    from metacpo.config.schema import choices_of, field_type
-
     sections = _section_classes()
     for flag, (section, key) in FLAGS.items():
         doc = field_docs(sections[section]).get(key, "")
