@@ -16,6 +16,11 @@ Which CPO step adapts (recorded per curve in adapt.json under ``step_rules``):
   meta-test asks every initialisation to adapt under the constraint);
 * cpo / multitask-cpo runs: their own ``update`` section (CPO proper, with its line search);
   CPO from scratch: the default ``update`` section;
+* ``AdaptSettings.meta_steps = N`` (``metacpo adapt --meta-steps N``): a meta run adapts with its
+  inner step for the first ``N`` updates only, then with its own ``update`` section (CPO proper:
+  its metric, delta and line search, aiming at ``d`` itself, as single-task CPO would) -- the
+  inner step is meta-trained for ``meta.inner_steps`` updates, not beyond; None (default): the
+  inner step for every update. Other curves are unaffected;
 * no adaptive cost margin (:mod:`metacpo.algorithms.margin`) unless ``AdaptSettings.margin``
   (``metacpo adapt --margin``) turns CPO's adaptive margin on for every curve alike (added to a
   meta run's fixed inner margin).
@@ -95,6 +100,10 @@ class AdaptSettings:
     """Task range overrides applied after the runs' own (adapt --overrides FILE, e.g. for the test level)."""
     ray_connect_timeout: float = 30.0
     """Seconds to wait for the Ray head at ray_address to answer."""
+    meta_steps: int | None = None
+    """A meta run adapts with its meta-trained inner step for the first meta_steps updates, then with
+    its own CPO update section (metric, delta, line search; aiming at d); None: the inner step for
+    every update. Other runs are unaffected."""
 
     def __post_init__(self) -> None:
         for name in ("tasks", "adapt_iters", "seeds"):
@@ -106,6 +115,10 @@ class AdaptSettings:
             raise ValueError(f"--steps-per-iter must be >= 1 (or 0 for the run's), got {self.steps_per_iter}")
         if self.cost_limit is not None and not (math.isfinite(self.cost_limit) and self.cost_limit >= 0):
             raise ValueError(f"--cost-limit must be a finite number >= 0, got {self.cost_limit}")
+        n = self.meta_steps
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+            raise ValueError(f"--meta-steps must be an integer >= 0 (or omitted: the inner step for every update), "
+                             f"got {n!r}")
         check_choice("sampler", self.sampler, SAMPLER_KINDS)
         if self.ray_address and self.sampler != "ray":
             raise ValueError(f"--ray-address {self.ray_address} needs --sampler ray (got --sampler {self.sampler}); "
@@ -127,6 +140,17 @@ class Initialisation:
     """Fixed part of the cost margin the steps aim below d by (a meta run's meta.inner_cost_margin)."""
     inner_margin_fraction: float = 0.0
     """Part of the margin proportional to d (a meta run's meta.inner_margin_fraction)."""
+    cpo_update: UpdateConfig | None = None
+    """A meta run's own ``update`` section: its CPO step after ``AdaptSettings.meta_steps`` inner
+    steps (None: not a meta run; ``update`` adapts throughout)."""
+
+    def after_meta_steps(self) -> Initialisation:
+        """The initialisation as it adapts after ``AdaptSettings.meta_steps`` updates: a meta run's
+        own CPO step (``cpo_update``) aiming at ``d`` itself; ``self`` for any other run."""
+        if self.cpo_update is None:
+            return self
+        return replace(self, update=self.cpo_update, inner_cost_margin=0.0, inner_margin_fraction=0.0,
+                       cpo_update=None)
 
     def fixed_margin(self, cost_limit: float) -> float:
         """The constant margin ``m`` at cost limit ``d`` (the steps aim at ``d - m``), clipped to d."""
@@ -151,13 +175,15 @@ def load_initialisation(run_dir: str | Path, *, label: str | None = None) -> Ini
         raise CheckpointError(f"checkpoint {path} lacks {sorted(missing)} needed for adaptation")
     update = config.update
     margin, fraction = 0.0, 0.0
+    cpo_update = None
     if "meta" in config.extra:
         m = config.extra["meta"]
+        cpo_update = update
         update = replace(update, delta=m.inner_delta, metric=m.metric, backend=m.backend,
                          normalize_grads=m.normalize_grads, line_search=False)
         margin, fraction = float(m.inner_cost_margin), float(m.inner_margin_fraction)
     return Initialisation(label=label or run_dir.name, config=config, update=update, state=dict(state),
-                          inner_cost_margin=margin, inner_margin_fraction=fraction)
+                          inner_cost_margin=margin, inner_margin_fraction=fraction, cpo_update=cpo_update)
 
 
 def from_scratch(reference: TrainConfig) -> Initialisation:
@@ -222,6 +248,10 @@ def adapt_one(
 ) -> list[AdaptRecord]:
     """Adapt ``init`` to ``task`` with ``settings.adapt_iters`` CPO updates; one record per step.
 
+    With ``settings.meta_steps = N`` a meta run's updates ``N + 1, N + 2, ...`` use
+    ``init.after_meta_steps()``: the algorithm is rebuilt with that step's config and takes over
+    the whole state (policy, critics, normaliser, generator, cost margin) of the first.
+
     ``on_policy(k, algo)``, if given, is called with the adapting algorithm when its policy has
     had ``k`` updates (k = 0 .. adapt_iters + 1), e.g. to take ``algo.policy_snapshot()`` for a video.
     """
@@ -242,10 +272,18 @@ def adapt_one(
             except RuntimeError as exc:
                 raise CheckpointError(f"{init.label}: {name} does not match its config: {' '.join(str(exc).split())}") from None
         algo.normalizer.load_state_dict(init.state["obs_norm"])
+    rest = init.after_meta_steps() if settings.meta_steps is not None else init
     records = []
     if on_policy is not None:
         on_policy(0, algo)
     for k in range(settings.adapt_iters + 1):
+        if rest is not init and k == settings.meta_steps:  # update k + 1 is the first with the run's own step
+            switched = TrustRegionAlgorithm(
+                adaptation_config(rest, settings=settings, test_seed=test_seed, steps_per_iter=steps_per_iter,
+                                  cost_limit=cost_limit),
+                sampler=task_sampler, constrained=True, obs_dim=obs_dim, act_dim=act_dim)
+            switched.load_state_dict(algo.state_dict())
+            algo = switched
         # iterate(k) samples with the policy after k updates (k = 0: the initialisation), then updates
         st = algo.iterate(k)
         if on_policy is not None:
@@ -388,7 +426,16 @@ def step_rule(init: Initialisation, settings: AdaptSettings, *, cost_limit: floa
 
     ``margin``: CPO's adaptive margin on/off; ``fixed_margin``: the constant margin ``m`` (a meta
     run's inner target, 0 otherwise) and ``cost_target = d - m``, what every step aims at (before
-    any adaptive margin)."""
+    any adaptive margin). A meta run with ``settings.meta_steps = N``:
+    ``{"meta_steps": N, "first": <rule of updates 1..N>, "rest": <rule of the updates after>}``."""
+    rest = init.after_meta_steps()
+    if settings.meta_steps is not None and rest is not init:
+        return {"meta_steps": settings.meta_steps, "first": _rule(init, settings, cost_limit=cost_limit),
+                "rest": _rule(rest, settings, cost_limit=cost_limit)}
+    return _rule(init, settings, cost_limit=cost_limit)
+
+
+def _rule(init: Initialisation, settings: AdaptSettings, *, cost_limit: float) -> dict[str, Any]:
     u = init.update
     m = init.fixed_margin(cost_limit)
     return {"step": "cpo", "delta": u.delta, "metric": u.metric, "backend": u.backend,

@@ -90,6 +90,9 @@ class CellState:
     """Seconds spent meta-testing, summed over attempts."""
     adapt_done: dict[str, Any] | None = None
     """The meta-test settings that ``adapt/`` holds the results of (None: none yet)."""
+    train_env_id: str = ""
+    """The env the cell trains on (``config.env.env_id``): ``env_id`` itself, or another level of its
+    family for a grid entry with ``level`` ('' in files written before the field existed: ``env_id``)."""
 
     @property
     def wall_s(self) -> float:

@@ -11,6 +11,7 @@ A grid file (YAML, see ``benchmarks/`` and ``docs/benchmark.md``)::
       meta-cpo: {algo: meta-cpo, set: {meta.inner_steps: 1}}
       cpo: {algo: cpo, preset: cpo_point_circle}
       cpo-scratch: {algo: cpo, train: false}
+      cpo-level0: {algo: cpo, level: 0}    # trained on SafetyPointStcircle0-v0, meta-tested as the others
     envs: [SafetyPointStcircle1-v0]
     seeds: [0, 1, 2]
     adapt:                    # optional: `metacpo adapt` settings (AdaptSettings field names)
@@ -22,7 +23,9 @@ A grid file (YAML, see ``benchmarks/`` and ``docs/benchmark.md``)::
 
 Each cell's config is resolved as defaults < the algorithm's ``preset`` < ``train`` < the
 algorithm's ``set`` < what the grid fixes (``algo``, ``env.env_id``, ``run.seed``,
-``run.run_dir``). Everything is validated by :func:`load_grid` before any work: an unknown key,
+``run.run_dir``). ``env.env_id`` is the grid env, or with the entry's ``level: L`` the level-``L``
+env of the grid env's family and agent (the cell still lives under, and is meta-tested as, the
+grid env). Everything is validated by :func:`load_grid` before any work: an unknown key,
 algorithm, env id or config key, a bad seed list, ... is a ``ValueError`` naming the file, the
 bad value and what is allowed.
 """
@@ -44,7 +47,7 @@ from metacpo.config.schema import TrainConfig, build_section, load_yaml, set_key
 
 TOP_KEYS: tuple[str, ...] = ("name", "description", "train", "algorithms", "envs", "seeds", "adapt")
 """Keys of a grid file (``name``, ``algorithms``, ``envs``, ``seeds`` are required)."""
-ALGORITHM_KEYS: tuple[str, ...] = ("algo", "preset", "set", "train")
+ALGORITHM_KEYS: tuple[str, ...] = ("algo", "preset", "set", "train", "level")
 """Keys of one ``algorithms`` entry (``algo`` is required)."""
 ADAPT_KEYS: tuple[str, ...] = tuple(f.name for f in fields(AdaptSettings) if f.name not in ("ray_address", "from_scratch"))
 """Keys of the ``adapt`` stage: the :class:`~metacpo.adaptation.AdaptSettings` fields, but ``ray_address``
@@ -71,6 +74,28 @@ class AlgorithmSpec:
     """Dotted config key -> value (the entry's ``set``), applied after the grid's ``train``."""
     train: bool = True
     """False: no training; the cell's initial (untrained, seeded) policy is meta-tested only."""
+    level: int | None = None
+    """Train on this level of the grid env's task family (same agent), e.g. 0 for "CPO pre-trained
+    on the level-0 task"; None: train on the grid env itself. The cell still lives under the grid
+    env's directory and is meta-tested like every other cell of that env."""
+
+    def train_env_id(self, env_id: str) -> str:
+        """The env this entry trains on in the column of grid env ``env_id`` (ValueError if
+        ``level`` is set and ``env_id`` is not a task-family id or lacks that level)."""
+        if self.level is None:
+            return env_id
+        from metacpo.tasks import env_id as make_id
+        from metacpo.tasks import get_family, parse_env_id
+
+        try:
+            agent, family, _ = parse_env_id(env_id)
+        except ValueError:
+            raise ValueError(f"level {self.level} needs a metacpo task-family env id (e.g. SafetyPointStcircle1-v0), "
+                             f"got {env_id!r}") from None
+        levels = sorted(get_family(family).levels)
+        if self.level not in levels:
+            raise ValueError(f"level {self.level} is not a level of the {family!r} task family; allowed: {levels}")
+        return make_id(agent, family, self.level)
 
 
 @dataclass(frozen=True)
@@ -92,6 +117,12 @@ class Cell:
     def key(self) -> str:
         """``label/env_id/seed<k>``: the cell's path under the output directory."""
         return f"{self.label}/{self.env_id}/seed{self.seed}"
+
+    @property
+    def train_env_id(self) -> str:
+        """The env the cell trains on (``config.env.env_id``): ``env_id`` or, for an entry with
+        ``level``, that level of ``env_id``'s family."""
+        return self.config.env.env_id
 
     @property
     def cpus(self) -> int:
@@ -247,8 +278,13 @@ def _algorithms(raw: Any, where: str, *, base: Path) -> tuple[AlgorithmSpec, ...
         train = entry.get("train", True)
         if not isinstance(train, bool):
             raise ValueError(f"{where}: algorithms.{label}.train must be true or false, got {train!r}")
+        level = entry.get("level")
+        if level is not None and (isinstance(level, bool) or not isinstance(level, int) or level < 0):
+            raise ValueError(f"{where}: algorithms.{label}.level must be an integer >= 0 (a level of the env's task "
+                             f"family), got {level!r}")
         overrides = _dotted(entry.get("set") or {}, f"{where}: algorithms.{label}.set")
-        specs.append(AlgorithmSpec(label=label, algo=algo, preset=preset, overrides=overrides, train=train))
+        specs.append(AlgorithmSpec(label=label, algo=algo, preset=preset, overrides=overrides, train=train,
+                                   level=level))
     return tuple(specs)
 
 
@@ -300,16 +336,18 @@ def _adapt(raw: Any, where: str) -> AdaptSettings:
 
 
 def _resolve_config(grid: Grid, spec: AlgorithmSpec, env_id: str, seed: int, *, run_dir: str) -> TrainConfig:
-    """defaults < preset < grid train < algorithm set < (algo, env, seed, run_dir)."""
+    """defaults < preset < grid train < algorithm set < (algo, env, seed, run_dir); env is the
+    entry's training env for grid env ``env_id`` (:meth:`AlgorithmSpec.train_env_id`)."""
     data: dict[str, Any] = {}
     try:
+        train_env = spec.train_env_id(env_id)
         if spec.preset:
             data = load_yaml(spec.preset)
         for key, value in [*grid.train.items(), *spec.overrides.items()]:
             section, name = key.split(".")
             set_key(data, section, name, value)  # an old key (update.cost_limit) sets its new name
         data["algo"] = spec.algo
-        data.setdefault("env", {})["env_id"] = env_id
+        data.setdefault("env", {})["env_id"] = train_env
         run = data.setdefault("run", {})
         run["seed"], run["run_dir"] = seed, run_dir
         return TrainConfig.from_dict(data)
@@ -319,7 +357,9 @@ def _resolve_config(grid: Grid, spec: AlgorithmSpec, env_id: str, seed: int, *, 
 
 def adapt_settings_dict(settings: AdaptSettings | None) -> dict[str, Any] | None:
     """Plain JSON-shaped dict of the meta-test settings (for cell.json): tuples become lists, so
-    the settings read back from cell.json compare equal to freshly resolved ones."""
+    the settings read back from cell.json compare equal to freshly resolved ones. Settings added
+    later are left out at their default (``meta_steps: None``), so cells meta-tested before they
+    existed still count as meta-tested with the same settings."""
     if settings is None:
         return None
 
@@ -330,4 +370,9 @@ def adapt_settings_dict(settings: AdaptSettings | None) -> dict[str, Any] | None
             return {k: plain(v) for k, v in value.items()}
         return value
 
-    return {f.name: plain(getattr(settings, f.name)) for f in fields(settings)}
+    return {f.name: plain(getattr(settings, f.name)) for f in fields(settings)
+            if not (f.name in _LATER_SETTINGS and getattr(settings, f.name) == f.default)}
+
+
+_LATER_SETTINGS: tuple[str, ...] = ("meta_steps",)
+"""AdaptSettings fields added after grids had run: omitted from cell.json at their default."""

@@ -129,6 +129,9 @@ class TrainingRow:
 
     algorithm: str
     env: str
+    train_env: str
+    """The env(s) the cells trained on (``config.env.env_id``; another level of ``env``'s family
+    for a grid entry with ``level``), comma-separated if they differ."""
     seeds: int
     iterations: int
     env_steps: float
@@ -304,7 +307,8 @@ def _training_row(label: str, env: str, cells: list[CellData], late_fraction: fl
         iters.append(n)
         late_ns.append(w)
     return TrainingRow(
-        algorithm=label, env=env, seeds=len(cells), iterations=min(iters), env_steps=float(np.mean(steps)),
+        algorithm=label, env=env, train_env=",".join(sorted({c.state.config["env"]["env_id"] for c in cells})),
+        seeds=len(cells), iterations=min(iters), env_steps=float(np.mean(steps)),
         cost_limit=limits.pop() if len(limits) == 1 else math.nan,
         final_return=bootstrap_mean(final_r), final_cost=bootstrap_mean(final_c),
         late_return=bootstrap_mean(late_r), late_cost=bootstrap_mean(late_c), late_iterations=min(late_ns),
@@ -369,7 +373,8 @@ def to_markdown(rep: Report) -> str:
           "late cost | iterations within limit | train time per seed | commit |\n")
         w("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
         for r in rep.training:
-            w(f"| {r.algorithm} | {r.env} | {r.seeds} | {r.iterations} (late {r.late_iterations}) | {r.env_steps:,.0f} | "
+            env = r.env if r.train_env == r.env else f"{r.env} (trained on {r.train_env})"
+            w(f"| {r.algorithm} | {env} | {r.seeds} | {r.iterations} (late {r.late_iterations}) | {r.env_steps:,.0f} | "
               f"{r.cost_limit:g} | {r.final_return.fmt()} | {r.final_cost.fmt()} | {r.late_return.fmt()} | "
               f"{r.late_cost.fmt()} | {r.within_limit.fmt()} | {r.train_wall_s:.0f} s | {', '.join(r.commits)} |\n")
     if rep.adaptation:

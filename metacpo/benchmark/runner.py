@@ -79,7 +79,7 @@ def cell_state_for(grid: Grid, cell: Cell) -> CellState:
     """The ``pending`` cell.json of a new cell."""
     return CellState(grid=grid.name, grid_file=str(grid.path.resolve()), label=cell.label, algo=cell.algo,
                      env_id=cell.env_id, seed=cell.seed, train=cell.train, config=cell.config.to_dict(),
-                     adapt=adapt_settings_dict(cell.adapt), cpus=cell.cpus)
+                     adapt=adapt_settings_dict(cell.adapt), cpus=cell.cpus, train_env_id=cell.train_env_id)
 
 
 def _same_config(a: dict[str, Any], b: dict[str, Any]) -> bool:

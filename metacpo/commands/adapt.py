@@ -26,6 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--margin", action="store_true",
                         help="adapt every curve with CPO's adaptive cost margin (default: plain CPO steps; "
                              "meta runs use their meta-trained inner step)")
+    parser.add_argument("--meta-steps", type=int, default=None, metavar="N",
+                        help="meta runs: adapt with the meta-trained inner step for the first N updates only, then "
+                             "with the run's own CPO update section (metric, delta, line search, aiming at d); "
+                             "default: the inner step for every update. Other runs are unaffected")
     parser.add_argument("--sampler", choices=SAMPLER_KINDS, default="local", help="sampler backend")
     parser.add_argument("--workers", type=int, default=0, help="process/ray sampler workers (0 = CPU count)")
     parser.add_argument("--ray-address", default="", help="Ray cluster to join with --sampler ray (default: start a local Ray)")
@@ -54,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         steps_per_iter=args.steps_per_iter or 0, cost_limit=args.cost_limit, sampler=args.sampler,
         workers=args.workers, from_scratch=args.from_scratch, ray_address=args.ray_address,
         imports=imports, overrides=overrides,
-        margin=args.margin,
+        margin=args.margin, meta_steps=args.meta_steps,
     )
     echo = None if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     res = meta_test(list(args.run_dirs), settings=settings, out_dir=args.out, echo=echo)

@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         for p in plan(grid, Path(args.out).resolve()):
-            print(f"{p.action:6s} {p.cell.key}  ({p.cell.cpus} CPU){'  ' + p.reason if p.reason else ''}")
+            trained_on = f"  trains on {p.cell.train_env_id}" if p.cell.train_env_id != p.cell.env_id else ""
+            print(f"{p.action:6s} {p.cell.key}  ({p.cell.cpus} CPU){trained_on}{'  ' + p.reason if p.reason else ''}")
         return 0
     result = run_grid(grid, out=args.out, jobs=args.jobs, ray_address=args.ray_address, heartbeat_s=args.heartbeat)
     counts = {s: sum(o.status == s for o in result.outcomes) for s in ("done", "skipped", "failed", "interrupted")}

@@ -23,9 +23,11 @@ from metacpo.tasks.families import (
     ButtonTask,
     CircleTask,
     RefButtonTask,
+    RefCircleTask,
     button_family,
     button_ref_family,
     circle_family,
+    circle_ref_family,
 )
 from metacpo.tasks.spec import (
     AGENTS,
@@ -57,6 +59,8 @@ BUTTON = button_family("metacpo.tasks.levels:StButtonLevel", "metacpo.tasks.fast
 """The built-in Button family."""
 BUTTON_REF = button_ref_family("metacpo.tasks.levels:StButtonLevel", "metacpo.tasks.fast:FastStButtonLevel")
 """The reference implementation's Button variant (wrong buttons cost at every level)."""
+CIRCLE_REF = circle_ref_family("metacpo.tasks.levels:StRefCircleLevel", "metacpo.tasks.fast:FastStRefCircleLevel")
+"""The reference implementation's Car-Circle variant (Circle with hazards)."""
 
 _LAZY = {
     "ReferenceBuilder": "metacpo.tasks.builder", "StochasticBuilder": "metacpo.tasks.builder",
@@ -64,6 +68,7 @@ _LAZY = {
     "register_ids": "metacpo.tasks.registration", "registered_ids": "metacpo.tasks.registration",
     "fast_envs": "metacpo.tasks.builder", "fast_default": "metacpo.tasks.builder",
     "FastStButtonLevel": "metacpo.tasks.fast", "FastStCircleLevel": "metacpo.tasks.fast",
+    "FastStRefCircleLevel": "metacpo.tasks.fast", "StRefCircleLevel": "metacpo.tasks.levels",
     "StButtonLevel": "metacpo.tasks.levels", "StCircleLevel": "metacpo.tasks.levels",
 }
 
@@ -77,7 +82,7 @@ def __getattr__(name: str) -> Any:
 
 
 def _add_builtin_families() -> None:
-    for fam in (CIRCLE, BUTTON, BUTTON_REF):
+    for fam in (CIRCLE, BUTTON, BUTTON_REF, CIRCLE_REF):
         if families().get(fam.name) is not fam:
             add_family(fam, replace=True)
 
@@ -121,9 +126,9 @@ def register_all() -> list[str]:
 _add_builtin_families()
 
 __all__ = [
-    "AGENTS", "BUTTON", "BUTTON_REF", "CIRCLE", "LEVELS", "ButtonTask", "CircleTask", "FastStButtonLevel",
-    "FastStCircleLevel", "Fixed", "IntUniform", "ParamDomain", "RefButtonTask", "ReferenceBuilder",
-    "StButtonLevel", "StCircleLevel", "StandardBuilder", "StochasticBuilder", "Task",
+    "AGENTS", "BUTTON", "BUTTON_REF", "CIRCLE", "CIRCLE_REF", "LEVELS", "ButtonTask", "CircleTask",
+    "FastStButtonLevel", "FastStCircleLevel", "FastStRefCircleLevel", "Fixed", "IntUniform", "ParamDomain",
+    "RefButtonTask", "RefCircleTask", "ReferenceBuilder", "StButtonLevel", "StCircleLevel", "StRefCircleLevel", "StandardBuilder", "StochasticBuilder", "Task",
     "TaskDistribution", "TaskFamily", "Uniform", "add_family", "clear_overrides", "env_id",
     "fast_default", "fast_envs", "families", "get_distribution", "get_family",
     "load_distribution_overrides", "make_env", "parse_env_id", "parse_overrides", "register_all",

@@ -1,4 +1,5 @@
-"""The two built-in families, Circle and Button (Table 1 of the Meta-CPO paper).
+"""The built-in families, Circle and Button (Table 1 of the Meta-CPO paper), and the reference
+implementation's variants of them (``buttonref``, ``circleref``).
 
 Each family has a frozen task dataclass, the Safety-Gymnasium task class that realises one task
 (:mod:`metacpo.tasks.levels`: subclasses of Safety-Gymnasium's own Circle/Button level classes,
@@ -50,6 +51,42 @@ class CircleTask(Task):
 
 def _build_circle(p: Mapping[str, Any]) -> CircleTask:
     return CircleTask(radius=float(p["radius"]), wall_distance=float(p["radius"]) * float(p["wall_ratio"]))
+
+
+REF_CIRCLE_HAZARD_SIZE = 0.12
+"""Hazard radius on the reference's Car-Circle variant (family ``circleref``)."""
+REF_CIRCLE_HAZARD_COST = 3.0
+"""Hazard cost unit there (Safety-Gymnasium's ``Hazards.cost``: ``3 * (size - distance)`` inside a
+hazard). Safety-Gymnasium's cost indicator (``cost_conf.constrain_indicator``, on by default) then
+makes every step with any cost cost exactly 1, so the unit does not change the cost signal."""
+
+
+@dataclass(frozen=True)
+class RefCircleTask(CircleTask):
+    """A Circle task of the reference implementation's Car-Circle variant (family ``circleref``):
+    the same circle and walls plus hazard discs (radius 0.12) placed in [-hazard_extent, hazard_extent]^2."""
+
+    family: ClassVar[str] = "circleref"
+
+    num_hazards: int
+    """Number of hazard discs (>= 1); standing in one costs."""
+    hazard_extent: float
+    """Hazards are placed in the square [-hazard_extent, hazard_extent]^2 (> 0)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        n = self.num_hazards
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"RefCircleTask: num_hazards={n!r} is not allowed; allowed: integer >= 1")
+        e = self.hazard_extent
+        if not (isinstance(e, (int, float)) and math.isfinite(e) and e > 0):
+            raise ValueError(f"RefCircleTask: hazard_extent={e!r} is not allowed; allowed: number > 0")
+
+
+def _build_ref_circle(p: Mapping[str, Any]) -> RefCircleTask:
+    c = _build_circle(p)
+    return RefCircleTask(radius=c.radius, wall_distance=c.wall_distance, num_hazards=int(p["num_hazards"]),
+                         hazard_extent=float(p["hazard_extent"]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,6 +159,20 @@ CIRCLE_LEVELS: dict[int, dict[str, Any]] = {
     2: {"radius": Uniform(2.0, 2.5), "wall_ratio": Uniform(0.55, 0.65)},
 }
 
+CIRCLE_REF_PARAMS = (
+    *CIRCLE_PARAMS,
+    ParamDomain("num_hazards", "number of hazards", integer=True, minimum=1),
+    ParamDomain("hazard_extent", "hazards placed in [-e, e]^2", minimum=0.0, min_inclusive=False),
+)
+CIRCLE_REF_LEVELS: dict[int, dict[str, Any]] = {
+    0: {"radius": 1.25, "wall_ratio": 0.65, "num_hazards": 5, "hazard_extent": 1.4},
+    1: {"radius": Uniform(1.0, 1.5), "wall_ratio": Uniform(0.55, 0.75), "num_hazards": IntUniform(4, 6),
+        "hazard_extent": 1.4},
+    2: {"radius": Uniform(1.5, 2.0), "wall_ratio": Uniform(0.55, 0.65), "num_hazards": IntUniform(10, 12),
+        "hazard_extent": 1.8},
+}
+"""The reference implementation's Car-Circle levels (docs/tasks.md says where they differ from ours)."""
+
 BUTTON_PARAMS = (
     ParamDomain("half_size", "arena half-size", minimum=0.0, min_inclusive=False),
     ParamDomain("num_buttons", "number of buttons", integer=True, minimum=1),
@@ -151,6 +202,16 @@ def circle_family(task_class: type | str = "metacpo.tasks.levels:StCircleLevel",
         levels=CIRCLE_LEVELS, task_class=task_class, fast_task_class=fast_task_class,
         max_episode_steps=500, derived={"wall_distance": "radius * wall_ratio"},
         description="run along a circle; walls at x = +-wall_distance cost when crossed")
+
+
+def circle_ref_family(task_class: type | str = "metacpo.tasks.levels:StRefCircleLevel",
+                      fast_task_class: type | str | None = None) -> TaskFamily:
+    """The reference implementation's Car-Circle variant (500 steps): Circle with hazards."""
+    return TaskFamily(
+        name="circleref", task_type=RefCircleTask, params=CIRCLE_REF_PARAMS, build_task=_build_ref_circle,
+        levels=CIRCLE_REF_LEVELS, task_class=task_class, fast_task_class=fast_task_class,
+        max_episode_steps=500, derived={"wall_distance": "radius * wall_ratio"},
+        description="run along a circle; walls at x = +-wall_distance and hazards cost (reference Car-Circle variant)")
 
 
 def button_family(task_class: type | str = "metacpo.tasks.levels:StButtonLevel",

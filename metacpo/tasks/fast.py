@@ -44,7 +44,7 @@ from safety_gymnasium.utils.common_utils import MujocoException  # noqa: E402
 from safety_gymnasium.utils.random_generator import RandomGenerator  # noqa: E402
 from safety_gymnasium.world import World  # noqa: E402
 
-from metacpo.tasks.levels import StButtonLevel, StCircleLevel  # noqa: E402
+from metacpo.tasks.levels import StButtonLevel, StCircleLevel, StRefCircleLevel  # noqa: E402
 
 _SKYBOX_RE = re.compile(r'<texture type="skybox"[^>]*?(/>|>\s*</texture>)')
 _BUILD_LOCK = threading.Lock()
@@ -807,9 +807,9 @@ class FastCircleMixin(FastTaskMixin):
     """Circle tasks (``CircleLevel0`` and subclasses): reward on Python floats, no goal."""
 
     def _bind_family(self) -> None:
-        others = [o for o in self._obstacles if not isinstance(o, (Circle, Sigwalls))]
+        others = [o for o in self._obstacles if not isinstance(o, (Circle, Sigwalls, Hazards))]
         if others:
-            raise ValueError(f"{type(self).__name__} supports circle and sigwalls only, got {others}")
+            raise ValueError(f"{type(self).__name__} supports circle, sigwalls and hazards only, got {others}")
         self._f_radius = float(self.circle.radius)  # pylint: disable=no-member
 
     def fast_calculate_reward(self) -> float:
@@ -894,6 +894,12 @@ class FastStCircleLevel(FastCircleMixin, StCircleLevel):
     """:class:`~metacpo.tasks.levels.StCircleLevel`, fast."""
 
     _RESIZABLE = frozenset({"circle"})  # the radius only resizes a non-colliding marker
+
+
+class FastStRefCircleLevel(FastCircleMixin, StRefCircleLevel):
+    """:class:`~metacpo.tasks.levels.StRefCircleLevel`, fast."""
+
+    _RESIZABLE = frozenset({"circle"})
 
 
 class FastStButtonLevel(FastButtonMixin, StButtonLevel):

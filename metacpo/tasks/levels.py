@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from metacpo.compat import import_safety_gymnasium
-from metacpo.tasks.families import CIRCLE_LIDAR_RANGE, CIRCLE_START_HALF_WIDTH, ButtonTask, CircleTask
+from metacpo.tasks.families import (
+    CIRCLE_LIDAR_RANGE,
+    CIRCLE_START_HALF_WIDTH,
+    REF_CIRCLE_HAZARD_COST,
+    REF_CIRCLE_HAZARD_SIZE,
+    ButtonTask,
+    CircleTask,
+    RefCircleTask,
+)
 
 import_safety_gymnasium()
 
+from safety_gymnasium.assets.geoms import Hazards  # noqa: E402
 from safety_gymnasium.tasks.safe_navigation.button.button_level1 import ButtonLevel1  # noqa: E402
 from safety_gymnasium.tasks.safe_navigation.circle.circle_level1 import CircleLevel1  # noqa: E402
 
@@ -32,6 +41,24 @@ class StCircleLevel(CircleLevel1):
         walls.locate_factor = float(task.wall_distance)
         walls.__post_init__()  # recompute the wall locations from locate_factor
         self.placements_conf.placements = None  # rebuilt from the new locations at reset
+
+
+class StRefCircleLevel(StCircleLevel):
+    """The reference's Car-Circle variant: :class:`StCircleLevel` plus the task's hazard discs
+    (Safety-Gymnasium ``Hazards``, radius 0.12, cost 3 per unit of depth, default keepout)."""
+
+    def apply_task(self, task: CircleTask) -> None:
+        """Circle and walls as :class:`StCircleLevel`, then the hazards; takes effect at the next reset."""
+        if not isinstance(task, RefCircleTask):
+            raise ValueError(f"a circleref env needs a RefCircleTask, got {type(task).__name__}")
+        if "hazards" not in self._geoms:  # first call, from StCircleLevel.__init__
+            self._add_geoms(Hazards(num=task.num_hazards, size=REF_CIRCLE_HAZARD_SIZE, cost=REF_CIRCLE_HAZARD_COST,
+                                    is_constrained=True))
+        super().apply_task(task)
+        hazards = self.hazards  # pylint: disable=no-member
+        hazards.num = int(task.num_hazards)
+        e = float(task.hazard_extent)
+        hazards.placements = [(-e, -e, e, e)]
 
 
 

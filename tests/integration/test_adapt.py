@@ -7,6 +7,7 @@ import json
 import math
 
 import numpy as np
+import pytest
 
 from metacpo.adaptation import TEST_SEED_BASE, held_out_tasks
 from metacpo.cli import main
@@ -98,3 +99,108 @@ def test_adaptation_config_declares_its_step_and_the_margin_only_on_request(tmp_
     margin = adaptation_config(init, settings=AdaptSettings(margin=True), test_seed=TEST_SEED_BASE,
                                steps_per_iter=500, cost_limit=25.0)
     assert margin.extra["margin"].adaptive
+
+
+# ---- --meta-steps: the meta-trained inner step for the first N updates, then the run's own CPO step ----------
+
+@pytest.fixture(scope="module")
+def meta_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("meta-steps") / "meta"
+    assert main(["train", "--algo", "meta-cpo", "--iters", "1", "--run-dir", str(run), *TINY,
+                 "--set", "meta.meta_batch_size=2", "--set", "meta.inner_steps=1"]) == 0
+    return run
+
+
+def _curve(init, settings):
+    """Adapt ``init`` on held-out task 0, test seed 0: records, the flat policy after each update
+    and the update section each update used (index k: the k-th update; 0: the initial config)."""
+    import torch
+
+    from metacpo.adaptation import adapt_one
+    from metacpo.samplers import make_sampler
+
+    test_env, tasks = held_out_tasks(ENV, level=2, count=1)
+    params, updates = [], []
+
+    def watch(k, algo):
+        params.append(torch.cat([p.detach().flatten().clone() for p in algo.policy.parameters()]))
+        updates.append(algo.config.update)
+
+    sampler = make_sampler("local", test_env, seed=TEST_SEED_BASE)
+    try:
+        recs = adapt_one(init, sampler=sampler, task=tasks[0], task_index=0, test_seed=TEST_SEED_BASE,
+                         settings=settings, steps_per_iter=500, cost_limit=25.0, on_policy=watch)
+    finally:
+        sampler.close()
+    return [(r.ep_return, r.ep_cost, r.j_c) for r in recs], params, updates
+
+
+def test_meta_steps_switches_to_the_runs_cpo_step_after_n_updates(meta_run):
+    from dataclasses import replace
+
+    import torch
+
+    from metacpo.adaptation import AdaptSettings, load_initialisation
+
+    init = load_initialisation(meta_run)
+    inner, own = init.update, init.cpo_update
+    assert (inner.metric, inner.delta, inner.line_search) == ("identity", 0.005, False)
+    assert (own.metric, own.delta, own.line_search) == ("fisher", 0.01, True)
+    base_recs, base_params, base_updates = _curve(init, AdaptSettings(adapt_iters=3))
+    recs, params, updates = _curve(init, AdaptSettings(adapt_iters=3, meta_steps=1))
+    # update 1 is the inner step in both: the policy after it and the batches up to step 1 are identical
+    for k in (0, 1):
+        assert torch.equal(params[k], base_params[k])
+    assert recs[:2] == base_recs[:2]
+    # updates 2, 3, 4 take the run's own Fisher/line-search CPO step: other policies, other batches
+    assert [u.metric for u in updates[1:]] == ["identity", "fisher", "fisher", "fisher"]
+    assert [u.line_search for u in updates[1:]] == [False, True, True, True]
+    assert {u.metric for u in base_updates} == {"identity"} and {u.cost_limit for u in updates} == {25.0}
+    for k in (2, 3):
+        assert not torch.equal(params[k], base_params[k])
+    assert recs[2:] != base_recs[2:]
+    # the switch carries the whole state over: switching to a step equal to the inner one changes nothing
+    same = replace(init, cpo_update=init.update, inner_cost_margin=0.0)
+    assert init.inner_cost_margin == 0.0 and init.inner_margin_fraction == 0.0
+    s_recs, s_params, _ = _curve(same, AdaptSettings(adapt_iters=3, meta_steps=1))
+    assert s_recs == base_recs and all(torch.equal(a, b) for a, b in zip(s_params, base_params, strict=True))
+    # meta_steps = 0: every update is the run's own CPO step
+    z_recs, z_params, z_updates = _curve(init, AdaptSettings(adapt_iters=3, meta_steps=0))
+    o_recs, o_params, _ = _curve(init.after_meta_steps(), AdaptSettings(adapt_iters=3))
+    assert z_recs == o_recs and all(torch.equal(a, b) for a, b in zip(z_params, o_params, strict=True))
+    assert {u.metric for u in z_updates[1:]} == {"fisher"}
+
+
+def test_meta_steps_cli_records_the_rule_and_never_reuses_other_rules(meta_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["adapt", str(meta_run), "--tasks", "1", "--seeds", "1", "--adapt-iters", "2", "--steps-per-iter", "500",
+            "--from-scratch", "--out", str(out)]
+    assert main([*args, "--meta-steps", "1"]) == 0
+    capsys.readouterr()
+    settings = json.loads((out / "adapt.json").read_text())["settings"]
+    inner = {"step": "cpo", "delta": 0.005, "metric": "identity", "backend": "analytic", "normalize_grads": False,
+             "line_search": False, "margin": False, "fixed_margin": 0.0, "cost_target": 25.0}
+    cpo = {**inner, "delta": 0.01, "metric": "fisher", "line_search": True}
+    assert settings["step_rules"] == {"meta": {"meta_steps": 1, "first": inner, "rest": cpo},
+                                      "cpo-from-scratch": cpo}  # a non-meta curve is unaffected
+
+    def rows():
+        with open(out / "adapt.csv") as fh:
+            return {(r["label"], r["step"]): (r["ep_return"], r["ep_cost"]) for r in csv.DictReader(fh)}
+
+    stepped = rows()
+    # the same rule again in the same --out: both finished curves reused
+    assert main([*args, "--meta-steps", "1"]) == 0
+    assert "reused 2 finished curve(s)" in capsys.readouterr().err
+    assert rows() == stepped
+    # the default rule: the meta curve is computed again (not reused), the other one reused
+    assert main(args) == 0
+    assert "reused 1 finished curve(s)" in capsys.readouterr().err
+    assert json.loads((out / "adapt.json").read_text())["settings"]["step_rules"]["meta"] == inner
+    default = rows()
+    assert [default[("meta", k)] == stepped[("meta", k)] for k in "012"] == [True, True, False]
+    assert all(default[("cpo-from-scratch", k)] == stepped[("cpo-from-scratch", k)] for k in "012")
+    # a bad value: one line, exit 2
+    assert main([*args, "--meta-steps", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--meta-steps must be an integer >= 0" in err and "got -1" in err and err.count("\n") == 1

@@ -196,3 +196,43 @@ def test_failing_cell_does_not_stop_the_others_and_more_iterations_resume(tmp_pa
     path.write_text(yaml.safe_dump(grid))
     res = _benchmark(path, out)
     assert res.returncode == 1 and "holds a cell with another config (update.delta: checkpoint 0.01 vs now 0.02)" in res.stderr
+
+
+@pytest.mark.slow
+def test_entry_trained_on_level_0_is_meta_tested_with_the_grid_env(tmp_path):
+    # "CPO pre-trained on the level-0 task": an entry with level: 0 trains on SafetyPointStcircle0-v0,
+    # lives under the grid env and is meta-tested on the same held-out level-2 tasks as the others
+    grid = {"name": "lvl", "description": "CPO on level 1 and on level 0", "envs": [ENV], "seeds": [0],
+            "train": {"sampler.kind": "local", "sampler.steps_per_iter": 500, "run.iters": 1, "run.tensorboard": False,
+                      "policy.hidden": [8], "critic.hidden": [8]},
+            "algorithms": {"cpo": {"algo": "cpo"}, "cpo-level0": {"algo": "cpo", "level": 0}},
+            "adapt": {"level": 2, "tasks": 1, "seeds": 1, "adapt_iters": 1, "steps_per_iter": 500}}
+    path = tmp_path / "lvl.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    out = tmp_path / "out"
+    check = _benchmark(path, out, "--check")
+    assert check.returncode == 0, check.stderr
+    assert f"run    cpo-level0/{ENV}/seed0  (1 CPU)  trains on SafetyPointStcircle0-v0" in check.stdout
+    res = _benchmark(path, out, "--jobs", "2")
+    assert res.returncode == 0, res.stderr
+    level0, plain = out / "cpo-level0" / ENV / "seed0", out / "cpo" / ENV / "seed0"
+    state = read_state(level0)
+    assert state.status == "done" and state.env_id == ENV and state.train_env_id == "SafetyPointStcircle0-v0"
+    assert state.config["env"]["env_id"] == "SafetyPointStcircle0-v0"
+    assert read_state(plain).train_env_id == ENV
+    # what training truly used: the run's own config and checkpoint
+    from metacpo.checkpoint import load_checkpoint
+
+    assert yaml.safe_load((level0 / "config.yaml").read_text())["env"]["env_id"] == "SafetyPointStcircle0-v0"
+    assert load_checkpoint(level0 / "checkpoint.pt")["config"]["env"]["env_id"] == "SafetyPointStcircle0-v0"
+    # the same meta-test (env, tasks, seeds) for both cells
+    a, b = (json.loads((d / "adapt" / "adapt.json").read_text())["settings"] for d in (level0, plain))
+    assert a["env_id"] == b["env_id"] == "SafetyPointStcircle2-v0"
+    assert a["tasks"] == b["tasks"] and a["seeds"] == b["seeds"]
+    rep = _report(out)
+    assert rep.returncode == 0, rep.stderr
+    assert f"| cpo-level0 | {ENV} (trained on SafetyPointStcircle0-v0) | 1 |" in rep.stdout
+    assert f"| cpo | {ENV} | 1 |" in rep.stdout
+    assert f"### {ENV} -> meta-test on SafetyPointStcircle2-v0" in rep.stdout
+    js = json.loads(_report(out, "--format", "json").stdout)
+    assert {r["algorithm"]: r["train_env"] for r in js["training"]} == {"cpo": ENV, "cpo-level0": "SafetyPointStcircle0-v0"}

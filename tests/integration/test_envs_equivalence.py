@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 
 from metacpo.compat import import_safety_gymnasium
-from metacpo.tasks import ButtonTask, CircleTask, RefButtonTask, ReferenceBuilder, StochasticBuilder, make_env
+from metacpo.tasks import (
+    ButtonTask,
+    CircleTask,
+    RefButtonTask,
+    RefCircleTask,
+    ReferenceBuilder,
+    StochasticBuilder,
+    make_env,
+)
 from metacpo.tasks.builder import FAST_ENV_VAR, StandardBuilder
 from metacpo.tasks.fast import _MODEL_CACHE
 
@@ -81,6 +89,16 @@ def test_circle_equivalence(agent):
     t1, t2 = CircleTask(radius=1.2, wall_distance=0.7), CircleTask(radius=2.3, wall_distance=1.4)
     ev = _run_pair(agent, "circle", [t1, t1, t2, t2], steps=120, seed=3)
     assert ev["reused"] == 3  # the compiled model was moved (and the circle resized), not rebuilt
+
+
+@pytest.mark.parametrize("agent", ["Point", "Car"])
+def test_reference_circle_variant_equivalence(agent):
+    """The reference's Car-Circle variant (family circleref: Circle plus hazards)."""
+    t1 = RefCircleTask(radius=1.2, wall_distance=0.7, num_hazards=5, hazard_extent=1.4)
+    t2 = RefCircleTask(radius=1.8, wall_distance=1.1, num_hazards=11, hazard_extent=1.8)
+    ev = _run_pair(agent, "circleref", [t1, t1, t2, t2], steps=150, seed=3)
+    assert ev["reused"] == 2  # same structure: moved, not rebuilt (t2 has more hazards: rebuilt once)
+    assert ev["cost"] > 0, ev
 
 
 def test_button_equivalence_point_presses_buttons():

@@ -60,6 +60,16 @@ def _with(**changes) -> dict:
     ({"adapt": {"steps_per_iter": 500, "tasks": "5"}}, "config key adapt.tasks expects an integer, got '5'"),
     ({"adapt": {"steps_per_iter": 500}, "envs": ["SafetyPointCircle1-v0"]}, "the adapt stage needs metacpo task-family env ids"),
     ({"name": "a b"}, "name must be a word"),
+    ({"adapt": {"steps_per_iter": 500, "meta_steps": -1}}, "--meta-steps must be an integer >= 0 (or omitted: the inner step for every update), got -1"),
+    ({"adapt": {"steps_per_iter": 500, "meta_steps": "3"}}, "--meta-steps must be an integer >= 0 (or omitted: the inner step for every update), got '3'"),
+    ({"algorithms": {"x": {"algo": "cpo", "level": 5}}},
+     "algorithms.x on SafetyPointStcircle1-v0: level 5 is not a level of the 'circle' task family; allowed: [0, 1, 2]"),
+    ({"algorithms": {"x": {"algo": "cpo", "level": -1}}}, "algorithms.x.level must be an integer >= 0 (a level of the env's task family), got -1"),
+    ({"algorithms": {"x": {"algo": "cpo", "level": "0"}}}, "algorithms.x.level must be an integer >= 0 (a level of the env's task family), got '0'"),
+    ({"algorithms": {"x": {"algo": "cpo", "level": True}}}, "algorithms.x.level must be an integer >= 0"),
+    ({"algorithms": {"x": {"algo": "cpo", "level": 0}}, "envs": ["SafetyPointCircle1-v0"]},
+     "algorithms.x on SafetyPointCircle1-v0: level 0 needs a metacpo task-family env id (e.g. SafetyPointStcircle1-v0), "
+     "got 'SafetyPointCircle1-v0'"),
 ])
 def test_bad_grids_are_one_line_errors(tmp_path, capsys, changes, message):
     path = _write(tmp_path, _with(**changes))
@@ -126,6 +136,48 @@ def test_adapt_stage_same_for_every_cell_of_an_env(tmp_path):
     with pytest.raises(ValueError, match=r"different constraint.cost_limit \[10.0, 25.0\]; set adapt.cost_limit"):
         load_grid(_write(tmp_path, _with(algorithms={"a": {"algo": "cpo", "set": {"update.cost_limit": 10.0}},
                                                      "b": {"algo": "meta-cpo"}}, adapt=no_limit)))
+
+
+def test_entry_with_a_level_trains_on_that_level_of_the_grid_envs_family(tmp_path):
+    grid = load_grid(_write(tmp_path, _with(
+        envs=["SafetyPointStcircle1-v0", "SafetyCarStbutton1-v0"],
+        algorithms={"cpo": {"algo": "cpo"}, "cpo-level0": {"algo": "cpo", "level": 0},
+                    "cpo-level2": {"algo": "cpo", "level": 2}},
+        adapt={"level": 2, "tasks": 2, "steps_per_iter": 1000},
+    )))
+    cells = {c.key: c for c in grid.cells(tmp_path / "out")}
+    trained_on = {k: c.config.env.env_id for k, c in cells.items() if k.endswith("seed0")}
+    assert trained_on == {
+        "cpo/SafetyPointStcircle1-v0/seed0": "SafetyPointStcircle1-v0",
+        "cpo/SafetyCarStbutton1-v0/seed0": "SafetyCarStbutton1-v0",
+        "cpo-level0/SafetyPointStcircle1-v0/seed0": "SafetyPointStcircle0-v0",
+        "cpo-level0/SafetyCarStbutton1-v0/seed0": "SafetyCarStbutton0-v0",
+        "cpo-level2/SafetyPointStcircle1-v0/seed0": "SafetyPointStcircle2-v0",
+        "cpo-level2/SafetyCarStbutton1-v0/seed0": "SafetyCarStbutton2-v0",
+    }
+    c = cells["cpo-level0/SafetyPointStcircle1-v0/seed1"]
+    assert c.env_id == "SafetyPointStcircle1-v0" and c.train_env_id == "SafetyPointStcircle0-v0"
+    assert Path(c.config.run.run_dir) == (tmp_path / "out" / "cpo-level0" / "SafetyPointStcircle1-v0" / "seed1").resolve()
+    # the same meta-test stage as the grid env's other cells
+    assert c.adapt == cells["cpo/SafetyPointStcircle1-v0/seed1"].adapt and c.adapt.level == 2
+    # the pending cell.json records the training env
+    from metacpo.benchmark.runner import cell_state_for
+
+    assert cell_state_for(grid, c).train_env_id == "SafetyPointStcircle0-v0"
+    assert cell_state_for(grid, cells["cpo/SafetyPointStcircle1-v0/seed1"]).train_env_id == "SafetyPointStcircle1-v0"
+
+
+def test_adapt_meta_steps_reaches_the_cells_and_is_left_out_of_cell_json_at_its_default(tmp_path):
+    from metacpo.adaptation import AdaptSettings
+    from metacpo.benchmark.grid import adapt_settings_dict
+
+    grid = load_grid(_write(tmp_path, _with(adapt={"steps_per_iter": 500, "meta_steps": 3})))
+    assert {c.adapt.meta_steps for c in grid.cells(tmp_path / "out")} == {3}
+    assert adapt_settings_dict(grid.cells(tmp_path / "out")[0].adapt)["meta_steps"] == 3
+    # cells meta-tested before the setting existed (cell.json without it) still match the default
+    plain = adapt_settings_dict(AdaptSettings(steps_per_iter=500, cost_limit=25.0))
+    assert "meta_steps" not in plain and adapt_settings_dict(AdaptSettings(**plain)) == plain
+    assert adapt_settings_dict(AdaptSettings(meta_steps=0))["meta_steps"] == 0
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "benchmarks").glob("*.yaml")))

@@ -26,9 +26,9 @@ def _no_overrides():
 
 def test_parse_env_id_all_registered_ids():
     ids = tasks.registered_ids()
-    assert len([i for i in ids if "Stcircle" in i or "Stbutton" in i]) == 4 * 3 * 3
+    assert len([i for i in ids if "Stcircle" in i or "Stbutton" in i]) == 4 * 4 * 3
     for agent in ("Point", "Car", "Doggo", "Racecar"):
-        for fam in ("circle", "button", "buttonref"):
+        for fam in ("circle", "button", "buttonref", "circleref"):
             for level in (0, 1, 2):
                 eid = f"Safety{agent}St{fam}{level}-v0"
                 assert eid in ids
@@ -170,7 +170,7 @@ def test_make_range_validation():
 
 
 def test_get_distribution_errors():
-    with pytest.raises(ValueError, match="unknown task family 'square'; allowed: button, buttonref, circle"):
+    with pytest.raises(ValueError, match="unknown task family 'square'; allowed: button, buttonref, circle, circleref"):
         tasks.get_distribution("square", 1)
     with pytest.raises(ValueError, match="unknown level 5 for family 'circle'; allowed: 0, 1, 2"):
         tasks.get_distribution("circle", 5)
