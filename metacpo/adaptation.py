@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from metacpo.choices import SAMPLER_KINDS, SamplerKind, check_choice
-from metacpo.fileio import write_text_atomic
+from metacpo.fileio import check_output_dir, write_text_atomic
 from metacpo.checkpoint import CHECKPOINT_NAME, CheckpointError, load_run
 from metacpo.config.schema import (
     TRAIN_SEED_LIMIT,
@@ -319,7 +319,6 @@ def meta_test(
     ``out_dir/adapt_parts/``; a later call with the same settings reuses the curves found there
     whose run checkpoint, task, seed and settings match, so an interrupted meta-test continues
     where it stopped and gives the outputs of an uninterrupted one."""
-    from metacpo.training import check_output_dir
 
     if not run_dirs:
         raise ValueError("metacpo adapt needs at least one run directory")
