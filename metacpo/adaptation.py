@@ -44,9 +44,17 @@ from typing import Any
 
 import numpy as np
 
-from metacpo.fileio import write_text_atomic
+from metacpo.choices import SAMPLER_KINDS, SamplerKind, check_choice
+from metacpo.fileio import check_output_dir, write_text_atomic
 from metacpo.checkpoint import CHECKPOINT_NAME, CheckpointError, load_run
-from metacpo.config.schema import TRAIN_SEED_LIMIT, RunConfig, SamplerConfig, TrainConfig, UpdateConfig
+from metacpo.config.schema import (
+    TRAIN_SEED_LIMIT,
+    ConstraintConfig,
+    RunConfig,
+    SamplerConfig,
+    TrainConfig,
+    UpdateConfig,
+)
 from metacpo.logging.meta_test import AdaptRecord, summarize, write_records_csv, write_summary_json
 
 TEST_STREAM = 7_777_777
@@ -72,8 +80,8 @@ class AdaptSettings:
     steps_per_iter: int = 0
     """Environment steps per adaptation update (0: the first run's sampler.steps_per_iter)."""
     cost_limit: float | None = None
-    """Cost limit d (None: the first run's update.cost_limit); the same d for every curve."""
-    sampler: str = "local"
+    """Cost limit d (None: the first run's constraint.cost_limit); the same d for every curve."""
+    sampler: SamplerKind = "local"
     """Sampler backend: local, process or ray."""
     ray_address: str = ""
     """Ray cluster to join with the ray sampler ('' = start a local Ray)."""
@@ -111,8 +119,7 @@ class AdaptSettings:
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
             raise ValueError(f"--meta-steps must be an integer >= 0 (or omitted: the inner step for every update), "
                              f"got {n!r}")
-        if self.sampler not in ("local", "process", "ray"):
-            raise ValueError(f"unknown sampler {self.sampler!r}; allowed: 'local', 'process', 'ray'")
+        check_choice("sampler", self.sampler, SAMPLER_KINDS)
         if self.ray_address and self.sampler != "ray":
             raise ValueError(f"--ray-address {self.ray_address} needs --sampler ray (got --sampler {self.sampler}); "
                              "drop --ray-address or pass --sampler ray")
@@ -222,7 +229,7 @@ def adaptation_config(init: Initialisation, *, settings: AdaptSettings, test_see
     cfg = init.config
     return TrainConfig(
         algo="cpo", env=cfg.env, policy=cfg.policy, critic=cfg.critic, advantage=cfg.advantage,
-        update=replace(init.update, cost_limit=cost_limit),
+        constraint=ConstraintConfig(cost_limit=cost_limit), update=init.update,
         sampler=SamplerConfig(kind=settings.sampler, workers=settings.workers, steps_per_iter=steps_per_iter),
         run=RunConfig(seed=test_seed, iters=settings.adapt_iters + 1, tensorboard=False),
         # the adaptive margin only when asked for (TrainConfig(algo="cpo") would otherwise default it
@@ -312,7 +319,6 @@ def meta_test(
     ``out_dir/adapt_parts/``; a later call with the same settings reuses the curves found there
     whose run checkpoint, task, seed and settings match, so an interrupted meta-test continues
     where it stopped and gives the outputs of an uninterrupted one."""
-    from metacpo.training import check_output_dir
 
     if not run_dirs:
         raise ValueError("metacpo adapt needs at least one run directory")
@@ -334,7 +340,7 @@ def meta_test(
     out = Path(out_dir) if out_dir else Path(run_dirs[0])
     check_output_dir(out, flag="--out")  # before any work
     plan = _Plan(settings=settings, env_id=test_env, tasks=tasks, parts=out / PARTS_DIR,
-                 cost_limit=ref.update.cost_limit if settings.cost_limit is None else settings.cost_limit,
+                 cost_limit=ref.constraint.cost_limit if settings.cost_limit is None else settings.cost_limit,
                  steps_per_iter=settings.steps_per_iter or ref.sampler.steps_per_iter)
     keys = [_init_key(init, rd) for init, rd in zip(inits, [*run_dirs, None], strict=False)]
     sampler = _make_sampler(test_env, settings, setup)

@@ -1,4 +1,6 @@
-"""Atomic file writes: every file metacpo writes (checkpoints, progress.csv, config.yaml,
+"""Atomic file writes, and the writable-directory check run before any work.
+
+Every file metacpo writes (checkpoints, progress.csv, config.yaml,
 cell.json, adapt parts, reports, plots, videos) appears whole or not at all.
 
 :func:`atomic_path` yields a temporary path beside the target; the writer fills it (with any
@@ -49,3 +51,28 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def check_output_dir(path: str | os.PathLike[str], *, flag: str = "--run-dir") -> None:
+    """Fail (one-line ValueError) unless ``path`` is, or can be created as, a writable directory.
+
+    Probes by creating and removing a file, so read-only mounts are caught too; creates nothing.
+    """
+    path = Path(path)
+    probe_dir = path
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"{flag} {path} is a file, not a directory; pass a directory path")
+    else:
+        probe_dir = path.parent
+        while not probe_dir.exists() and probe_dir != probe_dir.parent:
+            probe_dir = probe_dir.parent
+        if not probe_dir.is_dir():
+            raise ValueError(f"{flag} {path} cannot be created: {probe_dir} is a file, not a directory")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".metacpo-write-probe-", dir=probe_dir)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        where = "is" if probe_dir == path else f"cannot be created in {probe_dir}:"
+        raise ValueError(f"{flag} {path} {where} not writable ({exc.strerror or exc})") from None

@@ -565,7 +565,7 @@ def render_run(
         if adapt:
             steps = adapt_steps or cfg.sampler.steps_per_iter
             before, after = adapted_snapshots(init, env_id=env_id, task=task, updates=adapt, steps_per_iter=steps,
-                                              cost_limit=cfg.update.cost_limit, deterministic=not stochastic)
+                                              cost_limit=cfg.constraint.cost_limit, deterministic=not stochastic)
             policies = [("before", before), (f"after {adapt} update{'s' if adapt > 1 else ''}", after)]
         else:
             policies = [(Path(run_dir).resolve().name, snapshot_of_run(init, env, deterministic=not stochastic))]

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import yaml
 
-from metacpo.fileio import write_text_atomic
+from metacpo.fileio import check_output_dir, write_text_atomic
 from metacpo.algorithms.registry import get_algorithm
 from metacpo.checkpoint import (
     CHECKPOINT_NAME,
@@ -92,33 +92,6 @@ def build_sampler(config: TrainConfig) -> Sampler:
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during :func:`train`; the message says what was saved and how to resume."""
-
-
-def check_output_dir(path: str | os.PathLike[str], *, flag: str = "--run-dir") -> None:
-    """Fail (one-line ValueError) unless ``path`` is, or can be created as, a writable directory.
-
-    Probes by creating and removing a file, so read-only mounts are caught too; creates nothing.
-    """
-    path = Path(path)
-    probe_dir = path
-    if path.exists():
-        if not path.is_dir():
-            raise ValueError(f"{flag} {path} is a file, not a directory; pass a directory path")
-    else:
-        probe_dir = path.parent
-        while not probe_dir.exists() and probe_dir != probe_dir.parent:
-            probe_dir = probe_dir.parent
-        if not probe_dir.is_dir():
-            raise ValueError(f"{flag} {path} cannot be created: {probe_dir} is a file, not a directory")
-    import tempfile
-
-    try:
-        fd, name = tempfile.mkstemp(prefix=".metacpo-write-probe-", dir=probe_dir)
-        os.close(fd)
-        os.unlink(name)
-    except OSError as exc:
-        where = "is" if probe_dir == path else f"cannot be created in {probe_dir}:"
-        raise ValueError(f"{flag} {path} {where} not writable ({exc.strerror or exc})") from None
 
 
 def _check_sampling(config: TrainConfig, episode_steps: int | None, echo: Any) -> None:

@@ -86,7 +86,7 @@ def main() -> None:
             a_small = cost_grad(batch)
             # Plain CPO's step (target d): the margin is what this tool motivates, so it is left out.
             new, us = trust_region_update(policy=pol, params=theta, processed=pb, settings=cfg.update,
-                                          constrained=True)
+                                          constrained=True, cost_target=cfg.constraint.cost_limit)
             x = flatten(new) - flatten(theta)
             back = add_flat(theta, -x)
             state = eval_s.state_dict()

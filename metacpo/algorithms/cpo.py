@@ -59,11 +59,13 @@ def trust_region_update(
     """One CPO (``constrained``) or TRPO step from ``params``; returns new detached params.
 
     ``g = d loss_r / d theta``, ``a = d loss_c / d theta``, ``b = J_C - cost_target``
-    (``cost_target``: ``d - m`` with CPO's margin; default the cost limit ``d``); the metric is
+    (``cost_target``: the cost limit ``d``, or ``d - m`` with CPO's margin; TRPO: None); the metric is
     the damped KL Hessian (``settings.metric == 'fisher'``) or the identity. On any non-finite
     quantity, or when the line search rejects every fraction, ``params`` itself is returned.
     """
-    target = settings.cost_limit if cost_target is None else cost_target
+    if constrained and cost_target is None:
+        raise TypeError("a constrained step needs its cost_target (d, or d - m with a margin)")
+    target = math.nan if cost_target is None else cost_target
     b = constraint_b(processed.j_c, target) if constrained else math.nan
     if not advantages_finite(processed):
         return params, skipped_step("non-finite advantages or J_C", b=b)
@@ -207,7 +209,7 @@ class TrustRegionAlgorithm:
         params = {k: v.detach().clone() for k, v in agent.policy.named_parameters()}
         processed = agent.process(batch, params=params, obs_norm=obs_norm,
                                   time_limit=getattr(self.sampler, "episode_steps", None))
-        d, margin = cfg.update.cost_limit, math.nan
+        d, margin = cfg.constraint.cost_limit, math.nan
         if self.margin is not None:
             self.margin.observe(processed.j_c, cost_limit=d)
             margin = self.margin.margin(d)

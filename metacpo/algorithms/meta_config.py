@@ -5,13 +5,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 from metacpo.algorithms.margin import fixed_margin
+from metacpo.choices import MetricKind
+from metacpo.config.schema import StepConfig
 
 
 @dataclass(frozen=True)
-class MetaConfig:
-    """Settings of the meta-learning loop shared by Meta-CPO and Meta-TRPO."""
+class MetaConfig(StepConfig):
+    """Settings of the meta-learning loop shared by Meta-CPO and Meta-TRPO.
+
+    The solver and line-search settings are :class:`~metacpo.config.schema.StepConfig`'s (the
+    single-task ``update`` step's type): ``metric``, ``backend`` and ``normalize_grads`` apply to
+    the inner steps and the meta-step, the line search to the meta-step (the inner steps take
+    the solver's step as it is). Two defaults differ from ``update``'s: the identity metric and
+    at most 10 backtracks."""
+
+    SECTION: ClassVar[str] = "meta"
 
     meta_batch_size: int = 3
     """Tasks per meta-iteration."""
@@ -36,29 +47,16 @@ class MetaConfig:
     """Cost-limit annealing: start from this limit and move linearly to the run's cost limit."""
     anneal_iters: int = 0
     """Meta-iterations over which the cost limit is annealed (0 with a start value: no annealing)."""
-    backend: str = "analytic"
-    """Solver backend for inner and outer steps."""
-    metric: str = "identity"
+    metric: MetricKind = "identity"
     """Trust-region metric H: identity (seed; meta-gradient exact) or Fisher (treated as a
     constant on the meta-gradient path)."""
-    normalize_grads: bool = False
-    """Normalise g and a (G and A) to unit norm before solving, as the seed does. Off by
-    default: b is not rescaled with a, so after normalisation the linearised constraint
-    b + a^T x <= 0 no longer predicts the cost change and is almost never active (the steps
-    are either unconstrained or recovery)."""
     critic_epochs: int = 1
     """Adam epochs (L-BFGS: iterations x 5) of critic fitting over ALL the meta-iteration's data
     (meta_batch_size x (inner_steps + 1) batches); replaces critic.iters for meta algorithms.
     One epoch over 36,000 samples is about as many Adam steps as single-task CPO's 10 epochs
     over 4,000."""
-    line_search: bool = True
-    """Backtracking line search on the post-adaptation surrogates for the meta-step."""
-    backtrack_coef: float = 0.8
-    """Step shrink factor of the line search."""
     max_backtracks: int = 10
-    """Maximum number of shrinks of the meta-step."""
-    accept_ratio: float = 0.1
-    """Minimum fraction of the predicted surrogate improvement the line search accepts."""
+    """Maximum number of shrinks of the meta-step (line search on the post-adaptation surrogates)."""
     inner_cost_margin: float = 0.0
     """Conservative inner target, episode-cost units (>= 0): the inner CPO steps aim at
     ``J_C <= d - m`` with ``m = inner_cost_margin + inner_margin_fraction * d`` (clipped to d);
@@ -80,6 +78,7 @@ class MetaConfig:
         return cost_limit - self.inner_margin(cost_limit)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.meta_batch_size < 1:
             raise ValueError(f"meta_batch_size must be >= 1, got {self.meta_batch_size}")
         if self.inner_steps < 0:
@@ -88,12 +87,6 @@ class MetaConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {v}")
-        if self.backend not in ("analytic", "dco"):
-            raise ValueError(f"unknown solver backend {self.backend!r}; allowed: 'analytic', 'dco'")
-        if self.metric not in ("identity", "fisher"):
-            raise ValueError(f"unknown metric {self.metric!r}; allowed: 'identity', 'fisher'")
-        if self.backend == "dco" and self.metric != "identity":
-            raise ValueError("the dco backend supports only metric='identity'")
         if self.task_level < 0:
             raise ValueError(f"task_level must be >= 0, got {self.task_level}")
         if self.anneal_cost_limit_from is not None and self.anneal_cost_limit_from < 0:
@@ -102,10 +95,6 @@ class MetaConfig:
             raise ValueError(f"anneal_iters must be >= 0, got {self.anneal_iters}")
         if self.critic_epochs < 1:
             raise ValueError(f"critic_epochs must be >= 1, got {self.critic_epochs}")
-        if not 0.0 < self.backtrack_coef < 1.0:
-            raise ValueError(f"backtrack_coef must lie in (0, 1), got {self.backtrack_coef}")
-        if self.max_backtracks < 0:
-            raise ValueError(f"max_backtracks must be >= 0, got {self.max_backtracks}")
         m = self.inner_cost_margin
         if isinstance(m, bool) or not (isinstance(m, (int, float)) and math.isfinite(m) and m >= 0):
             raise ValueError(f"meta.inner_cost_margin must be a finite number >= 0 (episode cost), got {m!r}")

@@ -43,7 +43,7 @@ from metacpo.algorithms.trust_region import (
     skipped_step,
     trust_region_step,
 )
-from metacpo.config.schema import TrainConfig, UpdateConfig
+from metacpo.config.schema import ConstraintConfig, TrainConfig, UpdateConfig
 from metacpo.data.batch import Batch
 from metacpo.data.normalizer import NormalizerState
 from metacpo.functional.params import Params, params_of
@@ -291,6 +291,7 @@ class MetaLearner:
         level0_task: Any = None,
         meta: MetaConfig,
         update: UpdateConfig,
+        constraint: ConstraintConfig,
         steps_per_task: int,
         rng: np.random.Generator,
         constrained: bool = True,
@@ -305,6 +306,7 @@ class MetaLearner:
         self.level0_task = level0_task
         self.meta = meta
         self.update_cfg = update
+        self.constraint = constraint
         self.steps_per_task = steps_per_task
         self.rng = rng
         self.constrained = constrained
@@ -331,7 +333,7 @@ class MetaLearner:
     def cost_limit(self, iteration: int | None = None) -> float:
         """The cost limit d at ``iteration`` (annealed linearly when configured)."""
         it = self.iteration if iteration is None else iteration
-        d = self.update_cfg.cost_limit
+        d = self.constraint.cost_limit
         start = self.meta.anneal_cost_limit_from
         if start is None or self.meta.anneal_iters == 0:
             return d
@@ -563,7 +565,7 @@ def build_meta(config: TrainConfig, *, sampler: Sampler, obs_dim: int, act_dim: 
                              f"this policy has {n} (use meta.backend=analytic or a smaller policy.hidden)")
     return MetaLearner(
         agent=agent, sampler=sampler, task_distribution=dist, level0_task=level0,
-        meta=meta, update=config.update, steps_per_task=config.sampler.steps_per_iter,
+        meta=meta, update=config.update, constraint=config.constraint, steps_per_task=config.sampler.steps_per_iter,
         rng=np.random.default_rng([config.run.seed, 20240]),
         constrained=constrained,
     )

@@ -26,7 +26,8 @@ from typing import Any
 Ref = str
 """``"package.module:attribute"``: an object named by where it lives, imported on first use."""
 
-COMMON_SECTION_NAMES = frozenset({"algo", "env", "policy", "critic", "advantage", "update", "sampler", "run"})
+COMMON_SECTION_NAMES = frozenset({"algo", "env", "policy", "critic", "advantage", "constraint", "update", "sampler",
+                                  "run"})
 """Top-level config keys an algorithm may not claim for its own sections (checked against
 ``metacpo.config.schema.SECTIONS`` by the config tests)."""
 

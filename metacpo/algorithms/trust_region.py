@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
@@ -36,12 +35,11 @@ from metacpo.algorithms.common import (
     mean_kl,
     surrogate_losses,
 )
+from metacpo.choices import MetricKind
 from metacpo.functional.params import Params, add_flat
 from metacpo.meta.core import StepRule, project_onto_halfspace, solve_step
 from metacpo.models.policy import GaussianMLPPolicy
 from metacpo.solvers import FisherMetric, SolverCase
-
-MetricKind = Literal["identity", "fisher"]
 
 CandidateValues = Callable[[Params], tuple[float, float, float]]
 """``values(candidate) -> (loss_r, loss_c, mean KL)`` at candidate parameters (no graph kept)."""

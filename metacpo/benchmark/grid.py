@@ -43,7 +43,7 @@ from typing import Any
 import yaml
 
 from metacpo.adaptation import TEST_SEED_BASE, AdaptSettings
-from metacpo.config.schema import TrainConfig, build_section, load_yaml
+from metacpo.config.schema import TrainConfig, build_section, load_yaml, set_key
 
 TOP_KEYS: tuple[str, ...] = ("name", "description", "train", "algorithms", "envs", "seeds", "adapt")
 """Keys of a grid file (``name``, ``algorithms``, ``envs``, ``seeds`` are required)."""
@@ -148,7 +148,7 @@ class Grid:
     envs: tuple[str, ...]
     seeds: tuple[int, ...]
     adapt: AdaptSettings | None
-    """The meta-test stage as written (``cost_limit`` None: each env's common update.cost_limit)."""
+    """The meta-test stage as written (``cost_limit`` None: each env's common constraint.cost_limit)."""
 
     def cells(self, out: str | os.PathLike[str]) -> list[Cell]:
         """Every cell, algorithm-major, with ``run.run_dir = out/label/env/seed<k>`` (absolute)."""
@@ -164,11 +164,11 @@ class Grid:
             return cells
         out_cells = []
         for env_id in self.envs:
-            limits = {c.config.update.cost_limit for c in cells if c.env_id == env_id}
+            limits = {c.config.constraint.cost_limit for c in cells if c.env_id == env_id}
             limit = self.adapt.cost_limit
             if limit is None:
                 if len(limits) > 1:
-                    raise ValueError(f"grid {self.path}: the cells of {env_id} have different update.cost_limit "
+                    raise ValueError(f"grid {self.path}: the cells of {env_id} have different constraint.cost_limit "
                                      f"{sorted(limits)}; set adapt.cost_limit so they are meta-tested against one limit")
                 limit = limits.pop()
             for c in cells:
@@ -345,10 +345,7 @@ def _resolve_config(grid: Grid, spec: AlgorithmSpec, env_id: str, seed: int, *, 
             data = load_yaml(spec.preset)
         for key, value in [*grid.train.items(), *spec.overrides.items()]:
             section, name = key.split(".")
-            sec = data.setdefault(section, {})
-            if not isinstance(sec, dict):
-                raise ValueError(f"config section {section!r} is not a mapping")
-            sec[name] = value
+            set_key(data, section, name, value)  # an old key (update.cost_limit) sets its new name
         data["algo"] = spec.algo
         data.setdefault("env", {})["env_id"] = train_env
         run = data.setdefault("run", {})

@@ -5,7 +5,7 @@ Only finished cells (``cell.json`` status ``done``) enter the tables; the others
 * Training, per (algorithm label, env), over training seeds: the final iteration's mean episode
   return and cost, their means over the late window (the last ``late_fraction`` of the
   iterations, at least one), and the fraction of iterations whose cost estimate ``J_C`` was
-  within the cell's limit ``d`` (``rollout/j_c <= update.cost_limit``). Iterations without
+  within the cell's limit ``d`` (``rollout/j_c <= constraint.cost_limit``). Iterations without
   figures (NaN: a skipped meta-iteration) are left out of each. Each is the mean over seeds
   with a 95% percentile-bootstrap confidence interval over seeds.
 * Meta-test, per (algorithm label, env, adaptation step): the mean episode return and cost with a
@@ -39,6 +39,7 @@ from scipy import stats as sps
 
 from metacpo.benchmark.cell import ADAPT_DIR, CELL_FILE, CellState, read_state
 from metacpo.benchmark.provenance import Provenance
+from metacpo.config.schema import migrate_keys
 
 CONFIDENCE = 0.95
 N_RESAMPLES = 10_000
@@ -119,7 +120,7 @@ class CellData:
 
     @property
     def cost_limit(self) -> float:
-        return float(self.state.config["update"]["cost_limit"])
+        return float(migrate_keys(self.state.config)["constraint"]["cost_limit"])
 
 
 @dataclass(frozen=True)

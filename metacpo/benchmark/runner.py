@@ -34,6 +34,7 @@ from metacpo.benchmark.cell import (
 )
 from metacpo.benchmark.grid import Cell, Grid, adapt_settings_dict
 from metacpo.checkpoint import config_mismatch
+from metacpo.config.schema import migrate_keys
 
 LOG_FILE = "cell.log"
 LOCK_FILE = ".benchmark.lock"
@@ -112,7 +113,7 @@ def plan(grid: Grid, out: Path) -> list[PlannedCell]:
             else:
                 planned.append(PlannedCell(cell, d, "run"))
             continue
-        diff = config_mismatch(state.config, want.config, ignore=_IGNORED)
+        diff = config_mismatch(migrate_keys(state.config), want.config, ignore=_IGNORED)
         diff += [f"{k}: cell {getattr(state, k)!r} vs grid {getattr(want, k)!r}"
                  for k in ("label", "algo", "env_id", "seed", "train") if getattr(state, k) != getattr(want, k)]
         if diff:
@@ -136,7 +137,7 @@ def plan(grid: Grid, out: Path) -> list[PlannedCell]:
             continue
         trained = (not cell.train and it is not None) or (it is not None and it >= cell.config.run.iters)
         adapted = cell.adapt is None or state.adapt_done == want.adapt
-        if state.status == "done" and trained and adapted and _same_config(state.config, want.config):
+        if state.status == "done" and trained and adapted and _same_config(migrate_keys(state.config), want.config):
             planned.append(PlannedCell(cell, d, "skip"))
         else:
             planned.append(PlannedCell(cell, d, "run", resume_from=it))
@@ -269,7 +270,7 @@ def _run(grid: Grid, root: Path, jobs: int, ray_address: str, echo: Callable[[st
         state = read_state(p.dir)
         want = cell_state_for(grid, p.cell)
         if state is not None:
-            adapt_done = state.adapt_done if _same_config(state.config, want.config) else None  # retrained -> re-test
+            adapt_done = state.adapt_done if _same_config(migrate_keys(state.config), want.config) else None  # retrained -> re-test
             want = replace(want, attempts=state.attempts, train_wall_s=state.train_wall_s,
                            adapt_wall_s=state.adapt_wall_s, adapt_done=adapt_done, error=state.error)
         write_state(p.dir, want)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from metacpo.choices import SAMPLER_KINDS
+
 NAME = "adapt"
 HELP = ("Meta-test runs: adapt each trained initialisation with CPO on held-out level-L tasks; "
         "writes adapt.csv, adapt.json (mean ± 95% CI over tasks × seeds) and adapt.png.")
@@ -28,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="meta runs: adapt with the meta-trained inner step for the first N updates only, then "
                              "with the run's own CPO update section (metric, delta, line search, aiming at d); "
                              "default: the inner step for every update. Other runs are unaffected")
-    parser.add_argument("--sampler", choices=("local", "process", "ray"), default="local", help="sampler backend")
+    parser.add_argument("--sampler", choices=SAMPLER_KINDS, default="local", help="sampler backend")
     parser.add_argument("--workers", type=int, default=0, help="process/ray sampler workers (0 = CPU count)")
     parser.add_argument("--ray-address", default="", help="Ray cluster to join with --sampler ray (default: start a local Ray)")
     parser.add_argument("--out", metavar="DIR", default=None, help="output directory (default: the first run dir)")

@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run directories (their progress.csv) or progress CSV files")
     parser.add_argument("--out", metavar="FILE.png", required=True, help="output image (.png, .pdf or .svg)")
     parser.add_argument("--cost-limit", type=float, default=None,
-                        help="cost limit d to draw (default: the first run directory's update.cost_limit; none for CSVs)")
+                        help="cost limit d to draw (default: the first run directory's constraint.cost_limit; none for CSVs)")
     parser.add_argument("--window", type=int, default=10, help="iterations in the trailing mean (default %(default)s)")
     parser.add_argument("--label", action="append", default=[], metavar="NAME",
                         help="legend label of each run, in order (repeatable; default: directory/CSV name)")
@@ -59,6 +59,6 @@ def _run_cost_limit(run: str) -> float | None:
     if not p.is_dir():
         return None
     try:
-        return float(load_run_config(p).update.cost_limit)
+        return float(load_run_config(p).constraint.cost_limit)
     except (FileNotFoundError, ValueError):
         return None

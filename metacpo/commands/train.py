@@ -10,11 +10,13 @@ from typing import Any
 NAME = "train"
 HELP = "Train a policy (cpo, trpo, ...) on a Safety-Gymnasium or metacpo task; writes runs/<name>/."
 
-# flag -> (section, key): shortcuts for the most used config fields; help text is the field's docstring.
+# flag -> (section, key): shortcuts for the most used config fields. The field gives the flag its
+# help (docstring), its type (the flag's text is converted to it, never re-parsed as YAML) and,
+# for a Literal field, its allowed values.
 FLAGS: dict[str, tuple[str, str]] = {
     "--env-id": ("env", "env_id"),
     "--seed": ("run", "seed"),
-    "--cost-limit": ("update", "cost_limit"),
+    "--cost-limit": ("constraint", "cost_limit"),
     "--steps-per-iter": ("sampler", "steps_per_iter"),
     "--iters": ("run", "iters"),
     "--workers": ("sampler", "workers"),
@@ -30,16 +32,27 @@ def _section_classes() -> dict[str, type]:
     return dict(SECTIONS)
 
 
-def _epilog() -> str:
-    from metacpo.config.schema import field_docs
+def _section_lines(name: str, cls: type) -> list[str]:
+    """``name.key = default  (allowed values)`` and the field's docstring, for every field of ``cls``."""
+    import typing
 
+    from metacpo.config.schema import choices_of, field_docs
+
+    docs = field_docs(cls)
+    hints = typing.get_type_hints(cls)
+    lines = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        allowed = choices_of(hints[f.name])
+        lines.append(f"  {name}.{f.name} = {default!r}" + (f"  (one of: {', '.join(allowed)})" if allowed else ""))
+        lines.append(f"      {docs.get(f.name, '')}")
+    return lines
+
+
+def _epilog() -> str:
     lines = ["config keys for --set section.key=value (and presets), with defaults:"]
     for name, cls in _section_classes().items():
-        docs = field_docs(cls)
-        for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            lines.append(f"  {name}.{f.name} = {default!r}")
-            lines.append(f"      {docs.get(f.name, '')}")
+        lines += _section_lines(name, cls)
     from metacpo.algorithms.registry import algorithm_names, get_algorithm
 
     users: dict[tuple[str, type], list[str]] = {}  # one listing per section, naming every algorithm using it
@@ -47,18 +60,14 @@ def _epilog() -> str:
         for name, cls in get_algorithm(algo).sections.items():
             users.setdefault((name, cls), []).append(algo)
     for (name, cls), algos in users.items():
-        docs = field_docs(cls)
         lines.append(f"[{name}] section (algo {', '.join(algos)} only):")
-        for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            lines.append(f"  {name}.{f.name} = {default!r}")
-            lines.append(f"      {docs.get(f.name, '')}")
+        lines += _section_lines(name, cls)
     return "\n".join(lines)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from metacpo.algorithms.registry import algorithm_names
-    from metacpo.config.schema import field_docs
+    from metacpo.config.schema import choices_of, field_docs, field_type
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = _epilog()
@@ -70,7 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sections = _section_classes()
     for flag, (section, key) in FLAGS.items():
         doc = field_docs(sections[section]).get(key, "")
-        parser.add_argument(flag, default=None, metavar=key.upper(), help=f"{doc} [{section}.{key}]")
+        allowed = choices_of(field_type(sections[section], key))
+        metavar = "{" + ",".join(allowed) + "}" if allowed else key.upper()
+        parser.add_argument(flag, default=None, metavar=metavar, help=f"{doc} [{section}.{key}]")
     from metacpo.cli import add_task_arguments
 
     add_task_arguments(parser)
@@ -80,9 +91,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def flag_values(args: argparse.Namespace, *, only: tuple[str, ...] | None = None) -> dict[tuple[str, str], Any]:
+    """``(section, key) -> typed value`` of every shortcut flag given (``only``: of these flags)."""
+    from metacpo.config.schema import field_type, value_from_text
+
+    sections = _section_classes()
+    out: dict[tuple[str, str], Any] = {}
+    for flag, (section, key) in FLAGS.items():
+        raw = getattr(args, _dest(flag))
+        if raw is not None and (only is None or flag in only):
+            out[(section, key)] = value_from_text(raw, field_type(sections[section], key), f"{section}.{key}")
+    return out
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
 def build_config(args: argparse.Namespace) -> Any:
     """defaults < --preset < --set < explicit flags; validated by the dataclasses."""
-    from metacpo.config.schema import TrainConfig, apply_override, load_yaml
+    from metacpo.config.schema import TrainConfig, apply_override, load_yaml, set_key
 
     from metacpo.tasks.setup import import_task_module, normalize_import, read_overrides_file
 
@@ -98,12 +126,8 @@ def build_config(args: argparse.Namespace) -> Any:
         data.setdefault("env", {})["task_overrides"] = read_overrides_file(args.task_overrides)
     if args.algo is not None:
         data["algo"] = args.algo
-    for flag, (section, key) in FLAGS.items():
-        raw = getattr(args, flag.lstrip("-").replace("-", "_"))
-        if raw is not None:
-            apply_override(data, f"{section}.{key}={raw}")
-            if key in ("run_dir", "ray_address"):  # keep these strings even if they look like numbers
-                data[section][key] = str(raw)
+    for (section, key), value in flag_values(args).items():
+        set_key(data, section, key, value)
     return TrainConfig.from_dict(data)
 
 
@@ -113,20 +137,20 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         others = [f for f in ("algo", "preset") if getattr(args, f) is not None] + (["--set"] if args.overrides else [])
         others += (["--import"] if args.imports else []) + (["--overrides"] if args.task_overrides else [])
-        others += [flag for flag in FLAGS if flag not in ("--iters", "--ray-address")
-                   and getattr(args, flag.lstrip("-").replace("-", "_")) is not None]
+        resumable = ("--iters", "--ray-address")
+        others += [flag for flag in FLAGS if flag not in resumable and getattr(args, _dest(flag)) is not None]
         if others:
             raise ValueError(f"--resume continues the saved config; it cannot be combined with {', '.join(others)} "
                              "(only --iters, --ray-address)")
         config = load_run_config(args.resume)
+        given = flag_values(args, only=resumable)
         run_cfg = dataclasses.replace(config.run, run_dir=str(args.resume))
-        if args.iters is not None:
-            from metacpo.config.schema import _coerce
-
-            run_cfg = dataclasses.replace(run_cfg, iters=_coerce(_yaml_value(args.iters), int, "run.iters"))
+        if ("run", "iters") in given:
+            run_cfg = dataclasses.replace(run_cfg, iters=given[("run", "iters")])
         config = dataclasses.replace(config, run=run_cfg)
-        if args.ray_address is not None:  # the cluster may live elsewhere now
-            config = dataclasses.replace(config, sampler=dataclasses.replace(config.sampler, ray_address=str(args.ray_address)))
+        if ("sampler", "ray_address") in given:  # the cluster may live elsewhere now
+            config = dataclasses.replace(config, sampler=dataclasses.replace(
+                config.sampler, ray_address=given[("sampler", "ray_address")]))
         result = train(config, resume=True, progress=not args.no_progress)
     else:
         config = build_config(args)
@@ -140,8 +164,3 @@ def run(args: argparse.Namespace) -> int:
     )
     return 0
 
-
-def _yaml_value(raw: str) -> Any:
-    import yaml
-
-    return yaml.safe_load(raw)

@@ -16,30 +16,30 @@ import inspect
 import os
 import textwrap
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
+
+from metacpo.choices import (
+    ACTIVATIONS,
+    CRITIC_OPTIMIZERS,
+    METRICS,
+    SAMPLER_KINDS,
+    SOLVER_BACKENDS,
+    Activation,
+    CriticOptimizer,
+    MetricKind,
+    SamplerKind,
+    SolverBackend,
+    check_choice,
+)
 
 PRESET_DIR = Path(__file__).parent / "presets"
 TRAIN_SEED_LIMIT = 1_000_000
 """Training run seeds must be below this; metacpo adapt's test seeds start here."""
-
-_ALLOWED: dict[str, tuple[str, ...]] = {
-    "activation": ("tanh", "relu", "elu"),
-    "critic_optimizer": ("adam", "lbfgs"),
-    "metric": ("fisher", "identity"),
-    "backend": ("analytic", "dco"),
-    "sampler": ("local", "process", "ray"),
-}
-
-
-def _choice(what: str, value: str, allowed_key: str) -> None:
-    allowed = _ALLOWED[allowed_key]
-    if value not in allowed:
-        raise ValueError(f"unknown {what} {value!r}; allowed: {list(allowed)}")
-
 
 def _rate(what: str, value: float, *, low_open: bool = False) -> None:
     ok = (0.0 < value <= 1.0) if low_open else (0.0 <= value <= 1.0)
@@ -92,15 +92,15 @@ class PolicyConfig:
     hidden: tuple[int, ...] = (64, 64)
     """Hidden layer sizes of the mean network (the seed used (24, 12); (64, 64) is the common CPO
     size on Safety-Gym; preset seed_identity restores the seed's)."""
-    activation: str = "tanh"
-    """Activation between hidden layers: tanh, relu or elu."""
+    activation: Activation = "tanh"
+    """Activation between hidden layers."""
     log_std_init: float = -0.5
     """Initial log standard deviation of every action dimension."""
 
     def __post_init__(self) -> None:
         if not self.hidden or any(int(h) <= 0 for h in self.hidden):
             raise ValueError(f"policy.hidden must be non-empty positive sizes, got {self.hidden}")
-        _choice("policy.activation", self.activation, "activation")
+        check_choice("policy.activation", self.activation, ACTIVATIONS)
 
 
 @dataclass(frozen=True)
@@ -109,10 +109,10 @@ class CriticConfig:
 
     hidden: tuple[int, ...] = (64, 64)
     """Hidden layer sizes of each critic."""
-    activation: str = "tanh"
-    """Activation between hidden layers: tanh, relu or elu."""
-    optimizer: str = "adam"
-    """Critic optimiser: adam (minibatch epochs) or lbfgs (full-batch)."""
+    activation: Activation = "tanh"
+    """Activation between hidden layers."""
+    optimizer: CriticOptimizer = "adam"
+    """Critic optimiser: adam (minibatch epochs) or lbfgs (full-batch L-BFGS)."""
     lr: float = 1e-3
     """Learning rate (Adam step size, or the L-BFGS initial step)."""
     iters: int = 10
@@ -133,8 +133,8 @@ class CriticConfig:
     def __post_init__(self) -> None:
         if not self.hidden or any(int(h) <= 0 for h in self.hidden):
             raise ValueError(f"critic.hidden must be non-empty positive sizes, got {self.hidden}")
-        _choice("critic.activation", self.activation, "activation")
-        _choice("critic.optimizer", self.optimizer, "critic_optimizer")
+        check_choice("critic.activation", self.activation, ACTIVATIONS)
+        check_choice("critic.optimizer", self.optimizer, CRITIC_OPTIMIZERS)
         if not self.lr > 0:
             raise ValueError(f"critic.lr must be > 0, got {self.lr}")
         if self.iters < 1 or self.minibatch_size < 1:
@@ -187,24 +187,41 @@ class AdvantageConfig:
 
 
 @dataclass(frozen=True)
-class UpdateConfig:
-    """The trust-region policy step (CPO; TRPO ignores the cost fields)."""
+class ConstraintConfig:
+    """The CMDP's constraint J_C <= d: what every constrained algorithm keeps its cost under.
 
-    delta: float = 0.01
-    """Trust-region size delta: 1/2 x^T H x <= delta (mean KL for the Fisher metric)."""
+    How a step aims below d is the algorithm's own setting (single-task CPO's adaptive margin:
+    the ``margin`` section; Meta-CPO's inner target and cost-limit annealing: ``meta``)."""
+
     cost_limit: float = 25.0
-    """Cost limit d: the constraint is J_C <= d (episode cost, see advantage.cost_gamma)."""
-    metric: str = "fisher"
+    """Cost limit d: the constraint is J_C <= d (episode cost, see advantage.cost_gamma). Written
+    update.cost_limit before it had this section; that key still works."""
+
+    def __post_init__(self) -> None:
+        if not self.cost_limit >= 0:
+            raise ValueError(f"constraint.cost_limit must be >= 0, got {self.cost_limit}")
+
+
+@dataclass(frozen=True)
+class StepConfig:
+    """How a trust-region step is solved and line-searched: the settings the single-task step
+    (``update``) and Meta-CPO's meta-step (``meta``, which also takes the solver settings for
+    its inner steps) share. Declared once here; a section inherits them as flat keys
+    (``update.max_backtracks``, ``meta.max_backtracks``) and may change a default (the
+    meta-step's), never a meaning or a check."""
+
+    SECTION: ClassVar[str] = "update"
+    """The config section name used in error messages."""
+
+    metric: MetricKind = "fisher"
     """Trust-region metric H: fisher (KL Hessian via CG, CPO proper) or identity (the seed)."""
-    backend: str = "analytic"
+    backend: SolverBackend = "analytic"
     """CPO sub-problem solver: analytic (closed form) or dco (cvxpylayers; identity metric;
     falls back to analytic on solver failure, logged)."""
     normalize_grads: bool = False
-    """Scale g and a to unit norm before solving (the seed does; off for CPO proper)."""
-    cg_iters: int = 10
-    """Conjugate-gradient iterations for H^-1 g, H^-1 a (Fisher metric)."""
-    damping: float = 0.1
-    """Damping added to the Fisher matrix: H = F + damping I."""
+    """Scale g and a (the meta-step: G and A) to unit norm before solving, as the seed does. Off
+    by default (CPO proper): b is not rescaled with a, so after normalisation the linearised
+    constraint b + a^T x <= 0 no longer predicts the cost change and is almost never active."""
     line_search: bool = True
     """Backtracking line search on the surrogates (off: take the solver's step as it is, the way
     Meta-CPO's inner steps adapt)."""
@@ -216,31 +233,47 @@ class UpdateConfig:
     """Accept a step only if actual reward-surrogate improvement >= accept_ratio x expected."""
 
     def __post_init__(self) -> None:
+        sec = self.SECTION
+        check_choice(f"{sec}.metric", self.metric, METRICS)
+        check_choice(f"{sec}.backend", self.backend, SOLVER_BACKENDS)
+        if self.backend == "dco" and self.metric != "identity":
+            raise ValueError(f"{sec}.backend 'dco' needs {sec}.metric 'identity' (got {self.metric!r})")
+        if not 0 < self.backtrack_coef < 1:
+            raise ValueError(f"{sec}.backtrack_coef must lie in (0, 1), got {self.backtrack_coef}")
+        if self.max_backtracks < 0:
+            raise ValueError(f"{sec}.max_backtracks must be >= 0, got {self.max_backtracks}")
+        if not 0 <= self.accept_ratio < 1:
+            raise ValueError(f"{sec}.accept_ratio must lie in [0, 1), got {self.accept_ratio}")
+
+
+@dataclass(frozen=True)
+class UpdateConfig(StepConfig):
+    """The trust-region policy step (CPO and TRPO): its size, the Fisher-metric solve, plus the
+    solver and line-search settings of :class:`StepConfig`. The cost limit it steps under is
+    ``constraint.cost_limit``."""
+
+    delta: float = 0.01
+    """Trust-region size delta: 1/2 x^T H x <= delta (mean KL for the Fisher metric)."""
+    cg_iters: int = 10
+    """Conjugate-gradient iterations for H^-1 g, H^-1 a (Fisher metric)."""
+    damping: float = 0.1
+    """Damping added to the Fisher matrix: H = F + damping I."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.delta > 0:
             raise ValueError(f"update.delta must be > 0, got {self.delta}")
-        if not self.cost_limit >= 0:
-            raise ValueError(f"update.cost_limit must be >= 0, got {self.cost_limit}")
-        _choice("update.metric", self.metric, "metric")
-        _choice("update.backend", self.backend, "backend")
-        if self.backend == "dco" and self.metric != "identity":
-            raise ValueError("update.backend 'dco' needs update.metric 'identity' (got 'fisher')")
         if self.cg_iters < 1:
             raise ValueError(f"update.cg_iters must be >= 1, got {self.cg_iters}")
         if self.damping < 0:
             raise ValueError(f"update.damping must be >= 0, got {self.damping}")
-        if not 0 < self.backtrack_coef < 1:
-            raise ValueError(f"update.backtrack_coef must lie in (0, 1), got {self.backtrack_coef}")
-        if self.max_backtracks < 0:
-            raise ValueError(f"update.max_backtracks must be >= 0, got {self.max_backtracks}")
-        if not 0 <= self.accept_ratio < 1:
-            raise ValueError(f"update.accept_ratio must lie in [0, 1), got {self.accept_ratio}")
 
 
 @dataclass(frozen=True)
 class SamplerConfig:
     """Experience collection."""
 
-    kind: str = "process"
+    kind: SamplerKind = "process"
     """Sampler backend: local (in-process), process (persistent worker processes) or ray (Ray actors)."""
     workers: int = 0
     """Number of sampler workers (0 = os.cpu_count(); with ray: the Ray cluster's CPUs)."""
@@ -258,7 +291,7 @@ class SamplerConfig:
     """Seconds to wait for the Ray head at ray_address to answer before failing with an error."""
 
     def __post_init__(self) -> None:
-        _choice("sampler.kind", self.kind, "sampler")
+        check_choice("sampler.kind", self.kind, SAMPLER_KINDS)
         if self.ray_address and self.kind != "ray":
             raise ValueError(f"--ray-address {self.ray_address} needs --sampler ray (sampler.kind is "
                              f"{self.kind!r}); drop --ray-address or pass --sampler ray")
@@ -315,10 +348,41 @@ SECTIONS: dict[str, type] = {
     "policy": PolicyConfig,
     "critic": CriticConfig,
     "advantage": AdvantageConfig,
+    "constraint": ConstraintConfig,
     "update": UpdateConfig,
     "sampler": SamplerConfig,
     "run": RunConfig,
 }
+
+
+MOVED_KEYS: dict[tuple[str, str], tuple[str, str]] = {
+    ("update", "cost_limit"): ("constraint", "cost_limit"),
+}
+"""Config keys that moved: (old section, key) -> (new section, key). Presets, ``--set``, config.yaml
+files, checkpoints, cell.json files and grid files written with the old key load (and compare)
+as if written with the new one."""
+
+
+def migrate_keys(data: Any) -> dict[str, Any]:
+    """A copy of config dict ``data`` with every :data:`MOVED_KEYS` key under its new name
+    (ValueError if a config gives both names different values)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a config must be a mapping of sections, got {type(data).__name__}")
+    out = dict(data)
+    for (old_sec, old_key), (new_sec, new_key) in MOVED_KEYS.items():
+        old = out.get(old_sec)
+        if not isinstance(old, dict) or old_key not in old:
+            continue
+        old = dict(old)
+        value = old.pop(old_key)
+        new = out.get(new_sec) or {}
+        if not isinstance(new, dict):
+            continue  # build_section names the malformed section
+        if new_key in new and new[new_key] != value:
+            raise ValueError(f"{old_sec}.{old_key} (the old name of {new_sec}.{new_key}) is {value!r} but "
+                             f"{new_sec}.{new_key} is {new[new_key]!r}; give one of them")
+        out[old_sec], out[new_sec] = old, {**new, new_key: value}
+    return out
 
 
 @dataclass(frozen=True)
@@ -331,6 +395,7 @@ class TrainConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+    constraint: ConstraintConfig = field(default_factory=ConstraintConfig)
     update: UpdateConfig = field(default_factory=UpdateConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -384,8 +449,7 @@ class TrainConfig:
         """Build and validate a config from a nested dict (e.g. a parsed YAML preset)."""
         from metacpo.algorithms.registry import get_algorithm
 
-        if not isinstance(data, dict):
-            raise ValueError(f"a config must be a mapping of sections, got {type(data).__name__}")
+        data = migrate_keys(data)
         algo = data.get("algo", "cpo")
         if not isinstance(algo, str):
             raise ValueError(f"algo must be a string, got {algo!r}")
@@ -418,8 +482,17 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def choices_of(hint: Any) -> tuple[str, ...] | None:
+    """The allowed values of a ``Literal`` field type (see :mod:`metacpo.choices`), else None."""
+    return typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
+
+
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
+    allowed = choices_of(hint)
+    if allowed is not None:
+        check_choice(where, value, allowed)
+        return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"config key {where} expects a list, got {value!r}")
@@ -444,6 +517,34 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
+def value_from_text(text: str, hint: Any, where: str) -> Any:
+    """A command-line flag's text as the value of a scalar config field of type ``hint``
+    (int, float, bool, str or a ``Literal`` of choices); one-line ``ValueError`` naming ``where``."""
+    allowed = choices_of(hint)
+    if allowed is not None:
+        check_choice(where, text, allowed)
+        return text
+    if hint is str:
+        return text
+    if hint is bool:
+        if text.lower() not in ("true", "false"):
+            raise ValueError(f"{where} expects true or false, got {text!r}")
+        return text.lower() == "true"
+    kinds: dict[Any, tuple[Callable[[str], Any], str]] = {int: (int, "an integer"), float: (float, "a number")}
+    if hint not in kinds:
+        raise TypeError(f"{where}: a flag cannot set a field of type {hint!r}")
+    convert, what = kinds[hint]
+    try:
+        return convert(text)
+    except ValueError:
+        raise ValueError(f"{where} expects {what}, got {text!r}") from None
+
+
+def field_type(cls: type, name: str) -> Any:
+    """The resolved type of field ``name`` of dataclass ``cls``."""
+    return typing.get_type_hints(cls)[name]
+
+
 def build_section(cls: type, data: Any, name: str) -> Any:
     """Instantiate dataclass ``cls`` from a mapping, rejecting unknown keys and bad types."""
     if not isinstance(data, dict):
@@ -459,9 +560,12 @@ def build_section(cls: type, data: Any, name: str) -> Any:
 @functools.lru_cache(maxsize=None)
 def field_docs(cls: type) -> dict[str, str]:
     """Attribute docstrings of a dataclass (the string literal after each field), parsed with ast."""
+    docs: dict[str, str] = {}
+    for base in reversed(cls.__mro__[1:]):  # inherited fields (e.g. StepConfig's); the class's own win
+        if dataclasses.is_dataclass(base):
+            docs.update(field_docs(base))
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body  # type: ignore[attr-defined]
-    docs: dict[str, str] = {}
     for prev, node in zip(body, body[1:]):
         if (
             isinstance(prev, ast.AnnAssign)
@@ -491,7 +595,10 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ValueError(f"preset {p}: expected a mapping of sections, got {type(data).__name__}")
-    return data
+    try:
+        return migrate_keys(data)
+    except ValueError as exc:
+        raise ValueError(f"preset {p}: {exc}") from None
 
 
 def apply_override(data: dict[str, Any], assignment: str) -> None:
@@ -506,7 +613,14 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         value = yaml.safe_load(raw)
     except yaml.YAMLError:
         value = raw
-    section = data.setdefault(parts[0], {})
-    if not isinstance(section, dict):
-        raise ValueError(f"config section {parts[0]!r} is not a mapping")
-    section[parts[1]] = value
+    set_key(data, parts[0], parts[1], value)
+
+
+def set_key(data: dict[str, Any], section: str, key: str, value: Any) -> None:
+    """``data[section][key] = value`` in a nested config dict; a moved key (:data:`MOVED_KEYS`)
+    sets its new name, so a later layer overrides an earlier one whichever name each uses."""
+    section, key = MOVED_KEYS.get((section, key), (section, key))
+    target = data.setdefault(section, {})
+    if not isinstance(target, dict):
+        raise ValueError(f"config section {section!r} is not a mapping")
+    target[key] = value

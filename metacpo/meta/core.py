@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from metacpo.choices import SOLVER_BACKENDS, check_choice
 from metacpo.functional.params import Params, add_flat, flat_grad
 
 __all__ = [
@@ -88,8 +89,7 @@ class StepRule:
     def __post_init__(self) -> None:
         if not self.delta > 0:
             raise ValueError(f"trust-region delta must be > 0, got {self.delta}")
-        if self.backend not in ("analytic", "dco"):
-            raise ValueError(f"unknown solver backend {self.backend!r}; allowed: 'analytic', 'dco'")
+        check_choice("solver backend", self.backend, SOLVER_BACKENDS)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from metacpo.samplers.base import (
 )
 from typing import TYPE_CHECKING
 
+from metacpo import choices
+
 from metacpo.samplers.current_task import CurrentTaskSampler
 from metacpo.samplers.local import LocalSampler
 
@@ -42,7 +44,7 @@ __all__ = [
     "worker_rng",
 ]
 
-SAMPLER_KINDS = ("local", "process", "ray")
+SAMPLER_KINDS = choices.SAMPLER_KINDS
 
 
 def make_sampler(

@@ -7,13 +7,15 @@ import math
 import torch
 from torch import Tensor
 
+from metacpo.choices import SOLVER_BACKENDS
+
 from .analytic import solve_analytic, tiny
 from .dco import solve_dco
 from .metric import IdentityMetric, Metric
 from .types import CPOSolution, SolverError
 
-BACKENDS = ("analytic", "dco")
-"""Allowed values of ``backend``."""
+BACKENDS = SOLVER_BACKENDS
+"""Allowed values of ``backend`` (:data:`metacpo.choices.SOLVER_BACKENDS`)."""
 
 
 def _as_scalar(name: str, value: float | Tensor, like: Tensor) -> Tensor:

@@ -95,7 +95,7 @@ def test_adaptation_config_declares_its_step_and_the_margin_only_on_request(tmp_
     plain = adaptation_config(init, settings=AdaptSettings(), test_seed=TEST_SEED_BASE, steps_per_iter=500,
                               cost_limit=25.0)
     assert plain.algo == "cpo" and not plain.extra["margin"].adaptive and plain.extra["margin"].fixed == 0.0
-    assert plain.update.cost_limit == 25.0 and plain.update.line_search
+    assert plain.constraint.cost_limit == 25.0 and plain.update.line_search
     margin = adaptation_config(init, settings=AdaptSettings(margin=True), test_seed=TEST_SEED_BASE,
                                steps_per_iter=500, cost_limit=25.0)
     assert margin.extra["margin"].adaptive
@@ -120,11 +120,12 @@ def _curve(init, settings):
     from metacpo.samplers import make_sampler
 
     test_env, tasks = held_out_tasks(ENV, level=2, count=1)
-    params, updates = [], []
+    params, updates, limits = [], [], []
 
     def watch(k, algo):
         params.append(torch.cat([p.detach().flatten().clone() for p in algo.agent.policy.parameters()]))
         updates.append(algo.config.update)
+        limits.append(algo.config.constraint.cost_limit)
 
     sampler = make_sampler("local", test_env, seed=TEST_SEED_BASE)
     try:
@@ -132,7 +133,7 @@ def _curve(init, settings):
                          settings=settings, steps_per_iter=500, cost_limit=25.0, on_policy=watch)
     finally:
         sampler.close()
-    return [(r.ep_return, r.ep_cost, r.j_c) for r in recs], params, updates
+    return [(r.ep_return, r.ep_cost, r.j_c) for r in recs], params, updates, limits
 
 
 def test_meta_steps_switches_to_the_runs_cpo_step_after_n_updates(meta_run):
@@ -146,8 +147,8 @@ def test_meta_steps_switches_to_the_runs_cpo_step_after_n_updates(meta_run):
     inner, own = init.update, init.cpo_update
     assert (inner.metric, inner.delta, inner.line_search) == ("identity", 0.005, False)
     assert (own.metric, own.delta, own.line_search) == ("fisher", 0.01, True)
-    base_recs, base_params, base_updates = _curve(init, AdaptSettings(adapt_iters=3))
-    recs, params, updates = _curve(init, AdaptSettings(adapt_iters=3, meta_steps=1))
+    base_recs, base_params, base_updates, _ = _curve(init, AdaptSettings(adapt_iters=3))
+    recs, params, updates, limits = _curve(init, AdaptSettings(adapt_iters=3, meta_steps=1))
     # update 1 is the inner step in both: the policy after it and the batches up to step 1 are identical
     for k in (0, 1):
         assert torch.equal(params[k], base_params[k])
@@ -155,18 +156,18 @@ def test_meta_steps_switches_to_the_runs_cpo_step_after_n_updates(meta_run):
     # updates 2, 3, 4 take the run's own Fisher/line-search CPO step: other policies, other batches
     assert [u.metric for u in updates[1:]] == ["identity", "fisher", "fisher", "fisher"]
     assert [u.line_search for u in updates[1:]] == [False, True, True, True]
-    assert {u.metric for u in base_updates} == {"identity"} and {u.cost_limit for u in updates} == {25.0}
+    assert {u.metric for u in base_updates} == {"identity"} and set(limits) == {25.0}
     for k in (2, 3):
         assert not torch.equal(params[k], base_params[k])
     assert recs[2:] != base_recs[2:]
     # the switch carries the whole state over: switching to a step equal to the inner one changes nothing
     same = replace(init, cpo_update=init.update, inner_cost_margin=0.0)
     assert init.inner_cost_margin == 0.0 and init.inner_margin_fraction == 0.0
-    s_recs, s_params, _ = _curve(same, AdaptSettings(adapt_iters=3, meta_steps=1))
+    s_recs, s_params, _, _ = _curve(same, AdaptSettings(adapt_iters=3, meta_steps=1))
     assert s_recs == base_recs and all(torch.equal(a, b) for a, b in zip(s_params, base_params, strict=True))
     # meta_steps = 0: every update is the run's own CPO step
-    z_recs, z_params, z_updates = _curve(init, AdaptSettings(adapt_iters=3, meta_steps=0))
-    o_recs, o_params, _ = _curve(init.after_meta_steps(), AdaptSettings(adapt_iters=3))
+    z_recs, z_params, z_updates, _ = _curve(init, AdaptSettings(adapt_iters=3, meta_steps=0))
+    o_recs, o_params, _, _ = _curve(init.after_meta_steps(), AdaptSettings(adapt_iters=3))
     assert z_recs == o_recs and all(torch.equal(a, b) for a, b in zip(z_params, o_params, strict=True))
     assert {u.metric for u in z_updates[1:]} == {"fisher"}
 

@@ -64,3 +64,18 @@ def test_train_help_lists_each_algorithm_section_once():
     assert out.returncode == 0
     assert out.stdout.count("  meta.inner_steps = ") == 1  # meta-cpo and meta-trpo share one [meta] listing
     assert "[meta] section (algo meta-cpo, meta-trpo only):" in out.stdout
+
+
+def test_train_flags_reach_the_config_as_typed_values():
+    """A flag's text is converted to its field's type (never re-parsed as YAML): a run dir or Ray
+    address that looks like a number stays a string; numbers are numbers; flags beat --set."""
+    from metacpo.commands.train import build_config
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "--run-dir", "0123", "--seed", "7", "--cost-limit", "10",
+                              "--sampler", "ray", "--ray-address", "1.5", "--set", "run.seed=1",
+                              "--set", "update.delta=0.02"])
+    config = build_config(args)
+    assert config.run.run_dir == "0123" and config.sampler.ray_address == "1.5"
+    assert config.run.seed == 7 and config.constraint.cost_limit == 10.0 and config.update.delta == 0.02
+    assert isinstance(config.constraint.cost_limit, float) and config.sampler.kind == "ray"

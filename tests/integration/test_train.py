@@ -72,7 +72,7 @@ def test_cpo_steps_target_the_limit_minus_the_integral_margin(tmp_path):
     d = 2.0  # a wide policy on the narrow fixed Circle task pays cost early: the margin grows, then decays
     cfg = TrainConfig.from_dict({
         **base, "env": {"env_id": "SafetyPointStcircle0-v0"}, "policy": {**base["policy"], "log_std_init": 1.0},
-        "update": {**base["update"], "cost_limit": d}, "margin": {"gain": 0.5},
+        "constraint": {"cost_limit": d}, "margin": {"gain": 0.5},
     })
     train(cfg, progress=False)
     rows = _rows(tmp_path / "m")
@@ -122,7 +122,10 @@ def test_cli_train_cpo_then_evaluate(tmp_path, capsys):
     [
         (["train", "--algo", "ppo"], "error: unknown algo 'ppo'; allowed: ['cpo', "),
         (["train", "--set", "update.delta=0"], "error: update.delta must be > 0, got 0.0"),
-        (["train", "--cost-limit", "-1"], "error: update.cost_limit must be >= 0, got -1.0"),
+        (["train", "--cost-limit", "-1"], "error: constraint.cost_limit must be >= 0, got -1.0"),
+        (["train", "--seed", "abc"], "error: run.seed expects an integer, got 'abc'"),
+        (["train", "--cost-limit", "lots"], "error: constraint.cost_limit expects a number, got 'lots'"),
+        (["train", "--sampler", "gpu"], "error: unknown sampler.kind 'gpu'; allowed: ['local', 'process', 'ray']"),
         (["train", "--set", "update.detla=0.1"], "error: unknown key(s) ['detla'] in config section 'update'"),
         (["train", "--set", "margin.gain=0"], "error: margin.gain must lie in (0, 1], got 0.0"),
         (["train", "--algo", "trpo", "--set", "margin.gain=0.5"], "error: unknown config section(s) ['margin']"),

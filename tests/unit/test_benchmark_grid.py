@@ -129,11 +129,11 @@ def test_adapt_stage_same_for_every_cell_of_an_env(tmp_path):
     a = cells[0].adapt
     assert (a.level, a.tasks, a.seeds, a.adapt_iters, a.steps_per_iter, a.cost_limit) == (2, 3, 2, 4, 1000, 20.0)
     assert all(c.cpus == 2 for c in cells)  # the sampler workers
-    # without adapt.cost_limit the cells' common update.cost_limit is used; different limits are an error
+    # without adapt.cost_limit the cells' common constraint.cost_limit (set here by its old name update.cost_limit) is used; different limits are an error
     no_limit = {"steps_per_iter": 1000}
     grid = load_grid(_write(tmp_path, _with(algorithms={"a": {"algo": "cpo"}, "b": {"algo": "meta-cpo"}}, adapt=no_limit)))
     assert {c.adapt.cost_limit for c in grid.cells(tmp_path)} == {25.0}
-    with pytest.raises(ValueError, match=r"different update.cost_limit \[10.0, 25.0\]; set adapt.cost_limit"):
+    with pytest.raises(ValueError, match=r"different constraint.cost_limit \[10.0, 25.0\]; set adapt.cost_limit"):
         load_grid(_write(tmp_path, _with(algorithms={"a": {"algo": "cpo", "set": {"update.cost_limit": 10.0}},
                                                      "b": {"algo": "meta-cpo"}}, adapt=no_limit)))
 
@@ -185,3 +185,27 @@ def test_shipped_grids_are_valid(name):
     grid = load_grid(REPO / "benchmarks" / name)
     assert grid.name == Path(name).stem and grid.description
     assert len(grid.cells("/tmp/unused")) == len(grid.algorithms) * len(grid.envs) * len(grid.seeds)
+
+
+@pytest.mark.parametrize("name", ["cpo_circle_advgamma", "meta_ablation_pointstcircle"])
+def test_finished_cells_written_before_the_constraint_section_are_still_finished(tmp_path, name):
+    """The committed cells of these grids (docs/data/grids, cell.json with ``update.cost_limit``)
+    are planned as finished against the grid file, which now says ``constraint.cost_limit``."""
+    import json
+    import shutil
+
+    from metacpo.benchmark.runner import plan
+    from metacpo.checkpoint import save_checkpoint
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / name
+    shutil.copytree(root / "docs" / "data" / "grids" / name, out)
+    cells = sorted(out.rglob("cell.json"))
+    assert cells and all("cost_limit" in json.loads(c.read_text())["config"]["update"] for c in cells)
+    for c in cells:  # the checkpoints are not committed: a finished one holds the last iteration
+        config = json.loads(c.read_text())["config"]
+        save_checkpoint(c.parent / "checkpoint.pt", {"iteration": config["run"]["iters"], "config": config,
+                                                      "algorithm": {}})
+    planned = {p.dir.resolve(): p for p in plan(load_grid(root / "benchmarks" / f"{name}.yaml"), out)}
+    assert [(planned[c.parent.resolve()].action, planned[c.parent.resolve()].reason) for c in cells] == \
+        [("skip", "")] * len(cells)

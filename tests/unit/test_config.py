@@ -1,4 +1,6 @@
 import dataclasses
+import re
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +23,23 @@ def test_invalid_values_name_the_value_and_what_is_allowed():
         TrainConfig.from_dict({"update": {"backend": "dco"}})
     with pytest.raises(ValueError, match=r"expects a number, got 'abc'"):
         TrainConfig.from_dict({"update": {"delta": "abc"}})
+
+
+@pytest.mark.parametrize(("key", "allowed"), [
+    ("sampler.kind", "SAMPLER_KINDS"), ("update.metric", "METRICS"), ("update.backend", "SOLVER_BACKENDS"),
+    ("meta.metric", "METRICS"), ("meta.backend", "SOLVER_BACKENDS"), ("policy.activation", "ACTIVATIONS"),
+    ("critic.optimizer", "CRITIC_OPTIMIZERS"),
+])
+def test_every_enumerated_setting_checks_against_its_one_list(key, allowed):
+    """Validation, the error message and --help all use the list in metacpo.choices."""
+    from metacpo import choices
+    from metacpo.commands.train import _epilog
+
+    values = getattr(choices, allowed)
+    section, name = key.split(".")
+    with pytest.raises(ValueError, match=rf"unknown {key} 'nope'; allowed: {re.escape(str(list(values)))}$"):
+        TrainConfig.from_dict({"algo": "meta-cpo", section: {name: "nope"}})
+    assert f"  {key} = " in _epilog() and f"(one of: {', '.join(values)})" in _epilog()
 
 
 def test_unknown_sections_and_keys_fail_loudly():
@@ -114,3 +133,60 @@ def test_registry_knows_the_common_section_names():
     from metacpo.config.schema import SECTIONS
 
     assert COMMON_SECTION_NAMES == {"algo", *SECTIONS}
+
+
+OLD_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "data" / "old_configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", OLD_CONFIGS, ids=[p.stem for p in OLD_CONFIGS])
+def test_config_yaml_written_before_the_config_redesign_loads_to_the_same_values(tmp_path, path):
+    """config.yaml files written by the commit before issue 11's config work (tests/data/old_configs:
+    update.cost_limit 15, meta.max_backtracks 12, annealing from 40 over 5) load to the same values
+    as a run directory's config, and write back the same but for the cost limit's new place."""
+    import yaml
+
+    from metacpo.training import load_run_config
+
+    old = yaml.safe_load(path.read_text())
+    (tmp_path / "config.yaml").write_text(path.read_text())
+    config = load_run_config(tmp_path)
+    assert config.constraint.cost_limit == 15.0
+    if config.algo == "meta-cpo":
+        meta = config.extra["meta"]
+        assert (meta.max_backtracks, meta.anneal_cost_limit_from, meta.anneal_iters) == (12, 40.0, 5)
+        assert (meta.metric, meta.backtrack_coef, meta.accept_ratio, meta.line_search) == ("identity", 0.8, 0.1, True)
+    moved = {**old, "update": {k: v for k, v in old["update"].items() if k != "cost_limit"},
+             "constraint": {"cost_limit": 15.0}}
+    assert config.to_dict() == moved
+
+
+def test_the_old_cost_limit_key_works_everywhere_and_a_later_layer_wins():
+    base = TrainConfig.from_dict({"update": {"cost_limit": 10, "delta": 0.02}})
+    assert base.constraint.cost_limit == 10.0 and base.update.delta == 0.02
+    data = {"constraint": {"cost_limit": 10.0}}
+    apply_override(data, "update.cost_limit=5")  # --set with the old name overrides the preset's new one
+    assert TrainConfig.from_dict(data).constraint.cost_limit == 5.0
+    with pytest.raises(ValueError, match=r"^update.cost_limit \(the old name of constraint.cost_limit\) is 5 but "
+                                         r"constraint.cost_limit is 10; give one of them$"):
+        TrainConfig.from_dict({"update": {"cost_limit": 5}, "constraint": {"cost_limit": 10}})
+    assert TrainConfig.from_dict({"update": {"cost_limit": 7}, "constraint": {"cost_limit": 7}}).constraint.cost_limit == 7
+
+
+def test_the_meta_step_shares_the_step_config():
+    """meta's solver and line-search settings are StepConfig's fields (one declaration, one check);
+    only two defaults differ from update's, and they keep the values meta runs always had."""
+    from metacpo.algorithms.meta_config import MetaConfig
+    from metacpo.config.schema import StepConfig
+
+    shared = {f.name for f in dataclasses.fields(StepConfig)}
+    assert shared <= {f.name for f in dataclasses.fields(UpdateConfig)}
+    assert shared <= {f.name for f in dataclasses.fields(MetaConfig)}
+    meta, update = MetaConfig(), UpdateConfig()
+    assert {k for k in shared if getattr(meta, k) != getattr(update, k)} == {"metric", "max_backtracks"}
+    assert (meta.metric, meta.max_backtracks, update.max_backtracks) == ("identity", 10, 15)
+    for section, cls in (("update", UpdateConfig), ("meta", MetaConfig)):
+        with pytest.raises(ValueError, match=rf"^{section}.max_backtracks must be >= 0, got -1$"):
+            cls(max_backtracks=-1)
+        with pytest.raises(ValueError, match=rf"^{section}.backend 'dco' needs {section}.metric 'identity'"):
+            cls(backend="dco", metric="fisher")
+        assert set(field_docs(cls)) >= {f.name for f in dataclasses.fields(cls)}

@@ -46,8 +46,9 @@ def test_cpo_update_reports_the_solver_case_and_respects_the_tests(cost_limit, e
     if cost_limit is None:  # put J_C just above the limit, where the constraint is active
         x_trpo = solve_cpo(g=g, a=None, b=None, delta=0.01, metric=metric, normalize=False).step
         cost_limit = processed.j_c + 0.5 * float(a @ x_trpo)
-    settings = UpdateConfig(delta=0.01, cost_limit=cost_limit)
-    new, stats = trust_region_update(policy=policy, params=params, processed=processed, settings=settings, constrained=True)
+    settings = UpdateConfig(delta=0.01)
+    new, stats = trust_region_update(policy=policy, params=params, processed=processed, settings=settings, constrained=True,
+                                     cost_target=cost_limit)
     ref = solve_cpo(g=g, a=a, b=processed.j_c - cost_limit, delta=0.01, metric=metric, normalize=False)
     assert stats.case == expected_case == ref.case.name.lower()
     assert stats.lam == pytest.approx(float(ref.lam), rel=1e-4)
@@ -70,15 +71,16 @@ def test_cpo_update_reports_the_solver_case_and_respects_the_tests(cost_limit, e
 def test_trpo_update_ignores_costs():
     policy, params, processed = synthetic_processed()
     _, stats = trust_region_update(
-        policy=policy, params=params, processed=processed, settings=UpdateConfig(cost_limit=0.0), constrained=False
+        policy=policy, params=params, processed=processed, settings=UpdateConfig(), constrained=False
     )
     assert stats.case == "unconstrained" and stats.nu == 0.0 and math.isnan(stats.b) and stats.ls_accepted
 
 
 def test_identity_metric_with_dco_backend_keeps_half_squared_norm_within_delta():
     policy, params, processed = synthetic_processed()
-    settings = UpdateConfig(delta=0.005, cost_limit=1000.0, metric="identity", backend="dco", normalize_grads=True)
-    new, stats = trust_region_update(policy=policy, params=params, processed=processed, settings=settings, constrained=True)
+    settings = UpdateConfig(delta=0.005, metric="identity", backend="dco", normalize_grads=True)
+    new, stats = trust_region_update(policy=policy, params=params, processed=processed, settings=settings, constrained=True,
+                                     cost_target=1000.0)
     assert stats.case == "unconstrained" and not stats.solver_fallback
     assert 0.5 * stats.step_norm**2 <= 0.005 * (1 + 1e-4)
 
@@ -87,7 +89,7 @@ def test_non_finite_advantages_skip_the_update_and_leave_params_untouched():
     policy, params, processed = synthetic_processed(reward_nan=True)
     before = {k: v.clone() for k, v in params.items()}
     new, stats = trust_region_update(policy=policy, params=params, processed=processed, settings=UpdateConfig(),
-                                     constrained=True)
+                                     constrained=True, cost_target=25.0)
     assert new is params and stats.skipped and stats.case == "skipped"
     assert "non-finite advantages" in stats.skip_reason and stats.step_norm == 0.0
     for k in params:
