@@ -362,10 +362,18 @@ MOVED_KEYS: dict[tuple[str, str], tuple[str, str]] = {
 files, checkpoints, cell.json files and grid files written with the old key load (and compare)
 as if written with the new one."""
 
+ADDED_KEYS: dict[tuple[str, str], Any] = {
+    ("sampler", "envs_per_worker"): 1,
+}
+"""Config keys added after configs were written, with the value that reproduces such a config's
+run (its default): a config.yaml, checkpoint or cell.json written without the key compares equal
+to one that sets it to this value."""
+
 
 def migrate_keys(data: Any) -> dict[str, Any]:
     """A copy of config dict ``data`` with every :data:`MOVED_KEYS` key under its new name
-    (ValueError if a config gives both names different values)."""
+    (ValueError if a config gives both names different values) and every :data:`ADDED_KEYS` key
+    its value where a section it belongs to is present without it."""
     if not isinstance(data, dict):
         raise ValueError(f"a config must be a mapping of sections, got {type(data).__name__}")
     out = dict(data)
@@ -382,6 +390,10 @@ def migrate_keys(data: Any) -> dict[str, Any]:
             raise ValueError(f"{old_sec}.{old_key} (the old name of {new_sec}.{new_key}) is {value!r} but "
                              f"{new_sec}.{new_key} is {new[new_key]!r}; give one of them")
         out[old_sec], out[new_sec] = old, {**new, new_key: value}
+    for (sec, key), value in ADDED_KEYS.items():
+        section = out.get(sec)
+        if isinstance(section, dict) and key not in section:
+            out[sec] = {**section, key: value}
     return out
 
 

@@ -145,6 +145,7 @@ def test_config_yaml_written_before_the_config_redesign_loads_to_the_same_values
     as a run directory's config, and write back the same but for the cost limit's new place."""
     import yaml
 
+    from metacpo.config.schema import ADDED_KEYS
     from metacpo.training import load_run_config
 
     old = yaml.safe_load(path.read_text())
@@ -157,6 +158,8 @@ def test_config_yaml_written_before_the_config_redesign_loads_to_the_same_values
         assert (meta.metric, meta.backtrack_coef, meta.accept_ratio, meta.line_search) == ("identity", 0.8, 0.1, True)
     moved = {**old, "update": {k: v for k, v in old["update"].items() if k != "cost_limit"},
              "constraint": {"cost_limit": 15.0}}
+    for (section, key), value in ADDED_KEYS.items():  # settings added since: the value of the old run
+        moved[section] = {**moved[section], key: value}
     assert config.to_dict() == moved
 
 
