@@ -338,49 +338,72 @@ def run_jobs_lockstep(
     (spec,) = specs
     if policy is None or policy.spec != spec:
         policy = GaussianMLPPolicy(spec)
+    results = _step_shares_in_lockstep(envs=envs, rngs=rngs, queues=queues, snapshots=snapshots, policy=policy)
+    return policy, [item for v in shares for item in results[v]]
+
+
+class _RunningJob:
+    """A job in progress in :func:`run_jobs_lockstep`: its :func:`_rollout_steps` generator, the
+    ``(raw obs, noise)`` it waits on, and the actor and normaliser that answer it."""
+
+    __slots__ = ("share", "job", "steps", "request", "actor", "obs_norm", "batch")
+
+    def __init__(self, *, share: int, job: Job, steps: Generator[tuple[np.ndarray, np.ndarray | None],
+                 tuple[np.ndarray, float], Batch], actor: NumpyActor, obs_norm: NormalizerState) -> None:
+        self.share, self.job, self.steps, self.actor, self.obs_norm = share, job, steps, actor, obs_norm
+        self.request = next(steps)
+        self.batch: Batch | None = None
+
+    def advance(self, answer: tuple[np.ndarray, float]) -> bool:
+        """Send ``(action, log pi)``; True when that ended the job (its batch is then in ``batch``)."""
+        try:
+            self.request = self.steps.send(answer)
+        except StopIteration as done:
+            self.batch = done.value
+            self.batch.info["worker"] = self.share
+            return True
+        return False
+
+
+def _step_shares_in_lockstep(
+    *,
+    envs: Mapping[int, Any],
+    rngs: Mapping[int, np.random.Generator],
+    queues: Mapping[int, list[tuple["Job", Task]]],
+    snapshots: Sequence["PolicySnapshot"],
+    policy: GaussianMLPPolicy,
+) -> dict[int, list[tuple["Job", Batch]]]:
+    """The loop of :func:`run_jobs_lockstep` (snapshots of ``policy``'s architecture): every share
+    runs its queue, a job starting as the previous one ends; the ``(job, batch)`` parts by share."""
     actors: dict[int, NumpyActor] = {}  # by snapshot identity
 
-    def actor_of(snap: PolicySnapshot) -> NumpyActor:
-        if id(snap) not in actors:
-            actors[id(snap)] = NumpyActor(snap.load_into(policy))
-        return actors[id(snap)]
-
-    results: dict[int, list[tuple[Job, Batch]]] = {v: [] for v in shares}
-    running: list[list[Any]] = []  # [share, job, steps generator, pending request, actor, normaliser]
-
-    def start(v: int) -> None:
+    def start(v: int) -> _RunningJob:
         job, task = queues[v].pop(0)
         snap = snapshots[job.task_index]
+        if id(snap) not in actors:
+            actors[id(snap)] = NumpyActor(snap.load_into(policy))
         if task is not None:
             set_task(envs[v], task)
-        gen = _rollout_steps(envs[v], spec.act_dim, job.num_steps, rngs[v], deterministic=snap.deterministic,
-                             task=task, max_episodes=None)
-        running.append([v, job, gen, next(gen), actor_of(snap), snap.obs_norm])
+        steps = _rollout_steps(envs[v], policy.spec.act_dim, job.num_steps, rngs[v], deterministic=snap.deterministic,
+                               task=task, max_episodes=None)
+        return _RunningJob(share=v, job=job, steps=steps, actor=actors[id(snap)], obs_norm=snap.obs_norm)
 
-    for v in shares:
-        if queues[v]:
-            start(v)
+    results: dict[int, list[tuple[Job, Batch]]] = {v: [] for v in queues}
+    running = [start(v) for v in queues if queues[v]]
     key: tuple = ()
     stacked: StackedActors | None = None
     while running:
-        now = tuple((id(r[4]), id(r[5])) for r in running)
+        now = tuple((id(r.actor), id(r.obs_norm)) for r in running)
         if now != key or stacked is None:
-            key, stacked = now, StackedActors([(r[4], r[5]) for r in running])
-        answers = stacked(np.array([r[3][0] for r in running]), [r[3][1] for r in running])
-        ended: list[int] = []
-        for i, (row, answer) in enumerate(zip(running, answers)):
-            try:
-                row[3] = row[2].send(answer)
-            except StopIteration as done:
-                batch = done.value
-                batch.info["worker"] = row[0]
-                results[row[0]].append((row[1], batch))
-                ended.append(i)
+            key, stacked = now, StackedActors([(r.actor, r.obs_norm) for r in running])
+        answers = stacked(np.array([r.request[0] for r in running]), [r.request[1] for r in running])
+        ended = [i for i, (row, answer) in enumerate(zip(running, answers)) if row.advance(answer)]
         for i in reversed(ended):
-            v = running.pop(i)[0]
-            if queues[v]:
-                start(v)
-    return policy, [item for v in shares for item in results[v]]
+            row = running.pop(i)
+            results[row.share].append((row.job, row.batch))
+            if queues[row.share]:
+                running.append(start(row.share))
+    return results
 
 
 def rollout(
@@ -433,38 +456,30 @@ def _rollout_steps(
 ) -> Generator[tuple[np.ndarray, np.ndarray | None], tuple[np.ndarray, float], Batch]:
     """The body of :func:`rollout` with the policy left out: yields ``(raw obs, noise)`` at every
     step and is sent ``(action, log pi)`` back; returns the batch. :func:`rollout` answers with one
-    policy, :func:`rollout_lockstep` with one batched forward for several of these at once."""
+    policy, :func:`run_jobs_lockstep` with one batched forward for several of these at once.
+
+    The step loop keeps its state in local names (it runs once per env step); what happens once
+    per rollout or per episode is in :class:`_RolloutRecord`.
+    """
     if num_steps <= 0:
         raise ValueError(f"num_steps must be positive, got {num_steps}")
     t0 = time.perf_counter()
     noise_rng = np.random.default_rng(int(rng.integers(2**62)))
     low, high = env.action_space.low, env.action_space.high
-    obs_shape = tuple(env.observation_space.shape)
     clip = np.core.umath.clip
     # Growable storage: exactly num_steps rows when the step budget bounds the batch.
-    cap = num_steps if max_episodes is None else 1024
-    obs_a = np.empty((cap, *obs_shape))
-    next_a = np.empty((cap, *obs_shape))
-    act_a = np.empty((cap, act_dim))
-    lp_a = np.empty(cap)
-    rew_l: list[float] = []
-    cost_l: list[float] = []
-    term_l: list[bool] = []
-    trunc_l: list[bool] = []
-    cut_l: list[bool] = []
-    ep_ret, ep_cost, ep_len = [], [], []
-    seeds: list[int] = []
+    record = _RolloutRecord(capacity=num_steps if max_episodes is None else 1024,
+                            obs_shape=tuple(env.observation_space.shape), act_dim=act_dim)
+    obs_a, next_a, act_a, lp_a = record.arrays()
+    rew_l, cost_l, term_l, trunc_l, cut_l = record.rewards, record.costs, record.terminated, record.truncated, record.cut
     # Noise in blocks: Generator.standard_normal fills row after row, so block row k equals the
     # k-th per-step draw of act_dim numbers (the generator is this rollout's own).
-    block = 0 if deterministic else min(cap, 4096)
+    block = 0 if deterministic else min(len(obs_a), 4096)
     noise_block = noise_rng.standard_normal((block, act_dim)) if block else None
     k_noise = 0
     steps = 0
-    cut = False
     while True:
-        seed = int(rng.integers(2**31 - 1))
-        seeds.append(seed)
-        obs, _ = env.reset(seed=seed)
+        obs = record.start_episode(env, rng)
         ret = cst = 0.0
         length = 0
         while True:
@@ -479,7 +494,7 @@ def _rollout_steps(
             action, lp = yield obs, noise
             nxt, r, c, term, trunc, _ = env.step(clip(action, low, high))
             if steps == len(obs_a):
-                obs_a, next_a, act_a, lp_a = (np.concatenate([x, np.empty_like(x)]) for x in (obs_a, next_a, act_a, lp_a))
+                obs_a, next_a, act_a, lp_a = record.grow()
             obs_a[steps] = obs
             next_a[steps] = nxt
             act_a[steps] = action
@@ -498,33 +513,84 @@ def _rollout_steps(
             cut_l.append(bool(last and not (term or trunc)))
             obs = nxt
             if term or trunc:
-                ep_ret.append(ret)
-                ep_cost.append(cst)
-                ep_len.append(length)
+                record.end_episode(ep_return=ret, ep_cost=cst, length=length)
                 break
             if last:
-                cut = True
+                record.was_cut = True
                 break
-        if max_episodes is not None and len(ep_ret) >= max_episodes:
+        enough = steps >= num_steps if max_episodes is None else len(record.episode_returns) >= max_episodes
+        if enough:
             break
-        if max_episodes is None and steps >= num_steps:
-            break
-    return Batch(
-        obs=obs_a[:steps].copy() if steps < len(obs_a) else obs_a,
-        actions=act_a[:steps].copy() if steps < len(act_a) else act_a,
-        rewards=np.asarray(rew_l),
-        costs=np.asarray(cost_l),
-        terminated=np.asarray(term_l),
-        truncated=np.asarray(trunc_l),
-        cut=np.asarray(cut_l, dtype=bool),
-        next_obs=next_a[:steps].copy() if steps < len(next_a) else next_a,
-        log_probs=lp_a[:steps].copy() if steps < len(lp_a) else lp_a,
-        episode_returns=np.asarray(ep_ret, dtype=np.float64),
-        episode_costs=np.asarray(ep_cost, dtype=np.float64),
-        episode_lengths=np.asarray(ep_len, dtype=np.int64),
-        task=task,
-        info={"cut": cut, "episode_seeds": seeds, "sample_seconds": time.perf_counter() - t0},
-    )
+    return record.batch(steps, task=task, seconds=time.perf_counter() - t0)
+
+
+class _RolloutRecord:
+    """What one rollout writes down: the transitions (four preallocated arrays, doubled when full,
+    and five per-step lists) and, per episode, its reset seed and, once it ends by termination or
+    time limit, its return, cost and length."""
+
+    def __init__(self, *, capacity: int, obs_shape: tuple[int, ...], act_dim: int) -> None:
+        self.obs = np.empty((capacity, *obs_shape))
+        self.next_obs = np.empty((capacity, *obs_shape))
+        self.actions = np.empty((capacity, act_dim))
+        self.log_probs = np.empty(capacity)
+        self.rewards: list[float] = []
+        self.costs: list[float] = []
+        self.terminated: list[bool] = []
+        self.truncated: list[bool] = []
+        self.cut: list[bool] = []
+        self.episode_seeds: list[int] = []
+        self.episode_returns: list[float] = []
+        self.episode_costs: list[float] = []
+        self.episode_lengths: list[int] = []
+        self.was_cut = False
+        """Whether the step budget ended the last episode (the batch's ``info['cut']``)."""
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(obs, next_obs, actions, log_probs)``, the arrays the step loop writes into."""
+        return self.obs, self.next_obs, self.actions, self.log_probs
+
+    def grow(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Double the arrays (the rows written so far kept) and return them as :meth:`arrays`."""
+        self.obs, self.next_obs, self.actions, self.log_probs = (
+            np.concatenate([x, np.empty_like(x)]) for x in self.arrays())
+        return self.arrays()
+
+    def start_episode(self, env: Any, rng: np.random.Generator) -> np.ndarray:
+        """Reset ``env`` with a seed drawn from ``rng`` (recorded); the first observation."""
+        seed = int(rng.integers(2**31 - 1))
+        self.episode_seeds.append(seed)
+        obs, _ = env.reset(seed=seed)
+        return obs
+
+    def end_episode(self, *, ep_return: float, ep_cost: float, length: int) -> None:
+        """An episode ended by termination or the env's time limit."""
+        self.episode_returns.append(ep_return)
+        self.episode_costs.append(ep_cost)
+        self.episode_lengths.append(length)
+
+    def batch(self, steps: int, *, task: Task, seconds: float) -> Batch:
+        """The first ``steps`` transitions as a :class:`Batch` (the arrays themselves when full)."""
+
+        def rows(x: np.ndarray) -> np.ndarray:
+            return x[:steps].copy() if steps < len(x) else x
+
+        return Batch(
+            obs=rows(self.obs),
+            actions=rows(self.actions),
+            rewards=np.asarray(self.rewards),
+            costs=np.asarray(self.costs),
+            terminated=np.asarray(self.terminated),
+            truncated=np.asarray(self.truncated),
+            cut=np.asarray(self.cut, dtype=bool),
+            next_obs=rows(self.next_obs),
+            log_probs=rows(self.log_probs),
+            episode_returns=np.asarray(self.episode_returns, dtype=np.float64),
+            episode_costs=np.asarray(self.episode_costs, dtype=np.float64),
+            episode_lengths=np.asarray(self.episode_lengths, dtype=np.int64),
+            task=task,
+            info={"cut": self.was_cut, "episode_seeds": self.episode_seeds, "sample_seconds": seconds},
+        )
 
 
 @dataclass(frozen=True)
