@@ -18,11 +18,12 @@ Run directory layout::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -155,91 +156,100 @@ def _train(config: TrainConfig, *, resume: bool, progress: bool, echo: Any) -> T
     config.env.task_setup.apply()  # custom families and range overrides (the workers apply them too)
     check_output_dir(run_dir)
     ckpt_path = run_dir / CHECKPOINT_NAME
-    ckpt = None
-    start = 0
-    if resume:
-        ckpt = load_checkpoint(ckpt_path)
-        saved = config_from_saved(ckpt["config"], source=ckpt_path)
-        diff = config_mismatch(saved.to_dict(), config.to_dict(), ignore=RESUMABLE_CHANGES)
-        if diff:
-            raise CheckpointError(f"checkpoint {ckpt_path} does not match the config: " + "; ".join(diff))
-        start = int(ckpt["iteration"])
-        if config.run.iters <= start:
-            raise ValueError(f"run {run_dir} already has {start} iterations; pass --iters M > {start} to continue")
-        checked_progress(run_dir / "progress.csv", start)  # refuse before any work, rewrite nothing
-    elif ckpt_path.exists():
+    ckpt = _checkpoint_to_resume(config, run_dir=run_dir, ckpt_path=ckpt_path) if resume else None
+    if ckpt is None and ckpt_path.exists():
         raise ValueError(f"{run_dir} already holds a run ({ckpt_path}); use --resume {run_dir} or another --run-dir")
+    start = int(ckpt["iteration"]) if ckpt is not None else 0
     info = env_info(config.env.env_id)  # fails early (ValueError) on unknown env ids
     _check_sampling(config, info.episode_steps, echo)
     if config.run.torch_threads:
         torch.set_num_threads(config.run.torch_threads)
 
     created = not run_dir.exists()
-    saved_iterations = start
-    sampler: Sampler | None = None
-    logger = None
+    checkpoints = _Checkpoints(path=ckpt_path, config=config, saved=start)
     try:
-        sampler = build_sampler(config)  # a Ray address nobody answers fails here, before the run dir exists
-        algo = entry.build(config, sampler=sampler, obs_dim=info.obs_dim, act_dim=info.act_dim)
-        if ckpt is not None:
-            try:
-                algo.load_state_dict(ckpt["algorithm"])
-            except (ValueError, KeyError, RuntimeError) as exc:
-                raise CheckpointError(f"checkpoint {ckpt_path} does not fit this run: {exc}") from None
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _write_text_atomic(run_dir / "config.yaml", config.to_yaml())
-        logger = RunLogger(run_dir, tensorboard=config.run.tensorboard, start_iteration=start)
-        last_row: dict[str, Any] = {}
-        faults_seen = 0
-        bar = _progress(range(start, config.run.iters), start, config.run.iters, progress)
-        for it in bar:
-            stats = algo.iterate(it)
-            last_row = stats.log_row()
-            logger.log(it, last_row)
-            faults = getattr(sampler, "fault_events", [])  # replaced sampler workers (process/ray)
-            events = list(stats.events()) + [f.message() for f in faults[faults_seen:]]
-            faults_seen = len(faults)
-            for ev in events:
-                with (run_dir / "events.log").open("a") as f:
-                    f.write(f"iteration {it}: {ev}\n")
-                logger.text("events", ev, it)
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(stats.summary(), refresh=False)
-            done = it + 1
-            if done % config.run.checkpoint_every == 0 or done == config.run.iters:
-                save_checkpoint(
-                    ckpt_path,
-                    {"iteration": done, "config": config.to_dict(), "algorithm": algo.state_dict(),
-                     "saved_at": time.time()},
-                )
-                saved_iterations = done
+        with contextlib.ExitStack() as open_resources:
+            sampler = build_sampler(config)  # a Ray address nobody answers fails here, before the run dir exists
+            open_resources.callback(sampler.close)
+            algo = entry.build(config, sampler=sampler, obs_dim=info.obs_dim, act_dim=info.act_dim)
+            if ckpt is not None:
+                try:
+                    algo.load_state_dict(ckpt["algorithm"])
+                except (ValueError, KeyError, RuntimeError) as exc:
+                    raise CheckpointError(f"checkpoint {ckpt_path} does not fit this run: {exc}") from None
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(run_dir / "config.yaml", config.to_yaml())
+            logger = RunLogger(run_dir, tensorboard=config.run.tensorboard, start_iteration=start)
+            open_resources.callback(logger.close)
+            bar = _progress(range(start, config.run.iters), start, config.run.iters, progress)
+            last_row = _run_iterations(algo, bar=bar, sampler=sampler, logger=logger, run_dir=run_dir,
+                                       checkpoints=checkpoints)
         return TrainResult(run_dir=run_dir, iterations=config.run.iters, last_row=last_row)
-    except BaseException as exc:
+    except BaseException as exc:  # sampler and logger are closed by now
         nothing_saved = created and not ckpt_path.exists()
-        if logger is not None:
-            logger.close()
-            logger = None
-        if sampler is not None:
-            sampler.close()
-            sampler = None
         if nothing_saved and run_dir.exists():  # no stub run dirs: nothing in it can be resumed
             shutil.rmtree(run_dir, ignore_errors=True)
         if isinstance(exc, KeyboardInterrupt):
             if nothing_saved:
                 raise TrainingInterrupted(f"interrupted before the first checkpoint; nothing to resume "
                                           f"(removed {run_dir})") from None
-            raise TrainingInterrupted(f"interrupted; {saved_iterations} iterations saved in {run_dir}; continue "
+            raise TrainingInterrupted(f"interrupted; {checkpoints.saved} iterations saved in {run_dir}; continue "
                                       f"with: metacpo train --resume {run_dir}") from None
         raise
-    finally:
-        if logger is not None:
-            logger.close()
-        if sampler is not None:
-            sampler.close()
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    write_text_atomic(path, text)
+def _checkpoint_to_resume(config: TrainConfig, *, run_dir: Path, ckpt_path: Path) -> dict[str, Any]:
+    """The run's checkpoint, once its config is checked against ``config`` and its progress.csv
+    against its iteration count (refused before any work; nothing rewritten)."""
+    ckpt = load_checkpoint(ckpt_path)
+    saved = config_from_saved(ckpt["config"], source=ckpt_path)
+    diff = config_mismatch(saved.to_dict(), config.to_dict(), ignore=RESUMABLE_CHANGES)
+    if diff:
+        raise CheckpointError(f"checkpoint {ckpt_path} does not match the config: " + "; ".join(diff))
+    start = int(ckpt["iteration"])
+    if config.run.iters <= start:
+        raise ValueError(f"run {run_dir} already has {start} iterations; pass --iters M > {start} to continue")
+    checked_progress(run_dir / "progress.csv", start)
+    return ckpt
+
+
+@dataclass
+class _Checkpoints:
+    """Saves the algorithm's state every ``run.checkpoint_every`` iterations and after the last."""
+
+    path: Path
+    config: TrainConfig
+    saved: int
+    """Iterations in the newest checkpoint."""
+
+    def after(self, done: int, algo: Algorithm) -> None:
+        """Called when ``done`` iterations are done."""
+        run = self.config.run
+        if done % run.checkpoint_every == 0 or done == run.iters:
+            save_checkpoint(self.path, {"iteration": done, "config": self.config.to_dict(),
+                                        "algorithm": algo.state_dict(), "saved_at": time.time()})
+            self.saved = done
+
+
+def _run_iterations(algo: Algorithm, *, bar: Iterable[int], sampler: Sampler, logger: RunLogger, run_dir: Path,
+                    checkpoints: _Checkpoints) -> dict[str, Any]:
+    """The training loop proper: iterate, log the row and the events, checkpoint; the last row."""
+    last_row: dict[str, Any] = {}
+    faults_seen = 0
+    for it in bar:
+        stats = algo.iterate(it)
+        last_row = stats.log_row()
+        logger.log(it, last_row)
+        faults = getattr(sampler, "fault_events", [])  # replaced sampler workers (process/ray)
+        for ev in list(stats.events()) + [f.message() for f in faults[faults_seen:]]:
+            with (run_dir / "events.log").open("a") as f:
+                f.write(f"iteration {it}: {ev}\n")
+            logger.text("events", ev, it)
+        faults_seen = len(faults)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(stats.summary(), refresh=False)
+        checkpoints.after(it + 1, algo)
+    return last_row
 
 
 def _progress(it: range, start: int, total: int, enabled: bool) -> Any:
