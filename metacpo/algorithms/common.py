@@ -54,6 +54,19 @@ class RolloutStats:
     ep_len_mean: float
     j_c: float
 
+    @staticmethod
+    def of(batch: Batch, *, j_c: float) -> "RolloutStats":
+        """The figures of ``batch``'s complete episodes, with its J_C."""
+        return RolloutStats(
+            num_steps=len(batch),
+            num_episodes=len(batch.episode_lengths),
+            ep_return_mean=_mean(batch.episode_returns),
+            ep_return_std=_std(batch.episode_returns),
+            ep_cost_mean=_mean(batch.episode_costs),
+            ep_cost_std=_std(batch.episode_costs),
+            ep_len_mean=float(np.mean(batch.episode_lengths)),
+            j_c=j_c,
+        )
 
 
 def _mean(x: np.ndarray) -> float:
@@ -125,14 +138,7 @@ def process_batch(
     """
     if len(batch) == 0:
         raise ValueError("cannot process an empty batch")
-    try:
-        j_c = cost_estimate(
-            costs=batch.costs, terminated=batch.terminated, truncated=batch.truncated, cut=batch.cut,
-            cost_gamma=cost_gamma,
-        )
-    except NoCompleteEpisodeError as exc:
-        where = f" (task {batch.task})" if batch.task is not None else ""
-        raise NoCompleteEpisodeError(f"{exc}{where}") from None
+    j_c = _batch_j_c(batch, cost_gamma=cost_gamma)
     dtype = policy.log_std.dtype
     obs = torch.as_tensor(obs_norm.normalize(batch.obs), dtype=dtype)
     next_obs = torch.as_tensor(obs_norm.normalize(batch.next_obs), dtype=dtype)
@@ -140,10 +146,7 @@ def process_batch(
     obs_c, next_obs_c = _cost_critic_inputs(batch, obs, next_obs, critic_c=critic_c, time_limit=time_limit)
     adv_r, target_r = _critic_gae(critic_r, obs, next_obs, batch.rewards, terminated=batch.terminated,
                                   truncated=batch.truncated, gamma=gamma, lam=lam)
-    # The cost's episode ends at the env's time limit (J_C counts no cost after it): every
-    # episode end that is not a cut is terminal for the cost GAE.
-    cost_terminal = np.logical_or(batch.terminated, np.logical_and(batch.truncated, ~np.asarray(batch.cut, bool)))
-    adv_c, target_c = _critic_gae(critic_c, obs_c, next_obs_c, batch.costs, terminated=cost_terminal,
+    adv_c, target_c = _critic_gae(critic_c, obs_c, next_obs_c, batch.costs, terminated=_cost_terminal(batch),
                                   truncated=batch.truncated, lam=cost_lam,
                                   gamma=cost_gamma if cost_adv_gamma is None else cost_adv_gamma)
     if normalize_adv_r:
@@ -154,20 +157,7 @@ def process_batch(
         dist = policy.distribution(obs, params)
         old_lp = dist.log_prob(actions).sum(-1)
         old_mean, old_log_std = dist.mean, dist.stddev.log()
-    n_complete = len(batch.episode_lengths)
-    ep_len = float(np.mean(batch.episode_lengths))
-    cost_scale = ep_len if cost_gamma == 1.0 else (1.0 - cost_gamma**ep_len) / (1.0 - cost_gamma)
-    rollout_stats = RolloutStats(
-        num_steps=len(batch),
-        num_episodes=n_complete,
-        ep_return_mean=_mean(batch.episode_returns),
-        ep_return_std=_std(batch.episode_returns),
-        ep_cost_mean=_mean(batch.episode_costs),
-        ep_cost_std=_std(batch.episode_costs),
-        ep_len_mean=ep_len,
-        j_c=j_c,
-    )
-    gap = float(np.max(np.abs(old_lp.double().numpy() - batch.log_probs)))
+    rollout = RolloutStats.of(batch, j_c=j_c)
     return ProcessedBatch(
         obs=obs,
         actions=actions,
@@ -180,10 +170,31 @@ def process_batch(
         target_c=torch.as_tensor(target_c, dtype=dtype),
         obs_c=obs_c,
         j_c=j_c,
-        cost_scale=float(cost_scale),
-        behaviour_logp_gap=gap,
-        rollout=rollout_stats,
+        cost_scale=_cost_scale(rollout.ep_len_mean, cost_gamma=cost_gamma),
+        behaviour_logp_gap=float(np.max(np.abs(old_lp.double().numpy() - batch.log_probs))),
+        rollout=rollout,
     )
+
+
+def _batch_j_c(batch: Batch, *, cost_gamma: float) -> float:
+    """J_C of ``batch`` (:func:`metacpo.data.gae.cost_estimate`); the error names the batch's task."""
+    try:
+        return cost_estimate(costs=batch.costs, terminated=batch.terminated, truncated=batch.truncated,
+                             cut=batch.cut, cost_gamma=cost_gamma)
+    except NoCompleteEpisodeError as exc:
+        where = f" (task {batch.task})" if batch.task is not None else ""
+        raise NoCompleteEpisodeError(f"{exc}{where}") from None
+
+
+def _cost_terminal(batch: Batch) -> np.ndarray:
+    """Where the cost's episode ends: at termination and at the env's time limit (J_C counts no
+    cost after it), i.e. every episode end that is not a cut."""
+    return np.logical_or(batch.terminated, np.logical_and(batch.truncated, ~np.asarray(batch.cut, bool)))
+
+
+def _cost_scale(ep_len: float, *, cost_gamma: float) -> float:
+    """``sum_{t<T} cost_gamma^t`` for ``T = ep_len`` (the mean episode length)."""
+    return float(ep_len if cost_gamma == 1.0 else (1.0 - cost_gamma**ep_len) / (1.0 - cost_gamma))
 
 
 def _critic_gae(critic: nn.Module, inputs: Tensor, next_inputs: Tensor, signal: np.ndarray, *,
