@@ -525,11 +525,42 @@ def render_run(
     sibling. With ``adapt = K`` each episode is shown twice side by side: the run's policy (left)
     and the policy after K adaptation updates on that task (right), from the same start state.
     """
-    from metacpo.adaptation import held_out_tasks, load_initialisation
+    from metacpo.adaptation import load_initialisation
     from metacpo.samplers.base import make_env_for
-    from metacpo.tasks import get_distribution, parse_env_id
 
     out = check_video_path(out)
+    _check_render_settings(episodes=episodes, size=size, every=every, adapt=adapt, fps=fps, task=task,
+                           task_seed=task_seed)
+    init = load_initialisation(run_dir)
+    cfg = init.config
+    env_id, task = _render_target(cfg.env.env_id, env_id=env_id, task=task, task_seed=task_seed, adapt=adapt)
+    env = make_env_for(env_id, task, seed=None if task is not None else cfg.run.seed)
+    try:
+        task = getattr(env.unwrapped, "task_params", task)
+        extent = arena_half_extent(task)
+        cam = resolve_camera(camera, extent)
+        if adapt:
+            before, after = adapted_snapshots(init, env_id=env_id, task=task, updates=adapt,
+                                              steps_per_iter=adapt_steps or cfg.sampler.steps_per_iter,
+                                              cost_limit=cfg.constraint.cost_limit, deterministic=not stochastic)
+            policies = [("before", before), (f"after {adapt} update{'s' if adapt > 1 else ''}", after)]
+        else:
+            policies = [(Path(run_dir).resolve().name, snapshot_of_run(init, env, deterministic=not stochastic))]
+        ep_seeds = np.random.default_rng([int(seed), EPISODE_STREAM]).integers(2**31 - 1, size=episodes)
+        with SceneRenderer(width=size, height=size, camera=cam, extent=extent) as renderer:
+            frames, report = _record_episodes(env, policies, renderer, ep_seeds=ep_seeds, every=every)
+            backend = renderer.backend
+    finally:
+        env.close()
+    write_video(frames, out, fps=fps)
+    h, w = frames[0].shape[:2]
+    return VideoResult(path=out, frames=len(frames), width=w, height=h, fps=fps, env_id=env_id, task=task,
+                       camera=cam, backend=backend, episodes=report)
+
+
+def _check_render_settings(*, episodes: int, size: int, every: int, adapt: int, fps: float, task: Any,
+                           task_seed: int | None) -> None:
+    """ValueError naming the flag of the first setting :func:`render_run` cannot use."""
     for name, v, lo in (("--episodes", episodes, 1), ("--size", size, 16), ("--every", every, 1), ("--adapt", adapt, 0)):
         if not isinstance(v, int) or v < lo:
             raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
@@ -539,13 +570,20 @@ def render_run(
         raise ValueError(f"--fps must be in (0, 120], got {fps}")
     if task is not None and task_seed is not None:
         raise ValueError("give --task or --task-seed, not both")
-    init = load_initialisation(run_dir)
-    cfg = init.config
+
+
+def _render_target(run_env_id: str, *, env_id: str | None, task: Any, task_seed: int | None,
+                   adapt: int) -> tuple[str, Any]:
+    """``(env id, task)`` :func:`render_run` shows (its docstring says which); the task None for
+    the env's own default task."""
+    from metacpo.adaptation import held_out_tasks
+    from metacpo.tasks import get_distribution, parse_env_id
+
     if env_id is None and adapt:
-        env_id, held_out = held_out_tasks(cfg.env.env_id, level=2, count=1)
+        env_id, held_out = held_out_tasks(run_env_id, level=2, count=1)
         if task is None and task_seed is None:
             task = held_out[0]
-    env_id = env_id or cfg.env.env_id
+    env_id = env_id or run_env_id
     if isinstance(task, str):
         task = parse_task(env_id, task)
     if task is None and task_seed is not None:
@@ -557,36 +595,23 @@ def render_run(
     if task is None and adapt:
         _, held_out = held_out_tasks(env_id, level=parse_env_id(env_id)[2], count=1)
         task = held_out[0]
-    env = make_env_for(env_id, task, seed=None if task is not None else cfg.run.seed)
-    try:
-        task = getattr(env.unwrapped, "task_params", task)
-        extent = arena_half_extent(task)
-        cam = resolve_camera(camera, extent)
-        if adapt:
-            steps = adapt_steps or cfg.sampler.steps_per_iter
-            before, after = adapted_snapshots(init, env_id=env_id, task=task, updates=adapt, steps_per_iter=steps,
-                                              cost_limit=cfg.constraint.cost_limit, deterministic=not stochastic)
-            policies = [("before", before), (f"after {adapt} update{'s' if adapt > 1 else ''}", after)]
-        else:
-            policies = [(Path(run_dir).resolve().name, snapshot_of_run(init, env, deterministic=not stochastic))]
-        ep_seeds = np.random.default_rng([int(seed), EPISODE_STREAM]).integers(2**31 - 1, size=episodes)
-        frames: list[np.ndarray] = []
-        report: list[RenderedEpisode] = []
-        with SceneRenderer(width=size, height=size, camera=cam, extent=extent) as renderer:
-            for e, ep_seed in enumerate(ep_seeds):
-                clips = []
-                for label, snap in policies:
-                    ep = record_episode(env, snap.build_policy(), snap.obs_norm, renderer, seed=int(ep_seed),
-                                        deterministic=snap.deterministic, every=every, title=label,
-                                        noise_rng=np.random.default_rng([int(ep_seed), e]))
-                    clips.append(ep.frames)
-                    report.append(RenderedEpisode(label=label, seed=int(ep_seed), ep_return=ep.ep_return,
-                                                  ep_cost=ep.ep_cost, length=ep.length, cost_steps=len(ep.cost_steps)))
-                frames += clips[0] if len(clips) == 1 else side_by_side(clips[0], clips[1])
-            backend = renderer.backend
-    finally:
-        env.close()
-    write_video(frames, out, fps=fps)
-    h, w = frames[0].shape[:2]
-    return VideoResult(path=out, frames=len(frames), width=w, height=h, fps=fps, env_id=env_id, task=task,
-                       camera=cam, backend=backend, episodes=report)
+    return env_id, task
+
+
+def _record_episodes(env: Any, policies: Sequence[tuple[str, Any]], renderer: SceneRenderer, *,
+                     ep_seeds: Sequence[int], every: int) -> tuple[list[np.ndarray], list[RenderedEpisode]]:
+    """Every episode (one per seed) by every ``(label, PolicySnapshot)``, side by side when there
+    are two: the frames, and one :class:`RenderedEpisode` per policy and episode."""
+    frames: list[np.ndarray] = []
+    report: list[RenderedEpisode] = []
+    for e, ep_seed in enumerate(ep_seeds):
+        clips = []
+        for label, snap in policies:
+            ep = record_episode(env, snap.build_policy(), snap.obs_norm, renderer, seed=int(ep_seed),
+                                deterministic=snap.deterministic, every=every, title=label,
+                                noise_rng=np.random.default_rng([int(ep_seed), e]))
+            clips.append(ep.frames)
+            report.append(RenderedEpisode(label=label, seed=int(ep_seed), ep_return=ep.ep_return,
+                                          ep_cost=ep.ep_cost, length=ep.length, cost_steps=len(ep.cost_steps)))
+        frames += clips[0] if len(clips) == 1 else side_by_side(clips[0], clips[1])
+    return frames, report
