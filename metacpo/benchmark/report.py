@@ -196,8 +196,7 @@ class Report:
 
     @property
     def commits(self) -> tuple[str, ...]:
-        rows: list[Any] = [*self.training, *self.adaptation, *self.aggregate]
-        return tuple(sorted({c for r in rows for c in r.commits}))
+        return _commits_of([*self.training, *self.adaptation, *self.aggregate])
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -242,8 +241,19 @@ def _last_finite(x: np.ndarray) -> float:
     return float(finite[-1]) if finite.size else math.nan
 
 
-def _commits(cells: Sequence[CellData]) -> tuple[str, ...]:
-    return tuple(sorted({c for cell in cells for c in cell.commits}))
+def _commits_of(rows: Sequence[Any]) -> tuple[str, ...]:
+    """The commits of ``rows`` (cells or report rows: anything with ``commits``), sorted, once each."""
+    return tuple(sorted({c for r in rows for c in r.commits}))
+
+
+def _late_window(n: int, late_fraction: float) -> int:
+    """Iterations in the late window of an ``n``-iteration run (at least one)."""
+    return max(1, math.ceil(late_fraction * n))
+
+
+def _late_mean(progress: list[dict[str, str]], key: str, late_fraction: float) -> float:
+    """Mean of column ``key`` over the late window (NaN rows left out)."""
+    return float(np.nanmean(_col(progress, key)[-_late_window(len(progress), late_fraction):]))
 
 
 def build_report(out: str | Path, *, late_fraction: float = 0.25) -> Report:
@@ -264,10 +274,8 @@ def build_report(out: str | Path, *, late_fraction: float = 0.25) -> Report:
             row = _training_row(label, env, trained, late_fraction)
             training.append(row)
             for c in trained:
-                n = len(c.progress)
-                w = max(1, math.ceil(late_fraction * n))
-                late_by_algo[label]["return"][env].append(float(np.nanmean(_col(c.progress, "rollout/ep_return_mean")[-w:])))
-                late_by_algo[label]["cost"][env].append(float(np.nanmean(_col(c.progress, "rollout/ep_cost_mean")[-w:])))
+                late_by_algo[label]["return"][env].append(_late_mean(c.progress, "rollout/ep_return_mean", late_fraction))
+                late_by_algo[label]["cost"][env].append(_late_mean(c.progress, "rollout/ep_cost_mean", late_fraction))
         tested = [c for c in group if c.adapt_rows]
         if tested:
             rows = _adapt_rows(label, env, tested)
@@ -280,7 +288,7 @@ def build_report(out: str | Path, *, late_fraction: float = 0.25) -> Report:
     aggregate = []
     for stage, table in (("training", late_by_algo), ("meta-test", final_by_algo)):
         for label, metrics in table.items():
-            commits = _commits([c for c in cells if c.state.label == label])
+            commits = _commits_of([c for c in cells if c.state.label == label])
             for metric in ("return", "cost"):
                 per_env = metrics[metric]
                 aggregate.append(AggregateRow(algorithm=label, stage=stage, metric=metric, envs=len(per_env),
@@ -296,16 +304,14 @@ def _training_row(label: str, env: str, cells: list[CellData], late_fraction: fl
     for c in cells:
         ret, cost = _col(c.progress, "rollout/ep_return_mean"), _col(c.progress, "rollout/ep_cost_mean")
         jc = _col(c.progress, "rollout/j_c")
-        n = len(c.progress)
-        w = max(1, math.ceil(late_fraction * n))
         final_r.append(_last_finite(ret))
         final_c.append(_last_finite(cost))
-        late_r.append(float(np.nanmean(ret[-w:])))
-        late_c.append(float(np.nanmean(cost[-w:])))
+        late_r.append(_late_mean(c.progress, "rollout/ep_return_mean", late_fraction))
+        late_c.append(_late_mean(c.progress, "rollout/ep_cost_mean", late_fraction))
         within.append(float(np.mean(jc[np.isfinite(jc)] <= c.cost_limit)))
         steps.append(float(c.progress[-1]["rollout/env_steps"]))
-        iters.append(n)
-        late_ns.append(w)
+        iters.append(len(c.progress))
+        late_ns.append(_late_window(len(c.progress), late_fraction))
     return TrainingRow(
         algorithm=label, env=env, train_env=",".join(sorted({c.state.config["env"]["env_id"] for c in cells})),
         seeds=len(cells), iterations=min(iters), env_steps=float(np.mean(steps)),
@@ -313,7 +319,7 @@ def _training_row(label: str, env: str, cells: list[CellData], late_fraction: fl
         final_return=bootstrap_mean(final_r), final_cost=bootstrap_mean(final_c),
         late_return=bootstrap_mean(late_r), late_cost=bootstrap_mean(late_c), late_iterations=min(late_ns),
         within_limit=bootstrap_mean(within), train_wall_s=float(np.mean([c.state.train_wall_s for c in cells])),
-        commits=_commits(cells),
+        commits=_commits_of(cells),
     )
 
 
@@ -334,7 +340,7 @@ def _adapt_rows(label: str, env: str, cells: list[CellData]) -> list[AdaptStepRo
             ret=bootstrap_mean([float(r["ep_return"]) for r in rs]),
             cost=bootstrap_mean([float(r["ep_cost"]) for r in rs]),
             within_limit=float(np.mean([r["limit_ok"] == "True" for r in rs])),
-            commits=_commits(cells),
+            commits=_commits_of(cells),
         ))
     return rows
 
@@ -398,10 +404,6 @@ def to_markdown(rep: Report) -> str:
         for a in rep.aggregate:
             w(f"| {a.algorithm} | {a.stage} | {a.metric} | {a.envs} | {a.iqm.n} | {a.iqm.fmt()} | {', '.join(a.commits)} |\n")
     return out.getvalue()
-
-
-def _commits_of(rows: Sequence[Any]) -> tuple[str, ...]:
-    return tuple(sorted({c for r in rows for c in r.commits}))
 
 
 def _est(prefix: str, e: Estimate) -> dict[str, float]:
