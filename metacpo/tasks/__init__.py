@@ -20,14 +20,14 @@ import sys
 from typing import Any
 
 from metacpo.tasks.families import (
+    BUTTON,
+    BUTTON_REF,
+    CIRCLE,
+    CIRCLE_REF,
     ButtonTask,
     CircleTask,
     RefButtonTask,
     RefCircleTask,
-    button_family,
-    button_ref_family,
-    circle_family,
-    circle_ref_family,
 )
 from metacpo.tasks.spec import (
     AGENTS,
@@ -52,15 +52,6 @@ from metacpo.tasks.spec import (
 
 LEVELS: tuple[int, ...] = (0, 1, 2)
 """Levels of the built-in families."""
-
-CIRCLE = circle_family("metacpo.tasks.levels:StCircleLevel", "metacpo.tasks.fast:FastStCircleLevel")
-"""The built-in Circle family."""
-BUTTON = button_family("metacpo.tasks.levels:StButtonLevel", "metacpo.tasks.fast:FastStButtonLevel")
-"""The built-in Button family."""
-BUTTON_REF = button_ref_family("metacpo.tasks.levels:StButtonLevel", "metacpo.tasks.fast:FastStButtonLevel")
-"""The reference implementation's Button variant (wrong buttons cost at every level)."""
-CIRCLE_REF = circle_ref_family("metacpo.tasks.levels:StRefCircleLevel", "metacpo.tasks.fast:FastStRefCircleLevel")
-"""The reference implementation's Car-Circle variant (Circle with hazards)."""
 
 _LAZY = {
     "StochasticBuilder": "metacpo.tasks.builder",

@@ -10,6 +10,7 @@ costs. This module does not import Safety-Gymnasium (the families name their tas
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -194,41 +195,28 @@ BUTTON_REF_LEVELS: dict[int, dict[str, Any]] = {
 """The reference implementation's Button levels: ours with wrong buttons costing 1 at every level."""
 
 
-def circle_family(task_class: type | str = "metacpo.tasks.levels:StCircleLevel",
-                  fast_task_class: type | str | None = None) -> TaskFamily:
-    """The Circle family (500 steps)."""
-    return TaskFamily(
-        name="circle", task_type=CircleTask, params=CIRCLE_PARAMS, build_task=_build_circle,
-        levels=CIRCLE_LEVELS, task_class=task_class, fast_task_class=fast_task_class,
-        max_episode_steps=500, derived={"wall_distance": "radius * wall_ratio"},
-        description="run along a circle; walls at x = +-wall_distance cost when crossed")
+CIRCLE = TaskFamily(
+    name="circle", task_type=CircleTask, params=CIRCLE_PARAMS, build_task=_build_circle, levels=CIRCLE_LEVELS,
+    task_class="metacpo.tasks.levels:StCircleLevel", fast_task_class="metacpo.tasks.fast:FastStCircleLevel",
+    max_episode_steps=500, derived={"wall_distance": "radius * wall_ratio"},
+    description="run along a circle; walls at x = +-wall_distance cost when crossed")
+"""The Circle family (500 steps)."""
 
+CIRCLE_REF = dataclasses.replace(
+    CIRCLE, name="circleref", task_type=RefCircleTask, params=CIRCLE_REF_PARAMS, build_task=_build_ref_circle,
+    levels=CIRCLE_REF_LEVELS, task_class="metacpo.tasks.levels:StRefCircleLevel",
+    fast_task_class="metacpo.tasks.fast:FastStRefCircleLevel",
+    description="run along a circle; walls at x = +-wall_distance and hazards cost (reference Car-Circle variant)")
+"""The reference implementation's Car-Circle variant (500 steps): Circle with hazards."""
 
-def circle_ref_family(task_class: type | str = "metacpo.tasks.levels:StRefCircleLevel",
-                      fast_task_class: type | str | None = None) -> TaskFamily:
-    """The reference implementation's Car-Circle variant (500 steps): Circle with hazards."""
-    return TaskFamily(
-        name="circleref", task_type=RefCircleTask, params=CIRCLE_REF_PARAMS, build_task=_build_ref_circle,
-        levels=CIRCLE_REF_LEVELS, task_class=task_class, fast_task_class=fast_task_class,
-        max_episode_steps=500, derived={"wall_distance": "radius * wall_ratio"},
-        description="run along a circle; walls at x = +-wall_distance and hazards cost (reference Car-Circle variant)")
+BUTTON = TaskFamily(
+    name="button", task_type=ButtonTask, params=BUTTON_PARAMS, build_task=_build_button, levels=BUTTON_LEVELS,
+    task_class="metacpo.tasks.levels:StButtonLevel", fast_task_class="metacpo.tasks.fast:FastStButtonLevel",
+    max_episode_steps=1000, derived={"num_hazards": "num_buttons + extra_hazards"},
+    description="press the goal button; hazards (and wrong buttons at level 2) cost")
+"""The Button family (1000 steps)."""
 
-
-def button_family(task_class: type | str = "metacpo.tasks.levels:StButtonLevel",
-                  fast_task_class: type | str | None = None) -> TaskFamily:
-    """The Button family (1000 steps)."""
-    return TaskFamily(
-        name="button", task_type=ButtonTask, params=BUTTON_PARAMS, build_task=_build_button,
-        levels=BUTTON_LEVELS, task_class=task_class, fast_task_class=fast_task_class,
-        max_episode_steps=1000, derived={"num_hazards": "num_buttons + extra_hazards"},
-        description="press the goal button; hazards (and wrong buttons at level 2) cost")
-
-
-def button_ref_family(task_class: type | str = "metacpo.tasks.levels:StButtonLevel",
-                      fast_task_class: type | str | None = None) -> TaskFamily:
-    """The reference implementation's Button variant (1000 steps): wrong buttons cost at every level."""
-    return TaskFamily(
-        name="buttonref", task_type=RefButtonTask, params=BUTTON_PARAMS, build_task=_build_ref_button,
-        levels=BUTTON_REF_LEVELS, task_class=task_class, fast_task_class=fast_task_class,
-        max_episode_steps=1000, derived={"num_hazards": "num_buttons + extra_hazards"},
-        description="press the goal button; hazards and wrong buttons cost at every level (reference variant)")
+BUTTON_REF = dataclasses.replace(
+    BUTTON, name="buttonref", task_type=RefButtonTask, build_task=_build_ref_button, levels=BUTTON_REF_LEVELS,
+    description="press the goal button; hazards and wrong buttons cost at every level (reference variant)")
+"""The reference implementation's Button variant (1000 steps): wrong buttons cost at every level."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 import numpy as np
@@ -234,7 +235,7 @@ def test_family_definition_validation():
         tasks.TaskFamily(name="Goal2", task_type=CircleTask, params=(), build_task=dict, levels={0: {}},
                          task_class=object, max_episode_steps=10)
     with pytest.raises(ValueError, match="already registered"):
-        tasks.add_family(tasks.circle_family())
+        tasks.add_family(dataclasses.replace(tasks.CIRCLE))
 
 
 # ---- metacpo envs -----------------------------------------------------------------------------
