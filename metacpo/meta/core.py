@@ -36,22 +36,6 @@ from torch import Tensor
 from metacpo.choices import SOLVER_BACKENDS, check_choice
 from metacpo.functional.params import Params, add_flat, flat_grad
 
-__all__ = [
-    "InnerStepStats",
-    "MetaGradient",
-    "Objective",
-    "StepRule",
-    "Surrogates",
-    "constraint_b",
-    "inner_loop",
-    "inner_step",
-    "meta_gradient",
-    "meta_parameters",
-    "post_adaptation_values",
-    "project_onto_halfspace",
-    "solve_step",
-]
-
 
 @dataclass(frozen=True)
 class Surrogates:
