@@ -471,7 +471,8 @@ def _rollout_steps(
     record = _RolloutRecord(capacity=num_steps if max_episodes is None else 1024,
                             obs_shape=tuple(env.observation_space.shape), act_dim=act_dim)
     obs_a, next_a, act_a, lp_a = record.arrays()
-    rew_l, cost_l, term_l, trunc_l, cut_l = record.rewards, record.costs, record.terminated, record.truncated, record.cut
+    rew_l, cost_l, term_l = record.rewards, record.costs, record.terminated
+    trunc_l, cut_l = record.truncated, record.cut
     # Noise in blocks: Generator.standard_normal fills row after row, so block row k equals the
     # k-th per-step draw of act_dim numbers (the generator is this rollout's own).
     block = 0 if deterministic else min(len(obs_a), 4096)
@@ -657,6 +658,24 @@ def plan_jobs(*, num_tasks: int, num_steps: int, num_workers: int, episode_steps
             jobs.append(Job(task_index=k, part=p, num_steps=steps, worker=w))
             w += 1
     return jobs
+
+
+def plan_call(
+    snapshot: "PolicySnapshot | Sequence[PolicySnapshot]",
+    *,
+    tasks: Sequence[Task] | None,
+    num_steps: int,
+    num_workers: int,
+    episode_steps: int | None,
+) -> tuple[list[Task], list["PolicySnapshot"], list[Job]]:
+    """What every backend's :meth:`Sampler.sample` starts with: the task list (``[None]``, the
+    env's own task, for ``tasks=None``), one snapshot per task (:func:`per_task_snapshots`) and the
+    jobs (:func:`plan_jobs`)."""
+    task_list: list[Task] = [None] if tasks is None else list(tasks)
+    snapshots = per_task_snapshots(snapshot, len(task_list))
+    jobs = plan_jobs(num_tasks=len(task_list), num_steps=num_steps, num_workers=num_workers,
+                     episode_steps=episode_steps)
+    return task_list, snapshots, jobs
 
 
 def merge_parts(parts: Sequence[Batch], *, task: Task) -> Batch:

@@ -15,9 +15,8 @@ from metacpo.samplers.base import (
     assemble,
     check_rng_states,
     make_env_for,
-    per_task_snapshots,
     episode_limit,
-    plan_jobs,
+    plan_call,
     run_jobs,
     worker_rng,
 )
@@ -56,10 +55,8 @@ class LocalSampler(Sampler):
         num_steps: int,
         tasks: Sequence[Task] | None = None,
     ) -> list[Batch]:
-        task_list: list[Task] = [None] if tasks is None else list(tasks)
-        snapshots = per_task_snapshots(snapshot, len(task_list))
-        jobs = plan_jobs(num_tasks=len(task_list), num_steps=num_steps, num_workers=self._n,
-                         episode_steps=self.episode_steps)
+        task_list, snapshots, jobs = plan_call(snapshot, tasks=tasks, num_steps=num_steps, num_workers=self._n,
+                                               episode_steps=self.episode_steps)
         outputs: list[tuple[Job, Batch]] = []
         # Worker order then job order: the same per-worker generator sequence as ProcessSampler.
         for w in range(self._n):

@@ -53,9 +53,8 @@ from metacpo.samplers.base import (
     assemble,
     check_rng_states,
     make_env_for,
-    per_task_snapshots,
     episode_limit,
-    plan_jobs,
+    plan_call,
     run_jobs,
     run_jobs_lockstep,
     worker_rng,
@@ -309,10 +308,8 @@ class ProcessSampler(Sampler):
         num_steps: int,
         tasks: Sequence[Task] | None = None,
     ) -> list[Batch]:
-        task_list: list[Task] = [None] if tasks is None else list(tasks)
-        snapshots = per_task_snapshots(snapshot, len(task_list))
-        jobs = plan_jobs(num_tasks=len(task_list), num_steps=num_steps, num_workers=self._shares,
-                         episode_steps=self.episode_steps)
+        task_list, snapshots, jobs = plan_call(snapshot, tasks=tasks, num_steps=num_steps, num_workers=self._shares,
+                                               episode_steps=self.episode_steps)
         per_worker: dict[int, list[Job]] = {}
         for j in jobs:  # j.worker is the share; process j.worker mod n runs it
             per_worker.setdefault(j.worker % self._n, []).append(j)

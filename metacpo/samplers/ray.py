@@ -44,9 +44,8 @@ from metacpo.samplers.base import (
     assemble,
     check_rng_states,
     make_env_for,
-    per_task_snapshots,
     episode_limit,
-    plan_jobs,
+    plan_call,
     run_jobs,
     worker_rng,
 )
@@ -274,10 +273,8 @@ class RaySampler(Sampler):
         tasks: Sequence[Task] | None = None,
     ) -> list[Batch]:
         ray = self._ray
-        task_list: list[Task] = [None] if tasks is None else list(tasks)
-        snapshots = per_task_snapshots(snapshot, len(task_list))
-        jobs = plan_jobs(num_tasks=len(task_list), num_steps=num_steps, num_workers=self._n,
-                         episode_steps=self.episode_steps)
+        task_list, snapshots, jobs = plan_call(snapshot, tasks=tasks, num_steps=num_steps, num_workers=self._n,
+                                               episode_steps=self.episode_steps)
         per_worker: dict[int, list[tuple[Job, Task]]] = {}
         for j in jobs:
             per_worker.setdefault(j.worker, []).append((j, task_list[j.task_index]))
