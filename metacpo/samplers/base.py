@@ -26,6 +26,9 @@ from metacpo.data.normalizer import NormalizerState
 from metacpo.models.policy import GaussianMLPPolicy, PolicySpec
 
 Task = Any  # a small frozen dataclass from metacpo.tasks (or None for the env's own task)
+RolloutSteps = Generator[tuple[np.ndarray, np.ndarray | None], tuple[np.ndarray, float], Batch]
+"""A rollout with the policy left out (:func:`_rollout_steps`): yields ``(raw obs, noise)``, is sent
+``(action, log pi)``, returns the batch."""
 
 
 @dataclass(frozen=True)
@@ -348,8 +351,8 @@ class _RunningJob:
 
     __slots__ = ("share", "job", "steps", "request", "actor", "obs_norm", "batch")
 
-    def __init__(self, *, share: int, job: Job, steps: Generator[tuple[np.ndarray, np.ndarray | None],
-                 tuple[np.ndarray, float], Batch], actor: NumpyActor, obs_norm: NormalizerState) -> None:
+    def __init__(self, *, share: int, job: Job, steps: RolloutSteps, actor: NumpyActor,
+                 obs_norm: NormalizerState) -> None:
         self.share, self.job, self.steps, self.actor, self.obs_norm = share, job, steps, actor, obs_norm
         self.request = next(steps)
         self.batch: Batch | None = None
@@ -453,7 +456,7 @@ def _rollout_steps(
     deterministic: bool,
     task: Task,
     max_episodes: int | None,
-) -> Generator[tuple[np.ndarray, np.ndarray | None], tuple[np.ndarray, float], Batch]:
+) -> RolloutSteps:
     """The body of :func:`rollout` with the policy left out: yields ``(raw obs, noise)`` at every
     step and is sent ``(action, log pi)`` back; returns the batch. :func:`rollout` answers with one
     policy, :func:`run_jobs_lockstep` with one batched forward for several of these at once.
