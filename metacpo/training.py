@@ -186,16 +186,22 @@ def _train(config: TrainConfig, *, resume: bool, progress: bool, echo: Any) -> T
                                        checkpoints=checkpoints)
         return TrainResult(run_dir=run_dir, iterations=config.run.iters, last_row=last_row)
     except BaseException as exc:  # sampler and logger are closed by now
-        nothing_saved = created and not ckpt_path.exists()
-        if nothing_saved and run_dir.exists():  # no stub run dirs: nothing in it can be resumed
-            shutil.rmtree(run_dir, ignore_errors=True)
-        if isinstance(exc, KeyboardInterrupt):
-            if nothing_saved:
-                raise TrainingInterrupted(f"interrupted before the first checkpoint; nothing to resume "
-                                          f"(removed {run_dir})") from None
-            raise TrainingInterrupted(f"interrupted; {checkpoints.saved} iterations saved in {run_dir}; continue "
-                                      f"with: metacpo train --resume {run_dir}") from None
+        _after_failure(exc, run_dir=run_dir, created=created, checkpoints=checkpoints)
         raise
+
+
+def _after_failure(exc: BaseException, *, run_dir: Path, created: bool, checkpoints: "_Checkpoints") -> None:
+    """Remove a run dir this call created if it holds no checkpoint (nothing in it can be resumed);
+    turn Ctrl-C into :class:`TrainingInterrupted` saying what was saved and how to continue."""
+    nothing_saved = created and not checkpoints.path.exists()
+    if nothing_saved and run_dir.exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+    if isinstance(exc, KeyboardInterrupt):
+        if nothing_saved:
+            raise TrainingInterrupted(f"interrupted before the first checkpoint; nothing to resume "
+                                      f"(removed {run_dir})") from None
+        raise TrainingInterrupted(f"interrupted; {checkpoints.saved} iterations saved in {run_dir}; continue "
+                                  f"with: metacpo train --resume {run_dir}") from None
 
 
 def _checkpoint_to_resume(config: TrainConfig, *, run_dir: Path, ckpt_path: Path) -> dict[str, Any]:
