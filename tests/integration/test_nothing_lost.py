@@ -26,11 +26,19 @@ def _err(capsys) -> str:
     return err[-1]
 
 
+def _default_sigint() -> None:
+    # A command a user starts from a terminal has Ctrl-C at its default; a test suite started in
+    # the background by a non-interactive shell has SIGINT ignored, and children inherit that
+    # (Python then never raises KeyboardInterrupt). Give the CLI the user's disposition.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _popen(*args: str, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("RAY_ADDRESS", None)
     return subprocess.Popen([sys.executable, "-m", "metacpo.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=str(ROOT), **kw)
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=str(ROOT),
+                            preexec_fn=_default_sigint, **kw)
 
 
 @pytest.fixture(scope="module")
