@@ -91,18 +91,25 @@ def config_mismatch(saved: Mapping[str, Any], current: Mapping[str, Any], *, ign
     return out
 
 
+SAVED_RUN_DEFAULTS: dict[tuple[str, str], Any] = {
+    ("critic", "time_aware_cost"): False,  # before the time-aware cost critic: obs only
+    ("critic", "fused"): False,  # before fused critic fitting: critics fitted one after the other
+}
+"""Settings added since early runs were saved whose default differs from what those runs did: a
+saved config without the key gets this value (unlike ``config.schema.ADDED_KEYS``, whose values
+are the defaults and apply to any config dict)."""
+
+
 def config_from_saved(data: Any, *, source: str | os.PathLike[str]) -> TrainConfig:
     """The :class:`TrainConfig` of a saved config dict (``source``: where it came from, for errors).
 
     Settings added since the run was written get the value that reproduces its behaviour; a dict
     that does not fit this version is a :class:`CheckpointError` naming ``source``.
     """
-    if isinstance(data, dict) and isinstance(data.get("critic"), dict) and "time_aware_cost" not in data["critic"]:
-        # written before the time-aware cost critic existed: its cost critic sees obs only
-        data = {**data, "critic": {**data["critic"], "time_aware_cost": False}}
-    if isinstance(data, dict) and isinstance(data.get("critic"), dict) and "fused" not in data["critic"]:
-        # written before fused critic fitting: its critics were fitted one after the other
-        data = {**data, "critic": {**data["critic"], "fused": False}}
+    if isinstance(data, dict):
+        for (section, key), value in SAVED_RUN_DEFAULTS.items():
+            if isinstance(data.get(section), dict) and key not in data[section]:
+                data = {**data, section: {**data[section], key: value}}
     try:
         return TrainConfig.from_dict(data)
     except ValueError as exc:
