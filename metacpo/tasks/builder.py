@@ -46,10 +46,11 @@ class FastStepMixin:
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, float, bool, bool, dict]:
         if not self._fast:
             return super().step(action)  # type: ignore[misc]
-        assert not self.done, "Environment must be reset before stepping."
+        assert not (self.terminated or self.truncated), "Environment must be reset before stepping."  # self.done
         task = self.task
-        action = np.array(action, copy=False)
-        if action.shape != self.action_space.shape:
+        if type(action) is not np.ndarray:  # np.array(action, copy=False) returns an ndarray itself
+            action = np.array(action, copy=False)
+        if action.shape != task.action_space.shape:  # self.action_space is the task's
             raise ValueError("Action dimension mismatch")
         info: dict = {}
         if task.fast_forward(action):

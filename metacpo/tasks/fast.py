@@ -51,6 +51,7 @@ _SKYBOX_RE = re.compile(r'<texture type="skybox"[^>]*?(/>|>\s*</texture>)')
 _BUILD_LOCK = threading.Lock()
 _STAGE_NONE = int(mujoco.mjtStage.mjSTAGE_NONE)
 _TWO_PI = np.pi * 2
+_clip = np.core.umath.clip
 _SCALAR_LIDAR_MAX = 64  # below this many positions, plain floats beat numpy's per-call overhead
 
 
@@ -492,11 +493,20 @@ class FastTaskMixin(FastBuildMixin):
         self._f_lidar = lidar
         self._bind_lidar(lidar)
         self._f_model, self._f_data = model, self.data
+        self._bind_views()
         self._f_compass = compass
         self._f_quat_mat = np.zeros(9)
         self._f_mocaps = list(self._mocaps.values())
         self._bind_obstacles()
         self._bind_family()
+
+    def _bind_views(self) -> None:
+        """The ``MjData`` arrays read every step, as arrays held here: each attribute access on
+        ``MjData`` makes a new numpy view (~0.2 us); these views share its memory, fixed for its
+        lifetime, and are rebound with ``_f_data`` after every build."""
+        data = self._f_data
+        self._f_xpos, self._f_xmat, self._f_qvel = data.xpos, data.xmat, data.qvel
+        self._f_ctrl, self._f_sensordata = data.ctrl, data.sensordata
 
     def _bind_family(self) -> None:
         """Family-specific precomputation (overridden)."""
@@ -522,6 +532,7 @@ class FastTaskMixin(FastBuildMixin):
             else:
                 self._f_mocap_plan.append((mocap, None))
         plan: list[Any] = []
+        known = True
         for obstacle in self._obstacles:
             kind = type(obstacle)
             if kind is Hazards:
@@ -544,7 +555,10 @@ class FastTaskMixin(FastBuildMixin):
                 continue  # no cost (BaseObject.cal_cost)
             else:
                 plan.append(obstacle.cal_cost)
+                known = False
         self._f_cost_plan = plan
+        self._f_cost_keys_known = known
+        """Whether every cost part is one of ours (their keys all start with ``cost_``)."""
 
     def _contacts(self) -> list[tuple[int, int]]:
         """Geom pairs of the contacts that touch the agent (cached until the next physics step).
@@ -568,7 +582,7 @@ class FastTaskMixin(FastBuildMixin):
                 return {}
             total = 0
             if hazards.num:
-                xpos = self._f_data.xpos
+                xpos = self._f_xpos
                 ax, ay, _ = xpos[self._f_agent_body].tolist()
                 size, unit = hazards.size, hazards.cost
                 for hx, hy, _ in xpos[bodies].tolist():
@@ -583,7 +597,7 @@ class FastTaskMixin(FastBuildMixin):
         def cost() -> dict:
             if not walls.is_constrained:
                 return {}
-            x, y, _ = self._f_data.xpos[self._f_agent_body].tolist()
+            x, y, _ = self._f_xpos[self._f_agent_body].tolist()
             out = abs(x) > walls.locate_factor
             if walls.num == 4:
                 out = out or abs(y) > walls.locate_factor
@@ -652,11 +666,13 @@ class FastTaskMixin(FastBuildMixin):
         Returns True on a MuJoCo exception (as ``simulation_forward`` does).
         """
         model, data = self._f_model, self._f_data
-        ctrl = data.ctrl
-        np.minimum(np.maximum(action, self._f_ctrl_lo), self._f_ctrl_hi, out=ctrl)  # = np.clip
+        ctrl = self._f_ctrl
+        _clip(action, self._f_ctrl_lo, self._f_ctrl_hi, ctrl)  # minimum(maximum(.)), as np.clip
         if self.action_noise:
             ctrl += self.action_noise * self.random_generator.randn(self.agent.body_info.nu)
-        n = self.random_generator.binomial(self.sim_conf.frameskip_binom_n, self.sim_conf.frameskip_binom_p)
+        conf = self.sim_conf
+        # RandomGenerator.binomial without its wrapper: the same RandomState draw
+        n = self.random_generator.random_generator.binomial(conf.frameskip_binom_n, conf.frameskip_binom_p)
         mocaps = self._f_mocap_plan
         step = mujoco.mj_step
         try:
@@ -694,13 +710,13 @@ class FastTaskMixin(FastBuildMixin):
 
     def agent_pos(self) -> np.ndarray:
         """The agent body's world position (a copy)."""
-        return self._f_data.xpos[self._f_agent_body].copy()
+        return self._f_xpos[self._f_agent_body].copy()
 
     def agent_vel(self) -> np.ndarray:
         """The agent body's world linear velocity, as ``get_body_xvelp`` computes it."""
         jacp = self._f_jacp
         mujoco.mj_jacBody(self._f_model, self._f_data, jacp, None, self._f_agent_body)
-        return np.dot(jacp, self._f_data.qvel)
+        return np.dot(jacp, self._f_qvel)
 
     def fast_calculate_reward(self) -> float:
         """The task reward (overridden per family)."""
@@ -712,7 +728,10 @@ class FastTaskMixin(FastBuildMixin):
         cost: dict = {}
         for part in self._f_cost_plan:
             cost.update(part())
-        cost["cost_sum"] = sum(v for k, v in cost.items() if k.startswith("cost_"))
+        if self._f_cost_keys_known:  # every key is a cost_ key: the same values, the same order
+            cost["cost_sum"] = sum(cost.values())
+        else:
+            cost["cost_sum"] = sum(v for k, v in cost.items() if k.startswith("cost_"))
         return cost
 
     def fast_goal_achieved(self) -> bool:
@@ -797,16 +816,19 @@ class FastTaskMixin(FastBuildMixin):
 
     def _lidar_scalar(self) -> np.ndarray:
         """:meth:`_lidar_all` in plain floats (faster for the few dozen positions of our tasks)."""
+        return np.array(self._lidar_scalar_list())
+
+    def _lidar_scalar_list(self) -> list[float]:
+        """:meth:`_lidar_scalar` as a list (``obs`` assigns it into its slice without an array)."""
         conf = self.lidar_conf
         nbins = conf.num_bins
         out = [0.0] * (self._f_lidar_ngroups * nbins)
-        data = self._f_data
-        xpos = data.xpos
+        xpos = self._f_xpos
         xy = self._f_lidar_static_list  # read only
         if self._f_lidar_bodies.size:
             xy = xpos[self._f_lidar_bodies, :2].tolist() + xy
         ax, ay, az = xpos[self._f_agent_body].tolist()
-        m00, m01, _, m10, m11, _, m20, m21, _ = data.xmat[self._f_agent_body].tolist()
+        m00, m01, _, m10, m11, _, m20, m21, _ = self._f_xmat[self._f_agent_body].tolist()
         bin_size = _TWO_PI / nbins
         max_dist, alias_on = conf.max_dist, conf.alias
         zx, zy = -az * m20, -az * m21
@@ -840,16 +862,15 @@ class FastTaskMixin(FastBuildMixin):
                 i = base + (b - 1) % nbins
                 if v > out[i]:
                     out[i] = v
-        return np.array(out)
+        return out
 
     def obs(self) -> np.ndarray:
         """The flat observation, equal to the plain ``obs()`` (no space check, no dict flattening)."""
         if self.observe_vision or not self.observation_flatten:
             return super().obs()
-        data = self._f_data
-        mujoco.mj_forward(self._f_model, data)  # as the plain obs() does (see cost_forward)
+        mujoco.mj_forward(self._f_model, self._f_data)  # as the plain obs() does (see cost_forward)
         out = np.empty(self._f_obs_size)
-        sd = data.sensordata
+        sd = self._f_sensordata
         out[self._f_direct_out] = sd[self._f_direct_src]
         if self._f_hinge_out.size:
             theta = sd[self._f_hinge_src]
@@ -858,8 +879,9 @@ class FastTaskMixin(FastBuildMixin):
         for off, adr in self._f_ballquat:
             mujoco.mju_quat2Mat(self._f_quat_mat, sd[adr: adr + 4])
             out[off: off + 9] = self._f_quat_mat
-        if self._f_lidar_ngroups:
-            out[self._f_lidar_out] = self._lidar_all()
+        if self._f_lidar_ngroups:  # (a list assigns into a slice faster than it becomes an array)
+            out[self._f_lidar_out] = (self._lidar_scalar_list() if self._f_lidar_count <= _SCALAR_LIDAR_MAX
+                                      else self._lidar_all())
         for off, obstacle in self._f_lidar_slow:
             out[off: off + self.lidar_conf.num_bins] = self._obs_lidar(obstacle.pos, obstacle.group)
         for off, obstacle in self._f_compass:
@@ -884,7 +906,7 @@ class FastCircleMixin(FastTaskMixin):
     def fast_calculate_reward(self) -> float:
         # Same expression and operand order as CircleLevel0.calculate_reward, on Python floats
         # (IEEE double like numpy's scalars; sqrt and pow(x, 2) are correctly rounded in both).
-        x, y, _ = self._f_data.xpos[self._f_agent_body].tolist()
+        x, y, _ = self._f_xpos[self._f_agent_body].tolist()
         u, v, _ = self.agent_vel().tolist()
         radius = math.sqrt(x**2 + y**2)
         return 0.0 + (((-u * y + v * x) / radius) / (1 + abs(radius - self._f_radius))) * self.reward_factor
@@ -902,7 +924,7 @@ class _GoalDistanceMixin(FastTaskMixin):
     def dist_goal_fast(self) -> float:
         """``dist_goal()`` without name lookups: sqrt(dx*dx + dy*dy), the same IEEE operations
         as numpy's sqrt(sum(square(.))) of two components."""
-        xpos = self._f_data.xpos
+        xpos = self._f_xpos
         gx, gy, _ = xpos[self._f_goal_body].tolist()
         ax, ay, _ = xpos[self._f_agent_body].tolist()
         dx, dy = gx - ax, gy - ay
