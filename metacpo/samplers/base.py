@@ -26,9 +26,9 @@ from metacpo.data.normalizer import NormalizerState
 from metacpo.models.policy import GaussianMLPPolicy, PolicySpec
 
 Task = Any  # a small frozen dataclass from metacpo.tasks (or None for the env's own task)
-RolloutSteps = Generator[tuple[np.ndarray, np.ndarray | None], tuple[np.ndarray, float], Batch]
-"""A rollout with the policy left out (:func:`_rollout_steps`): yields ``(raw obs, noise)``, is sent
-``(action, log pi)``, returns the batch."""
+RolloutSteps = Generator[tuple[np.ndarray, np.ndarray | None, float | None], tuple[np.ndarray, float], Batch]
+"""A rollout with the policy left out (:func:`_rollout_steps`): yields ``(raw obs, noise, noise . noise)``
+(``noise`` and its square norm None when deterministic), is sent ``(action, log pi)``, returns the batch."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +151,13 @@ values as :data:`_NP_ACTIVATIONS` (the same elementwise operations)."""
 _LOG_SQRT_2PI = 0.5 * float(np.log(2.0 * np.pi))
 
 
+def row_dots(x: np.ndarray) -> list[float]:
+    """``[float(np.dot(r, r)) for r in x]`` in one call: ``matmul`` of ``(N, 1, d) @ (N, d, 1)``
+    computes each ``1 x 1`` output with the dtype's ``dot`` kernel (the one ``np.dot`` of two
+    vectors uses), so the values are the same (tests/unit/test_rollout_fast.py checks)."""
+    return np.matmul(x[:, None, :], x[:, :, None])[:, 0, 0].tolist()
+
+
 class NumpyActor:
     """The policy's mean network and log-std as numpy arrays, for one action at a time.
 
@@ -184,8 +191,12 @@ class NumpyActor:
                 h = self.activation(h)
         return h
 
-    def stepper(self, obs_norm: NormalizerState) -> Callable[[np.ndarray, np.ndarray | None], tuple[np.ndarray, float]]:
-        """``(raw obs, noise) -> (action, log pi)``: ``act(obs_norm.normalize(obs), noise)`` in one call.
+    def stepper(
+        self, obs_norm: NormalizerState
+    ) -> Callable[[np.ndarray, np.ndarray | None, float | None], tuple[np.ndarray, float]]:
+        """``(raw obs, noise, noise_sq=None) -> (action, log pi)``: ``act(obs_norm.normalize(obs), noise)``
+        in one call; ``noise_sq``, when given, is ``float(np.dot(noise, noise))`` computed ahead
+        (:func:`row_dots` over a block of noise).
 
         The same floating-point operations in the same order (bit-identical), in fewer and cheaper
         numpy calls: the normaliser's denominator ``sqrt(var + eps)`` and its clip bounds (as
@@ -204,7 +215,7 @@ class NumpyActor:
         subtract, divide, clip, dot, add, multiply = (
             np.subtract, np.divide, np.core.umath.clip, np.dot, np.add, np.multiply)
 
-        def step(obs: np.ndarray, noise: np.ndarray | None) -> tuple[np.ndarray, float]:
+        def step(obs: np.ndarray, noise: np.ndarray | None, noise_sq: float | None = None) -> tuple[np.ndarray, float]:
             subtract(obs, mean_, z)  # in float64 (obs cast exactly, as np.asarray(obs, float64) does)
             divide(z, den, z)
             h_in[...] = clip(z, lo, hi, z)  # rounded to the policy dtype as astype does
@@ -215,7 +226,8 @@ class NumpyActor:
             if noise is None:
                 return m.astype(f64), lp_const
             e = noise if noise.dtype is dtype else noise.astype(dtype)
-            return add(m, multiply(std, e)).astype(f64), lp_const - 0.5 * float(dot(e, e))
+            sq = float(dot(e, e)) if noise_sq is None else noise_sq
+            return add(m, multiply(std, e)).astype(f64), lp_const - 0.5 * sq
 
         return step
 
@@ -235,7 +247,9 @@ class StackedActors:
     Row ``k`` gets actor ``k``'s weights and normaliser ``k``'s statistics; every layer is one
     stacked ``matmul`` (``(K, 1, n) @ (K, n, m)``, also when rows share an actor: cheaper here than
     a ``(K, n) @ (n, m)`` product plus broadcasting) and every other operation is elementwise, so
-    each row goes through the same floating-point operations as the single stepper.
+    each row goes through the same floating-point operations as the single stepper. The clip bounds
+    are ``(K, n)`` arrays (a Python-float bound costs a conversion per call) and the biases and
+    activations work in place on each layer's product.
     tests/unit/test_rollout_fast.py checks that the rows equal the single stepper's results bit for
     bit (a BLAS whose stacked products rounded differently from single ones would fail it).
     """
@@ -246,33 +260,39 @@ class StackedActors:
         if any(a.dtype != first.dtype or a.activation is not first.activation
                or [w.shape for w, _ in a.layers] != [w.shape for w, _ in first.layers] for a in actors):
             raise ValueError("StackedActors needs actors of one architecture, dtype and activation")
-        self.dtype, self.activation = first.dtype, first.activation
+        self.dtype, self.activation, self.activation_into = first.dtype, first.activation, first.activation_into
         norms = [n for _, n in rows]
         self.mean = np.stack([np.asarray(n.mean, dtype=np.float64) for n in norms])
         self.den = np.stack([np.sqrt(n.var + n.eps) for n in norms])
-        if all(n.clip == norms[0].clip for n in norms):
-            self.lo, self.hi = -norms[0].clip, norms[0].clip
-        else:
-            self.lo, self.hi = np.array([[-n.clip] for n in norms]), np.array([[n.clip] for n in norms])
+        self.lo = np.stack([np.full(self.mean.shape[1:], -n.clip) for n in norms])
+        self.hi = np.stack([np.full(self.mean.shape[1:], n.clip) for n in norms])
         self.layers = [(np.stack([a.layers[i][0] for a in actors]),
                         np.stack([a.layers[i][1] for a in actors])[:, None, :]) for i in range(len(first.layers))]
         self.std = np.stack([a.std for a in actors])
         self.lp_const = [a._lp_const for a in actors]  # pylint: disable=protected-access
 
-    def __call__(self, obs: np.ndarray, noise: Sequence[np.ndarray | None]) -> list[tuple[np.ndarray, float]]:
-        """``[(action, log pi)]`` per row of ``obs`` (raw observations), as each row's stepper gives."""
+    def __call__(self, obs: np.ndarray, noise: Sequence[np.ndarray | None],
+                 noise_sq: Sequence[float | None] | None = None) -> list[tuple[np.ndarray, float]]:
+        """``[(action, log pi)]`` per row of ``obs`` (raw observations), as each row's stepper gives
+        (``noise_sq``: each noise row's ``float(np.dot(e, e))`` where known ahead, as the stepper's)."""
+        add, matmul = np.add, np.matmul
         z = np.subtract(obs, self.mean)
-        np.divide(z, self.den, out=z)
-        h = np.core.umath.clip(z, self.lo, self.hi, out=z).astype(self.dtype)[:, None, :]
+        np.divide(z, self.den, z)
+        h = np.core.umath.clip(z, self.lo, self.hi, z).astype(self.dtype)[:, None, :]
         *hidden, (w_out, b_out) = self.layers
+        activation = self.activation_into
         for w, b in hidden:
-            h = self.activation(h @ w + b)
-        m = (h @ w_out + b_out)[:, 0, :]
+            h = matmul(h, w)
+            h = activation(add(h, b, h), h)
+        m = matmul(h, w_out)
+        m = add(m, b_out, m)[:, 0, :]
         f64, dot = np.float64, np.dot
         if all(e is not None for e in noise):
             e = np.array(noise, dtype=self.dtype)
-            actions = (m + self.std * e).astype(f64)
-            return [(actions[k], c - 0.5 * float(dot(e[k], e[k]))) for k, c in enumerate(self.lp_const)]
+            actions = add(m, np.multiply(self.std, e)).astype(f64)
+            if noise_sq is None or None in noise_sq:
+                noise_sq = row_dots(e)
+            return [(a, c - 0.5 * sq) for a, c, sq in zip(actions, self.lp_const, noise_sq)]
         out = []
         for k, (c, nk) in enumerate(zip(self.lp_const, noise)):
             if nk is None:
@@ -364,7 +384,7 @@ def run_jobs_lockstep(
 
 class _RunningJob:
     """A job in progress in :func:`run_jobs_lockstep`: its :func:`_rollout_steps` generator, the
-    ``(raw obs, noise)`` it waits on, and the actor and normaliser that answer it."""
+    ``(raw obs, noise, noise_sq)`` it waits on, and the actor and normaliser that answer it."""
 
     __slots__ = ("share", "job", "steps", "request", "actor", "obs_norm", "batch")
 
@@ -410,19 +430,19 @@ def _step_shares_in_lockstep(
 
     results: dict[int, list[tuple[Job, Batch]]] = {v: [] for v in queues}
     running = [start(v) for v in queues if queues[v]]
-    key: tuple = ()
-    stacked: StackedActors | None = None
+    stacked: StackedActors | None = None  # rebuilt when the running jobs change
     while running:
-        now = tuple((id(r.actor), id(r.obs_norm)) for r in running)
-        if now != key or stacked is None:
-            key, stacked = now, StackedActors([(r.actor, r.obs_norm) for r in running])
-        answers = stacked(np.array([r.request[0] for r in running]), [r.request[1] for r in running])
+        if stacked is None:
+            stacked = StackedActors([(r.actor, r.obs_norm) for r in running])
+        answers = stacked(np.array([r.request[0] for r in running]), [r.request[1] for r in running],
+                          [r.request[2] for r in running])
         ended = [i for i, (row, answer) in enumerate(zip(running, answers)) if row.advance(answer)]
         for i in reversed(ended):
             row = running.pop(i)
             results[row.share].append((row.job, row.batch))
             if queues[row.share]:
                 running.append(start(row.share))
+            stacked = None
     return results
 
 
@@ -476,12 +496,13 @@ def _rollout_steps(
     max_episodes: int | None,
     noise_dtype: np.dtype | type = np.float64,
 ) -> RolloutSteps:
-    """The body of :func:`rollout` with the policy left out: yields ``(raw obs, noise)`` at every
+    """The body of :func:`rollout` with the policy left out: yields ``(raw obs, noise, noise_sq)`` at every
     step and is sent ``(action, log pi)`` back; returns the batch. :func:`rollout` answers with one
     policy, :func:`run_jobs_lockstep` with one batched forward for several of these at once.
 
     ``noise`` is the standard-normal draw in ``noise_dtype`` (the policy's dtype: the policy
-    converts its noise to it anyway, and here a block of draws is converted at once).
+    converts its noise to it anyway, and here a block of draws is converted at once), yielded
+    with its ``float(np.dot(noise, noise))`` (for the log-prob; :func:`row_dots` of the block).
 
     The step loop keeps its state in local names (it runs once per env step) and writes as little
     as it can per step: the next observation, action, log-prob, reward and cost. The flags are
@@ -507,6 +528,7 @@ def _rollout_steps(
     # block to noise_dtype converts each row as the policy would.
     block = 0 if deterministic else min(len(next_a), 4096)
     noise_block = noise_rng.standard_normal((block, act_dim)).astype(noise_dtype) if block else None
+    noise_sq = row_dots(noise_block) if block else []
     k_noise = 0
     steps = 0
     while True:
@@ -515,14 +537,16 @@ def _rollout_steps(
         length = 0
         while True:
             if noise_block is None:
-                noise = None
+                noise = sq = None
             else:
                 if k_noise == block:
                     noise_block = noise_rng.standard_normal((block, act_dim)).astype(noise_dtype)
+                    noise_sq = row_dots(noise_block)
                     k_noise = 0
                 noise = noise_block[k_noise]
+                sq = noise_sq[k_noise]
                 k_noise += 1
-            action, lp = yield obs, noise
+            action, lp = yield obs, noise, sq
             obs, r, c, term, trunc, _ = env.step(clip(action, low, high))
             if steps == len(next_a):
                 next_a, act_a, lp_a, term_a, trunc_a, cut_a = record.grow()
