@@ -15,6 +15,9 @@ Where the plain Safety-Gymnasium env spends its time, and what is done here inst
   of the observation space and vectorises lidar and contact/cost checks. The two extra
   ``mj_forward`` calls per step are kept (they advance the solver warm start; see
   :meth:`FastTaskMixin.cost_forward`).
+- every ``mj_step`` of the frameskip evaluates all sensors, and only the observation's
+  ``mj_forward`` needs them: :meth:`FastTaskMixin.fast_forward` steps with sensors switched
+  off (the same trajectory; sensor evaluation writes no state).
 
 Rewards and costs use the same floating-point operations as the original code, in the same
 order, so they are bit-identical; observations agree to rounding (vectorised trigonometry).
@@ -52,6 +55,7 @@ _BUILD_LOCK = threading.Lock()
 _STAGE_NONE = int(mujoco.mjtStage.mjSTAGE_NONE)
 _TWO_PI = np.pi * 2
 _clip = np.core.umath.clip
+_DSBL_SENSOR = int(mujoco.mjtDisableBit.mjDSBL_SENSOR)
 _SCALAR_LIDAR_MAX = 64  # below this many positions, plain floats beat numpy's per-call overhead
 
 
@@ -501,12 +505,13 @@ class FastTaskMixin(FastBuildMixin):
         self._bind_family()
 
     def _bind_views(self) -> None:
-        """The ``MjData`` arrays read every step, as arrays held here: each attribute access on
+        """The ``MjData`` arrays read every step (and ``MjModel.opt``), held here: each attribute access on
         ``MjData`` makes a new numpy view (~0.2 us); these views share its memory, fixed for its
         lifetime, and are rebound with ``_f_data`` after every build."""
         data = self._f_data
         self._f_xpos, self._f_xmat, self._f_qvel = data.xpos, data.xmat, data.qvel
         self._f_ctrl, self._f_sensordata = data.ctrl, data.sensordata
+        self._f_opt = self._f_model.opt
 
     def _bind_family(self) -> None:
         """Family-specific precomputation (overridden)."""
@@ -664,6 +669,13 @@ class FastTaskMixin(FastBuildMixin):
         """Apply ``action``, run the frameskip physics steps and one ``mj_forward``.
 
         Returns True on a MuJoCo exception (as ``simulation_forward`` does).
+
+        Sensors are switched off (``mjDSBL_SENSOR``) for these steps and this forward: in
+        Safety-Gymnasium only the observation reads ``sensordata``, and :meth:`obs` runs its own
+        ``mj_forward`` with them on. Sensor evaluation only writes outputs (``sensordata`` and
+        the lazily computed ``cacc``, ``cfrc_*``, subtree velocities), never the state or the
+        solver warm start, so the trajectory is the same; each ``mj_step`` skips it (~20% of a
+        small model's step). Between this call and :meth:`obs`, ``sensordata`` is stale.
         """
         model, data = self._f_model, self._f_data
         ctrl = self._f_ctrl
@@ -675,6 +687,9 @@ class FastTaskMixin(FastBuildMixin):
         n = self.random_generator.random_generator.binomial(conf.frameskip_binom_n, conf.frameskip_binom_p)
         mocaps = self._f_mocap_plan
         step = mujoco.mj_step
+        opt = self._f_opt
+        flags = opt.disableflags
+        opt.disableflags = flags | _DSBL_SENSOR
         try:
             if not mocaps:  # the n steps in one call (MuJoCo loops them in C: the same n mj_step calls)
                 if n > 0:
@@ -689,10 +704,12 @@ class FastTaskMixin(FastBuildMixin):
                         target = np.array([np.sin(phase), np.cos(phase)]) * mocap.travel
                         data.mocap_pos[ids] = np.r_[target, [mocap.size]]
                 step(model, data)
+            mujoco.mj_forward(model, data)
         except MujocoException as exc:  # pragma: no cover - mirrors simulation_forward
             print("MujocoException", exc)
             return True
-        mujoco.mj_forward(model, data)
+        finally:
+            opt.disableflags = flags
         return False
 
     def cost_forward(self) -> None:

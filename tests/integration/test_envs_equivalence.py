@@ -205,6 +205,34 @@ def test_gremlin_layouts_move_the_compiled_model(env_id):
     _assert_same_model(reuse.task, fresh.task)
 
 
+@pytest.mark.parametrize("env_id", ["SafetyPointStcircle1-v0", "SafetyCarButton2-v0", "SafetyDoggoGoal1-v0"])
+def test_steps_without_sensors_keep_the_trajectory(monkeypatch, env_id):
+    """fast_forward switches sensors off for its physics steps: state, solver warm start and
+    everything the step returns are those of steps with sensors on (gremlins on Button 2)."""
+    import metacpo.tasks.fast as fast
+
+    def trajectory():
+        env = make_env(env_id, seed=3)
+        rng = np.random.default_rng(7)
+        out = []
+        env.reset(seed=11)
+        for i in range(300):
+            obs, r, c, term, trunc, info = env.step(rng.uniform(-1, 1, env.action_space.shape))
+            data = env.unwrapped.task.data
+            out.append((obs, r, c, term, trunc, sorted(info.items()), data.qpos.copy(), data.qvel.copy(),
+                        data.qacc_warmstart.copy()))
+            if term or trunc:
+                env.reset(seed=100 + i)
+        env.close()
+        return out
+
+    skipped = trajectory()
+    monkeypatch.setattr(fast, "_DSBL_SENSOR", 0)  # sensors stay on
+    for got, expected in zip(skipped, trajectory(), strict=True):
+        for a, b in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_batched_lidar_paths_match_safety_gymnasium_lidar():
     """Both lidar implementations (plain floats, numpy batch) equal BaseTask._obs_lidar."""
     env = StochasticBuilder("Car", "button", 2, task=ButtonTask(half_size=2.8, num_buttons=10,
