@@ -361,7 +361,7 @@ def run_jobs_lockstep(
     Share ``v`` (a key of ``envs`` and ``rngs``) runs its jobs (``job.worker == v``, in order) on
     ``envs[v]`` with ``rngs[v]``, exactly as ``run_jobs(envs[v], ..., rngs[v], worker=v)`` would;
     at every step the actions of all running shares come from one :class:`StackedActors` pass
-    instead of one policy call each. Each share draws from its own generator in its own order, so
+    instead of one policy call each (a job left running alone gets its own stepper). Each share draws from its own generator in its own order, so
     the batches are those of the shares run one after another (bit for bit, tested).
     """
     shares = list(envs)
@@ -432,11 +432,18 @@ def _step_shares_in_lockstep(
     running = [start(v) for v in queues if queues[v]]
     stacked: StackedActors | None = None  # rebuilt when the running jobs change
     while running:
-        if stacked is None:
-            stacked = StackedActors([(r.actor, r.obs_norm) for r in running])
-        answers = stacked(np.array([r.request[0] for r in running]), [r.request[1] for r in running],
-                          [r.request[2] for r in running])
-        ended = [i for i, (row, answer) in enumerate(zip(running, answers)) if row.advance(answer)]
+        if len(running) == 1:  # one job left: its own stepper to its end (cheaper than a 1-row stack)
+            row = running[0]
+            act = row.actor.stepper(row.obs_norm)
+            while not row.advance(act(*row.request)):
+                pass
+            ended = [0]
+        else:
+            if stacked is None:
+                stacked = StackedActors([(r.actor, r.obs_norm) for r in running])
+            obs, noise, noise_sq = zip(*[r.request for r in running])
+            answers = stacked(np.array(obs), noise, noise_sq)
+            ended = [i for i, (row, answer) in enumerate(zip(running, answers)) if row.advance(answer)]
         for i in reversed(ended):
             row = running.pop(i)
             results[row.share].append((row.job, row.batch))
