@@ -78,3 +78,22 @@ def test_cost_prediction_check_decomposes_the_real_change(tiny_run):
         assert lin == pytest.approx((dp - dm) / 2, abs=0.011)  # printed to 2 decimals
         assert quad == pytest.approx((dp + dm) / 2, abs=0.011)
     assert "mean over trials: pred" in out
+
+
+def test_collect_cells_copies_the_rows_of_finished_cells_only(tmp_path):
+    import json
+
+    src, dst = tmp_path / "out", tmp_path / "data"
+    for seed, status in ((0, "done"), (1, "running")):
+        cell = src / "cpo" / "SafetyPointStcircle1-v0" / f"seed{seed}"
+        (cell / "adapt").mkdir(parents=True)
+        (cell / "cell.json").write_text(json.dumps({"status": status}))
+        for name in ("progress.csv", "config.yaml", "adapt/adapt.csv", "adapt/adapt.json", "checkpoint.pt"):
+            (cell / name).write_text(f"{name} of seed {seed}")
+    out = _run_tool("collect_cells.py", src, dst)
+    assert "copied cpo/SafetyPointStcircle1-v0/seed0" in out and "skip cpo/SafetyPointStcircle1-v0/seed1: running" in out
+    done = dst / "cpo" / "SafetyPointStcircle1-v0" / "seed0"
+    assert sorted(str(p.relative_to(done)) for p in done.rglob("*") if p.is_file()) == [
+        "adapt/adapt.csv", "adapt/adapt.json", "cell.json", "config.yaml", "progress.csv"]
+    assert (done / "adapt" / "adapt.csv").read_text() == "adapt/adapt.csv of seed 0"
+    assert not (dst / "cpo" / "SafetyPointStcircle1-v0" / "seed1").exists()
