@@ -97,3 +97,19 @@ def test_collect_cells_copies_the_rows_of_finished_cells_only(tmp_path):
         "adapt/adapt.csv", "adapt/adapt.json", "cell.json", "config.yaml", "progress.csv"]
     assert (done / "adapt" / "adapt.csv").read_text() == "adapt/adapt.csv of seed 0"
     assert not (dst / "cpo" / "SafetyPointStcircle1-v0" / "seed1").exists()
+
+
+def test_adapt_table_pools_cells_by_entry_and_counts_pairs_within_the_limit(tmp_path):
+    files = []
+    for label, seed, rows in (("a", 0, [(10.0, 0.0), (20.0, 30.0)]), ("a", 1, [(30.0, 20.0), (40.0, 50.0)]),
+                              ("b", 0, [(1.0, 1.0), (3.0, 3.0)])):
+        path = tmp_path / label / "SafetyPointStcircle1-v0" / f"seed{seed}" / "adapt" / "adapt.csv"
+        path.parent.mkdir(parents=True)
+        lines = ["label,task,seed,step,ep_return,ep_cost"] + [f"seed{seed},0,{i},1,{r},{c}" for i, (r, c) in enumerate(rows)]
+        path.write_text("\n".join(lines) + "\n")
+        files.append(path)
+    out = _run_tool("adapt_table.py", *files, "--group", "cell", "--steps", "1")
+    assert "| a | 4 | 25.0 / 25.0 (50%) |" in out  # returns 10..40, costs 0, 30, 20, 50: 2 of 4 within 25
+    assert "| b | 2 | 2.0 / 2.0 (100%) |" in out
+    pooled = _run_tool("adapt_table.py", *files, "--steps", "1", "--limit", "1")
+    assert "| all | 6 | 17.3 / 17.3 (33%) |" in pooled  # costs 0 and 1 are within d = 1
