@@ -102,3 +102,8 @@ def test_grid_entry_with_init_waits_for_its_sibling_and_starts_from_it(tmp_path)
     assert read_state(warm).status == "done"
     assert read_state(warm).config["run"]["init_from"] == str(src.resolve())
     assert f"initialised from {src.resolve()} (cpo on SafetyPointStcircle0-v0, 2 iterations" in (warm / "events.log").read_text()
+    rep = subprocess.run([sys.executable, "-m", "metacpo.cli", "report", str(out)], capture_output=True, text=True,
+                         env=penv, timeout=200, cwd=repo)
+    assert rep.returncode == 0, rep.stderr
+    assert f"| warm | {env} (started from cpo-level0's run; its env steps not counted) | 1 |" in rep.stdout
+    assert f"| cpo-level0 | {env} (trained on SafetyPointStcircle0-v0) | 1 |" in rep.stdout
