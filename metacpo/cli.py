@@ -18,10 +18,6 @@ from collections.abc import Sequence
 COMMANDS: tuple[str, ...] = ("envs", "train", "evaluate", "adapt", "benchmark", "report", "render", "plot", "demo")
 
 
-class CLIError(ValueError):
-    """A user-facing error; printed as one line, exit status 2."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metacpo",

@@ -177,7 +177,12 @@ def _train(config: TrainConfig, *, resume: bool, progress: bool, echo: Any) -> T
                     algo.load_state_dict(ckpt["algorithm"])
                 except (ValueError, KeyError, RuntimeError) as exc:
                     raise CheckpointError(f"checkpoint {ckpt_path} does not fit this run: {exc}") from None
+            init_note = _initialise_from(algo, config, obs_dim=info.obs_dim, act_dim=info.act_dim) if ckpt is None else None
             run_dir.mkdir(parents=True, exist_ok=True)
+            if init_note:
+                echo(init_note)
+                with (run_dir / "events.log").open("a") as f:
+                    f.write(f"iteration 0: {init_note}\n")
             write_text_atomic(run_dir / "config.yaml", config.to_yaml())
             logger = RunLogger(run_dir, tensorboard=config.run.tensorboard, start_iteration=start)
             open_resources.callback(logger.close)
@@ -202,6 +207,34 @@ def _after_failure(exc: BaseException, *, run_dir: Path, created: bool, checkpoi
                                       f"(removed {run_dir})") from None
         raise TrainingInterrupted(f"interrupted; {checkpoints.saved} iterations saved in {run_dir}; continue "
                                   f"with: metacpo train --resume {run_dir}") from None
+
+
+def _initialise_from(algo: Algorithm, config: TrainConfig, *, obs_dim: int, act_dim: int) -> str | None:
+    """Load ``run.init_from``'s trained policy, critics and normaliser into a fresh ``algo``;
+    the line saying so (None without ``run.init_from``). ``ValueError`` naming the run when it
+    cannot start this one (missing, another observation/action size or network size)."""
+    source = config.run.init_from
+    if not source:
+        return None
+    agent = getattr(algo, "agent", None)
+    if agent is None:
+        raise ValueError(f"run.init_from: algorithm {config.algo!r} cannot start from a saved run")
+    try:
+        saved = load_run(source)
+    except (FileNotFoundError, CheckpointError) as exc:
+        raise ValueError(f"run.init_from {source!r}: {exc}") from None
+    src = env_info(saved.config.env.env_id)
+    if (src.obs_dim, src.act_dim) != (obs_dim, act_dim):
+        raise ValueError(f"run.init_from {source!r} was trained on {saved.config.env.env_id} (observation size "
+                         f"{src.obs_dim}, action size {src.act_dim}); {config.env.env_id} has {obs_dim}, {act_dim}")
+    try:
+        agent.load_trained(saved.state, what=f"run.init_from {source!r}")
+    except ValueError as exc:
+        raise ValueError(f"run.init_from {source!r} does not fit this config: {exc}") from None
+    steps = saved.state.get("counters", {}).get("env_steps")
+    spent = f", {int(steps)} env steps" if steps is not None else ""
+    return (f"initialised from {source} ({saved.config.algo} on {saved.config.env.env_id}, "
+            f"{saved.iteration} iterations{spent}): policy, critics and observation normaliser")
 
 
 def _checkpoint_to_resume(config: TrainConfig, *, run_dir: Path, ckpt_path: Path) -> dict[str, Any]:

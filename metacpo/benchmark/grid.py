@@ -12,6 +12,7 @@ A grid file (YAML, see ``benchmarks/`` and ``docs/benchmark.md``)::
       cpo: {algo: cpo, preset: cpo_point_circle}
       cpo-scratch: {algo: cpo, train: false}
       cpo-level0: {algo: cpo, level: 0}    # trained on SafetyPointStcircle0-v0, meta-tested as the others
+      mcpo-warm: {algo: meta-cpo, init: cpo-level0}   # starts from cpo-level0's cell of the same env and seed
     envs: [SafetyPointStcircle1-v0]
     seeds: [0, 1, 2]
     adapt:                    # optional: `metacpo adapt` settings (AdaptSettings field names)
@@ -25,7 +26,9 @@ Each cell's config is resolved as defaults < the algorithm's ``preset`` < ``trai
 algorithm's ``set`` < what the grid fixes (``algo``, ``env.env_id``, ``run.seed``,
 ``run.run_dir``). ``env.env_id`` is the grid env, or with the entry's ``level: L`` the level-``L``
 env of the grid env's family and agent (the cell still lives under, and is meta-tested as, the
-grid env). Everything is validated by :func:`load_grid` before any work: an unknown key,
+grid env). With ``init: LABEL`` the cell starts from the trained state of entry ``LABEL``'s cell
+of the same env and seed (``run.init_from``; that entry must come earlier and train, and the
+runner starts the cell only once that one is done). Everything is validated by :func:`load_grid` before any work: an unknown key,
 algorithm, env id or config key, a bad seed list, ... is a ``ValueError`` naming the file, the
 bad value and what is allowed.
 """
@@ -47,7 +50,7 @@ from metacpo.config.schema import TrainConfig, build_section, load_yaml, set_key
 
 TOP_KEYS: tuple[str, ...] = ("name", "description", "train", "algorithms", "envs", "seeds", "adapt")
 """Keys of a grid file (``name``, ``algorithms``, ``envs``, ``seeds`` are required)."""
-ALGORITHM_KEYS: tuple[str, ...] = ("algo", "preset", "set", "train", "level")
+ALGORITHM_KEYS: tuple[str, ...] = ("algo", "preset", "set", "train", "level", "init")
 """Keys of one ``algorithms`` entry (``algo`` is required)."""
 ADAPT_KEYS: tuple[str, ...] = tuple(f.name for f in fields(AdaptSettings) if f.name not in ("ray_address", "from_scratch"))
 """Keys of the ``adapt`` stage: the :class:`~metacpo.adaptation.AdaptSettings` fields, but ``ray_address``
@@ -78,6 +81,9 @@ class AlgorithmSpec:
     """Train on this level of the grid env's task family (same agent), e.g. 0 for "CPO pre-trained
     on the level-0 task"; None: train on the grid env itself. The cell still lives under the grid
     env's directory and is meta-tested like every other cell of that env."""
+    init: str | None = None
+    """Label of an earlier, trained entry: each cell starts from that entry's cell of the same env
+    and seed (``run.init_from``); None: fresh weights."""
 
     def train_env_id(self, env_id: str) -> str:
         """The env this entry trains on in the column of grid env ``env_id`` (ValueError if
@@ -283,8 +289,19 @@ def _algorithms(raw: Any, where: str, *, base: Path) -> tuple[AlgorithmSpec, ...
             raise ValueError(f"{where}: algorithms.{label}.level must be an integer >= 0 (a level of the env's task "
                              f"family), got {level!r}")
         overrides = _dotted(entry.get("set") or {}, f"{where}: algorithms.{label}.set")
+        init = entry.get("init")
+        if init is not None:
+            earlier = [s.label for s in specs if s.train]
+            if init not in earlier:
+                raise ValueError(f"{where}: algorithms.{label}.init {init!r} must name an earlier entry that trains; "
+                                 f"allowed: {earlier}")
+            if not train:
+                raise ValueError(f"{where}: algorithms.{label} has init {init!r} and train: false; a cell that does "
+                                 "not train would only meta-test the other entry's policy again")
+            if "run.init_from" in overrides:
+                raise ValueError(f"{where}: algorithms.{label} gives both init and set run.init_from; use one")
         specs.append(AlgorithmSpec(label=label, algo=algo, preset=preset, overrides=overrides, train=train,
-                                   level=level))
+                                   level=level, init=init))
     return tuple(specs)
 
 
@@ -350,6 +367,8 @@ def _resolve_config(grid: Grid, spec: AlgorithmSpec, env_id: str, seed: int, *, 
         data.setdefault("env", {})["env_id"] = train_env
         run = data.setdefault("run", {})
         run["seed"], run["run_dir"] = seed, run_dir
+        if spec.init is not None and run_dir:  # the sibling cell: out/<init>/<env>/seed<k>
+            run["init_from"] = str(Path(run_dir).parents[2] / spec.init / env_id / f"seed{seed}")
         return TrainConfig.from_dict(data)
     except ValueError as exc:
         raise ValueError(f"grid {grid.path}: algorithms.{spec.label} on {env_id}: {exc}") from None

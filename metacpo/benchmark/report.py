@@ -148,6 +148,9 @@ class TrainingRow:
     train_wall_s: float
     """Mean training wall time per seed."""
     commits: tuple[str, ...]
+    started_from: str = ""
+    """For cells that started from another cell's run (grid ``init``, ``run.init_from``): that
+    cell's entry label(s), comma-separated; its env steps are not in ``env_steps``."""
 
 
 @dataclass(frozen=True)
@@ -312,8 +315,11 @@ def _training_row(label: str, env: str, cells: list[CellData], late_fraction: fl
         steps.append(float(c.progress[-1]["rollout/env_steps"]))
         iters.append(len(c.progress))
         late_ns.append(_late_window(len(c.progress), late_fraction))
+    inits = {c.state.config.get("run", {}).get("init_from", "") for c in cells}
+    started = ",".join(sorted({Path(i).parts[-3] if len(Path(i).parts) >= 3 else i for i in inits if i}))
     return TrainingRow(
         algorithm=label, env=env, train_env=",".join(sorted({c.state.config["env"]["env_id"] for c in cells})),
+        started_from=started,
         seeds=len(cells), iterations=min(iters), env_steps=float(np.mean(steps)),
         cost_limit=limits.pop() if len(limits) == 1 else math.nan,
         final_return=bootstrap_mean(final_r), final_cost=bootstrap_mean(final_c),
@@ -380,6 +386,8 @@ def to_markdown(rep: Report) -> str:
         w("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
         for r in rep.training:
             env = r.env if r.train_env == r.env else f"{r.env} (trained on {r.train_env})"
+            if r.started_from:
+                env += f" (started from {r.started_from}'s run; its env steps not counted)"
             w(f"| {r.algorithm} | {env} | {r.seeds} | {r.iterations} (late {r.late_iterations}) | {r.env_steps:,.0f} | "
               f"{r.cost_limit:g} | {r.final_return.fmt()} | {r.final_cost.fmt()} | {r.late_return.fmt()} | "
               f"{r.late_cost.fmt()} | {r.within_limit.fmt()} | {r.train_wall_s:.0f} s | {', '.join(r.commits)} |\n")

@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -278,10 +278,24 @@ def _run(grid: Grid, root: Path, jobs: int, ray_address: str, echo: Callable[[st
     running: dict[str, tuple[PlannedCell, Any, float]] = {}
     pending = list(todo)
     last_beat = time.time()
+    init_of = _init_cells(planned)
     try:
         while pending or running:
-            while pending and len(running) < limit:
-                p = pending.pop(0)
+            for p in [p for p in pending if _init_failed(p, init_of, outcomes)]:
+                pending.remove(p)
+                dep = init_of.get(p.cell.key)
+                why = f"its init cell {dep} {outcomes[dep].status}: nothing to start from"
+                outcomes[p.cell.key] = CellOutcome(p.cell.key, "failed", why)
+                state = read_state(p.dir)
+                if state is not None:
+                    write_state(p.dir, replace(state, status="failed", error=why))
+                prog.failed += 1
+                prog.line(f"failed {p.cell.key}: {why}")
+            while len(running) < limit:
+                p = next((p for p in pending if _init_ready(p, init_of, outcomes)), None)
+                if p is None:
+                    break
+                pending.remove(p)
                 handle = launcher.start(p)
                 running[p.cell.key] = (p, handle, time.time())
                 prog.running += 1
@@ -316,6 +330,30 @@ def _run(grid: Grid, root: Path, jobs: int, ray_address: str, echo: Callable[[st
         launcher.close()
     ordered = tuple(outcomes[c.cell.key] for c in planned)
     return GridRunResult(out=root, outcomes=ordered)
+
+
+def _init_cells(planned: list[PlannedCell]) -> dict[str, str]:
+    """Cell key -> key of the grid cell whose run it starts from (``run.init_from``), for cells
+    that start from another cell of this grid."""
+    by_dir = {p.dir.resolve(): p.cell.key for p in planned}
+    out = {}
+    for p in planned:
+        src = p.cell.config.run.init_from
+        if src and Path(src).resolve() in by_dir:
+            out[p.cell.key] = by_dir[Path(src).resolve()]
+    return out
+
+
+def _init_ready(p: PlannedCell, init_of: Mapping[str, str], outcomes: Mapping[str, CellOutcome]) -> bool:
+    """Whether ``p`` may start: it has no init cell, or that cell is done (now or before)."""
+    dep = init_of.get(p.cell.key)
+    return dep is None or (dep in outcomes and outcomes[dep].status in ("done", "skipped"))
+
+
+def _init_failed(p: PlannedCell, init_of: Mapping[str, str], outcomes: Mapping[str, CellOutcome]) -> bool:
+    """Whether ``p`` can no longer start: its init cell ended (or was rejected) without a trained run."""
+    dep = init_of.get(p.cell.key)
+    return dep is not None and dep in outcomes and not _init_ready(p, init_of, outcomes)
 
 
 class _LocalLauncher:

@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
 
         for p in plan(grid, Path(args.out).resolve()):
             trained_on = f"  trains on {p.cell.train_env_id}" if p.cell.train_env_id != p.cell.env_id else ""
-            print(f"{p.action:6s} {p.cell.key}  ({p.cell.cpus} CPU){trained_on}{'  ' + p.reason if p.reason else ''}")
+            init = f"  starts from {p.cell.config.run.init_from}" if p.cell.config.run.init_from else ""
+            print(f"{p.action:6s} {p.cell.key}  ({p.cell.cpus} CPU){trained_on}{init}{'  ' + p.reason if p.reason else ''}")
         return 0
     result = run_grid(grid, out=args.out, jobs=args.jobs, ray_address=args.ray_address, heartbeat_s=args.heartbeat)
     counts = {s: sum(o.status == s for o in result.outcomes) for s in ("done", "skipped", "failed", "interrupted")}

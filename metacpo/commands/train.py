@@ -23,6 +23,7 @@ FLAGS: dict[str, tuple[str, str]] = {
     "--sampler": ("sampler", "kind"),
     "--ray-address": ("sampler", "ray_address"),
     "--run-dir": ("run", "run_dir"),
+    "--init-from": ("run", "init_from"),
 }
 
 

@@ -330,6 +330,11 @@ class RunConfig:
     """Write TensorBoard event files."""
     torch_threads: int = 1
     """torch intra-op threads in the learner (0 = torch default)."""
+    init_from: str = ""
+    """A finished or partial run directory whose trained policy, critics and observation normaliser
+    start this run ('' = fresh weights from the run seed), e.g. Meta-CPO meta-trained from a CPO
+    policy. Its env must have this env's observation and action sizes and its networks this
+    config's sizes; its env steps are not counted in this run's env_steps. Ignored on --resume."""
 
     def __post_init__(self) -> None:
         if self.iters < 1:
@@ -364,6 +369,7 @@ as if written with the new one."""
 
 ADDED_KEYS: dict[tuple[str, str], Any] = {
     ("sampler", "envs_per_worker"): 1,
+    ("run", "init_from"): "",
 }
 """Config keys added after configs were written, with the value that reproduces such a config's
 run (its default): a config.yaml, checkpoint or cell.json written without the key compares equal

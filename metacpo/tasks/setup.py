@@ -23,7 +23,7 @@ import importlib
 import importlib.util
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,7 +187,3 @@ def read_overrides_file(path: str) -> dict[str, Any]:
 
     return plain_overrides(read_config_file(path), source=str(path))
 
-
-def setup_from(imports: Sequence[str], overrides: Mapping[str, Any] | None) -> TaskSetup:
-    """A :class:`TaskSetup` with normalised imports."""
-    return TaskSetup(imports=tuple(normalize_import(s) for s in imports), overrides=dict(overrides or {}))

@@ -78,3 +78,38 @@ def test_cost_prediction_check_decomposes_the_real_change(tiny_run):
         assert lin == pytest.approx((dp - dm) / 2, abs=0.011)  # printed to 2 decimals
         assert quad == pytest.approx((dp + dm) / 2, abs=0.011)
     assert "mean over trials: pred" in out
+
+
+def test_collect_cells_copies_the_rows_of_finished_cells_only(tmp_path):
+    import json
+
+    src, dst = tmp_path / "out", tmp_path / "data"
+    for seed, status in ((0, "done"), (1, "running")):
+        cell = src / "cpo" / "SafetyPointStcircle1-v0" / f"seed{seed}"
+        (cell / "adapt").mkdir(parents=True)
+        (cell / "cell.json").write_text(json.dumps({"status": status}))
+        for name in ("progress.csv", "config.yaml", "adapt/adapt.csv", "adapt/adapt.json", "checkpoint.pt"):
+            (cell / name).write_text(f"{name} of seed {seed}")
+    out = _run_tool("collect_cells.py", src, dst)
+    assert "copied cpo/SafetyPointStcircle1-v0/seed0" in out and "skip cpo/SafetyPointStcircle1-v0/seed1: running" in out
+    done = dst / "cpo" / "SafetyPointStcircle1-v0" / "seed0"
+    assert sorted(str(p.relative_to(done)) for p in done.rglob("*") if p.is_file()) == [
+        "adapt/adapt.csv", "adapt/adapt.json", "cell.json", "config.yaml", "progress.csv"]
+    assert (done / "adapt" / "adapt.csv").read_text() == "adapt/adapt.csv of seed 0"
+    assert not (dst / "cpo" / "SafetyPointStcircle1-v0" / "seed1").exists()
+
+
+def test_adapt_table_pools_cells_by_entry_and_counts_pairs_within_the_limit(tmp_path):
+    files = []
+    for label, seed, rows in (("a", 0, [(10.0, 0.0), (20.0, 30.0)]), ("a", 1, [(30.0, 20.0), (40.0, 50.0)]),
+                              ("b", 0, [(1.0, 1.0), (3.0, 3.0)])):
+        path = tmp_path / label / "SafetyPointStcircle1-v0" / f"seed{seed}" / "adapt" / "adapt.csv"
+        path.parent.mkdir(parents=True)
+        lines = ["label,task,seed,step,ep_return,ep_cost"] + [f"seed{seed},0,{i},1,{r},{c}" for i, (r, c) in enumerate(rows)]
+        path.write_text("\n".join(lines) + "\n")
+        files.append(path)
+    out = _run_tool("adapt_table.py", *files, "--group", "cell", "--steps", "1")
+    assert "| a | 4 | 25.0 / 25.0 (50%) |" in out  # returns 10..40, costs 0, 30, 20, 50: 2 of 4 within 25
+    assert "| b | 2 | 2.0 / 2.0 (100%) |" in out
+    pooled = _run_tool("adapt_table.py", *files, "--steps", "1", "--limit", "1")
+    assert "| all | 6 | 17.3 / 17.3 (33%) |" in pooled  # costs 0 and 1 are within d = 1

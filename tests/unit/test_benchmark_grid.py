@@ -67,6 +67,14 @@ def _with(**changes) -> dict:
     ({"algorithms": {"x": {"algo": "cpo", "level": -1}}}, "algorithms.x.level must be an integer >= 0 (a level of the env's task family), got -1"),
     ({"algorithms": {"x": {"algo": "cpo", "level": "0"}}}, "algorithms.x.level must be an integer >= 0 (a level of the env's task family), got '0'"),
     ({"algorithms": {"x": {"algo": "cpo", "level": True}}}, "algorithms.x.level must be an integer >= 0"),
+    ({"algorithms": {"a": {"algo": "meta-cpo", "init": "z"}, "z": {"algo": "cpo"}}},
+     "algorithms.a.init 'z' must name an earlier entry that trains; allowed: []"),
+    ({"algorithms": {"cpo": {"algo": "cpo"}, "m": {"algo": "meta-cpo", "init": "cp"}}},
+     "algorithms.m.init 'cp' must name an earlier entry that trains; allowed: ['cpo']"),
+    ({"algorithms": {"cpo": {"algo": "cpo"}, "m": {"algo": "meta-cpo", "init": "cpo", "train": False}},
+      "adapt": {"steps_per_iter": 500}}, "algorithms.m has init 'cpo' and train: false"),
+    ({"algorithms": {"cpo": {"algo": "cpo"}, "m": {"algo": "meta-cpo", "init": "cpo", "set": {"run.init_from": "/x"}}}},
+     "algorithms.m gives both init and set run.init_from; use one"),
     ({"algorithms": {"x": {"algo": "cpo", "level": 0}}, "envs": ["SafetyPointCircle1-v0"]},
      "algorithms.x on SafetyPointCircle1-v0: level 0 needs a metacpo task-family env id (e.g. SafetyPointStcircle1-v0), "
      "got 'SafetyPointCircle1-v0'"),
@@ -165,6 +173,23 @@ def test_entry_with_a_level_trains_on_that_level_of_the_grid_envs_family(tmp_pat
 
     assert cell_state_for(grid, c).train_env_id == "SafetyPointStcircle0-v0"
     assert cell_state_for(grid, cells["cpo/SafetyPointStcircle1-v0/seed1"]).train_env_id == "SafetyPointStcircle1-v0"
+
+
+def test_entry_with_init_starts_from_the_sibling_cell_of_the_same_env_and_seed(tmp_path):
+    grid = load_grid(_write(tmp_path, _with(
+        algorithms={"cpo-level0": {"algo": "cpo", "level": 0}, "warm": {"algo": "meta-cpo", "init": "cpo-level0"}},
+        adapt={"level": 2, "tasks": 2, "steps_per_iter": 1000},
+    )))
+    cells = {c.key: c for c in grid.cells(tmp_path / "out")}
+    out = (tmp_path / "out").resolve()
+    for seed in (0, 1):
+        warm = cells[f"warm/SafetyPointStcircle1-v0/seed{seed}"]
+        assert warm.config.run.init_from == str(out / "cpo-level0" / "SafetyPointStcircle1-v0" / f"seed{seed}")
+        assert cells[f"cpo-level0/SafetyPointStcircle1-v0/seed{seed}"].config.run.init_from == ""
+    from metacpo.benchmark.runner import _init_cells, plan
+
+    deps = _init_cells(plan(grid, out))
+    assert deps == {f"warm/SafetyPointStcircle1-v0/seed{s}": f"cpo-level0/SafetyPointStcircle1-v0/seed{s}" for s in (0, 1)}
 
 
 def test_adapt_meta_steps_reaches_the_cells_and_is_left_out_of_cell_json_at_its_default(tmp_path):
