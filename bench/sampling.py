@@ -22,9 +22,11 @@ the ratios printed for the two paths in the same run.
 ``--envs-per-worker 2`` (default) also runs this tree with ``sampler.envs_per_worker = 2`` (3 tasks
 balanced over 2 workers; different batches from the same distribution, see docs/scaling.md).
 
-Measured (2 cores, load 4.7-6.6, ``--rounds 2 --envs-per-worker 2 3``; x raw physics per step per core):
-wall old 5.95x / new 4.99x / k=3 4.90x; workers' CPU 3.04x / 2.45x / 2.43x; busiest worker
-4.00x / 3.24x / 2.45x (k=2: 2.60x). docs/results.md "Speed figures".
+Measured (2 cores, load 3.3-3.9, ``--rounds 2 --envs-per-worker 2 3``, one run; x raw physics per
+step per core): wall old 5.46x / new 3.45x / k=2 3.69x / k=3 3.74x; workers' CPU 2.87x / 1.89x /
+1.98x / 1.94x; busiest worker 3.82x / 2.51x / 2.00x / 1.95x, i.e. 1.52x / 1.91x / 1.95x faster
+than old. On a loaded machine the wall ratio follows the other load; on an idle one it is close to
+the busiest worker's. docs/results.md "Speed figures".
 
 Usage: python bench/sampling.py [--old COMMIT] [--rounds 2] [--workers 2] [--envs-per-worker 2 3]
 """
