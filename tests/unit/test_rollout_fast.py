@@ -10,7 +10,7 @@ import torch
 
 from metacpo.data.normalizer import NormalizerState
 from metacpo.models.policy import GaussianMLPPolicy, PolicySpec
-from metacpo.samplers.base import NumpyActor, StackedActors, make_env_for, rollout
+from metacpo.samplers.base import NumpyActor, StackedActors, make_env_for, rollout, row_dots
 from tests.reference_rollout import reference_rollout
 
 
@@ -75,6 +75,14 @@ def test_stepper_equals_normalize_then_act():
         np.testing.assert_array_equal(a1, a2)
         assert lp1 == lp2
     env.close()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dim", [1, 2, 3, 8])
+def test_row_dots_equal_np_dot_per_row(dtype, dim):
+    """The log-prob's square norms of a noise block, in one call, are np.dot's per row."""
+    x = np.random.default_rng(dim).standard_normal((3000, dim)).astype(dtype)
+    assert row_dots(x) == [float(np.dot(r, r)) for r in x]
 
 
 def test_stacked_actors_rows_equal_single_steppers():
