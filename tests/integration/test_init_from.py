@@ -107,3 +107,29 @@ def test_grid_entry_with_init_waits_for_its_sibling_and_starts_from_it(tmp_path)
     assert rep.returncode == 0, rep.stderr
     assert f"| warm | {env} (started from cpo-level0's run; its env steps not counted) | 1 |" in rep.stdout
     assert f"| cpo-level0 | {env} (trained on SafetyPointStcircle0-v0) | 1 |" in rep.stdout
+
+
+def test_grid_cell_whose_init_cell_fails_fails_without_running(tmp_path):
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    env = "SafetyPointStcircle1-v0"
+    grid = {"name": "warmfail", "description": "the init cell fails at run time", "envs": [env], "seeds": [0],
+            "train": {"sampler.kind": "local", "sampler.steps_per_iter": 500, "run.iters": 1, "run.tensorboard": False,
+                      "policy.hidden": [8], "critic.hidden": [8]},
+            # 200 steps is shorter than one 500-step episode: accepted by the grid, refused when training starts
+            "algorithms": {"src": {"algo": "cpo", "set": {"sampler.steps_per_iter": 200}},
+                           "warm": {"algo": "meta-cpo", "init": "src"}}}
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(grid, sort_keys=False))
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, "-m", "metacpo.cli", "benchmark", str(path), "--out", str(out), "--jobs", "2"],
+                         capture_output=True, text=True, env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"},
+                         timeout=300, cwd=repo)
+    assert res.returncode == 1
+    assert f"failed warm/{env}/seed0: its init cell src/{env}/seed0 failed: nothing to start from" in res.stderr
+    assert f"start warm/{env}/seed0" not in res.stderr
+    state = read_state(out / "warm" / env / "seed0")
+    assert state.status == "failed" and "its init cell" in state.error and not state.attempts
+    assert not (out / "warm" / env / "seed0" / "checkpoint.pt").exists()
