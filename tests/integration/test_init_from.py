@@ -73,26 +73,37 @@ def test_a_run_that_cannot_start_this_one_is_a_one_line_error(cpo_level0, tmp_pa
     assert not rd.exists()  # nothing written
 
 
-@pytest.mark.slow
-def test_grid_entry_with_init_waits_for_its_sibling_and_starts_from_it(tmp_path):
+REPO = Path(__file__).resolve().parents[2]
+GRID_ENV = "SafetyPointStcircle1-v0"
+
+
+def _metacpo(*args: str, timeout: float = 400):
+    """``python -m metacpo.cli ARGS`` in a subprocess from the repo root (stdout, stderr captured)."""
     import subprocess
     import sys
 
-    repo = Path(__file__).resolve().parents[2]
-    env = "SafetyPointStcircle1-v0"
-    grid = {"name": "warm", "description": "Meta-CPO from CPO on level 0", "envs": [env], "seeds": [0],
+    return subprocess.run([sys.executable, "-m", "metacpo.cli", *args], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=timeout, cwd=REPO)
+
+
+def _run_grid(tmp_path: Path, algorithms: dict) -> tuple:
+    """A one-env, one-seed grid of tiny local cells with ``algorithms``, run with 2 jobs: (result, out)."""
+    grid = {"name": "warm", "description": "cells that start from other cells", "envs": [GRID_ENV], "seeds": [0],
             "train": {"sampler.kind": "local", "sampler.steps_per_iter": 500, "run.iters": 1, "run.tensorboard": False,
                       "policy.hidden": [8], "critic.hidden": [8]},
-            "algorithms": {"cpo-level0": {"algo": "cpo", "level": 0, "set": {"run.iters": 2}},
-                           "warm": {"algo": "meta-cpo", "init": "cpo-level0",
-                                    "set": {"meta.meta_batch_size": 2, "meta.inner_steps": 1}}}}
-    path = tmp_path / "warm.yaml"
+            "algorithms": algorithms}
+    path, out = tmp_path / "warm.yaml", tmp_path / "out"
     path.write_text(yaml.safe_dump(grid, sort_keys=False))
-    out = tmp_path / "out"
-    penv = {"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"}
-    # two jobs: the dependent cell must still wait for the cell it starts from
-    res = subprocess.run([sys.executable, "-m", "metacpo.cli", "benchmark", str(path), "--out", str(out), "--jobs", "2"],
-                         capture_output=True, text=True, env=penv, timeout=400, cwd=repo)
+    # two jobs: a dependent cell must still wait for the cell it starts from
+    return _metacpo("benchmark", str(path), "--out", str(out), "--jobs", "2"), out
+
+
+@pytest.mark.slow
+def test_grid_entry_with_init_waits_for_its_sibling_and_starts_from_it(tmp_path):
+    env = GRID_ENV
+    res, out = _run_grid(tmp_path, {"cpo-level0": {"algo": "cpo", "level": 0, "set": {"run.iters": 2}},
+                                    "warm": {"algo": "meta-cpo", "init": "cpo-level0",
+                                             "set": {"meta.meta_batch_size": 2, "meta.inner_steps": 1}}})
     assert res.returncode == 0, res.stderr
     lines = res.stderr.splitlines()
     done_src = next(i for i, ln in enumerate(lines) if f"done cpo-level0/{env}/seed0" in ln)
@@ -102,31 +113,17 @@ def test_grid_entry_with_init_waits_for_its_sibling_and_starts_from_it(tmp_path)
     assert read_state(warm).status == "done"
     assert read_state(warm).config["run"]["init_from"] == str(src.resolve())
     assert f"initialised from {src.resolve()} (cpo on SafetyPointStcircle0-v0, 2 iterations" in (warm / "events.log").read_text()
-    rep = subprocess.run([sys.executable, "-m", "metacpo.cli", "report", str(out)], capture_output=True, text=True,
-                         env=penv, timeout=200, cwd=repo)
+    rep = _metacpo("report", str(out), timeout=200)
     assert rep.returncode == 0, rep.stderr
     assert f"| warm | {env} (started from cpo-level0's run; its env steps not counted) | 1 |" in rep.stdout
     assert f"| cpo-level0 | {env} (trained on SafetyPointStcircle0-v0) | 1 |" in rep.stdout
 
 
 def test_grid_cell_whose_init_cell_fails_fails_without_running(tmp_path):
-    import subprocess
-    import sys
-
-    repo = Path(__file__).resolve().parents[2]
-    env = "SafetyPointStcircle1-v0"
-    grid = {"name": "warmfail", "description": "the init cell fails at run time", "envs": [env], "seeds": [0],
-            "train": {"sampler.kind": "local", "sampler.steps_per_iter": 500, "run.iters": 1, "run.tensorboard": False,
-                      "policy.hidden": [8], "critic.hidden": [8]},
-            # 200 steps is shorter than one 500-step episode: accepted by the grid, refused when training starts
-            "algorithms": {"src": {"algo": "cpo", "set": {"sampler.steps_per_iter": 200}},
-                           "warm": {"algo": "meta-cpo", "init": "src"}}}
-    path = tmp_path / "g.yaml"
-    path.write_text(yaml.safe_dump(grid, sort_keys=False))
-    out = tmp_path / "out"
-    res = subprocess.run([sys.executable, "-m", "metacpo.cli", "benchmark", str(path), "--out", str(out), "--jobs", "2"],
-                         capture_output=True, text=True, env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"},
-                         timeout=300, cwd=repo)
+    env = GRID_ENV
+    # 200 steps is shorter than one 500-step episode: accepted by the grid, refused when training starts
+    res, out = _run_grid(tmp_path, {"src": {"algo": "cpo", "set": {"sampler.steps_per_iter": 200}},
+                                    "warm": {"algo": "meta-cpo", "init": "src"}})
     assert res.returncode == 1
     assert f"failed warm/{env}/seed0: its init cell src/{env}/seed0 failed: nothing to start from" in res.stderr
     assert f"start warm/{env}/seed0" not in res.stderr
