@@ -266,14 +266,7 @@ def _run(grid: Grid, root: Path, jobs: int, ray_address: str, echo: Callable[[st
     for p in planned:
         if p.action == "reject":
             prog.line(f"failed {p.cell.key}: {p.reason}")
-    for p in todo:  # (re)write the pending state: the grid's config and meta-test settings now
-        state = read_state(p.dir)
-        want = cell_state_for(grid, p.cell)
-        if state is not None:
-            adapt_done = state.adapt_done if _same_config(migrate_keys(state.config), want.config) else None  # retrained -> re-test
-            want = replace(want, attempts=state.attempts, train_wall_s=state.train_wall_s,
-                           adapt_wall_s=state.adapt_wall_s, adapt_done=adapt_done, error=state.error)
-        write_state(p.dir, want)
+    _write_pending_states(grid, todo)
     launcher = _RayLauncher(ray_address) if ray_address and todo else _LocalLauncher()
     running: dict[str, tuple[PlannedCell, Any, float]] = {}
     pending = list(todo)
@@ -281,16 +274,7 @@ def _run(grid: Grid, root: Path, jobs: int, ray_address: str, echo: Callable[[st
     init_of = _init_cells(planned)
     try:
         while pending or running:
-            for p in [p for p in pending if _init_failed(p, init_of, outcomes)]:
-                pending.remove(p)
-                dep = init_of.get(p.cell.key)
-                why = f"its init cell {dep} {outcomes[dep].status}: nothing to start from"
-                outcomes[p.cell.key] = CellOutcome(p.cell.key, "failed", why)
-                state = read_state(p.dir)
-                if state is not None:
-                    write_state(p.dir, replace(state, status="failed", error=why))
-                prog.failed += 1
-                prog.line(f"failed {p.cell.key}: {why}")
+            _fail_cells_without_init(pending, init_of, outcomes, prog)
             while len(running) < limit:
                 p = next((p for p in pending if _init_ready(p, init_of, outcomes)), None)
                 if p is None:
@@ -330,6 +314,35 @@ def _run(grid: Grid, root: Path, jobs: int, ray_address: str, echo: Callable[[st
         launcher.close()
     ordered = tuple(outcomes[c.cell.key] for c in planned)
     return GridRunResult(out=root, outcomes=ordered)
+
+
+def _write_pending_states(grid: Grid, todo: list[PlannedCell]) -> None:
+    """(Re)write the state of the cells about to run: the grid's config and meta-test settings
+    now, keeping a cell's attempts, wall times and (if it is not retrained) its finished meta-test."""
+    for p in todo:
+        state = read_state(p.dir)
+        want = cell_state_for(grid, p.cell)
+        if state is not None:
+            adapt_done = state.adapt_done if _same_config(migrate_keys(state.config), want.config) else None  # retrained -> re-test
+            want = replace(want, attempts=state.attempts, train_wall_s=state.train_wall_s,
+                           adapt_wall_s=state.adapt_wall_s, adapt_done=adapt_done, error=state.error)
+        write_state(p.dir, want)
+
+
+def _fail_cells_without_init(pending: list[PlannedCell], init_of: Mapping[str, str],
+                             outcomes: dict[str, CellOutcome], prog: _Progress) -> None:
+    """Take the pending cells whose init cell ended without a trained run out of ``pending``,
+    as failed (outcome, cell.json, progress line)."""
+    for p in [p for p in pending if _init_failed(p, init_of, outcomes)]:
+        pending.remove(p)
+        dep = init_of[p.cell.key]
+        why = f"its init cell {dep} {outcomes[dep].status}: nothing to start from"
+        outcomes[p.cell.key] = CellOutcome(p.cell.key, "failed", why)
+        state = read_state(p.dir)
+        if state is not None:
+            write_state(p.dir, replace(state, status="failed", error=why))
+        prog.failed += 1
+        prog.line(f"failed {p.cell.key}: {why}")
 
 
 def _init_cells(planned: list[PlannedCell]) -> dict[str, str]:

@@ -13,8 +13,9 @@ comes from a numpy generator seeded from it, so batches are a deterministic func
 from __future__ import annotations
 
 import abc
+import itertools
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -507,16 +508,10 @@ def _rollout_steps(
     step and is sent ``(action, log pi)`` back; returns the batch. :func:`rollout` answers with one
     policy, :func:`run_jobs_lockstep` with one batched forward for several of these at once.
 
-    ``noise`` is the standard-normal draw in ``noise_dtype`` (the policy's dtype: the policy
-    converts its noise to it anyway, and here a block of draws is converted at once), yielded
-    with its ``float(np.dot(noise, noise))`` (for the log-prob; :func:`row_dots` of the block).
-
-    The step loop keeps its state in local names (it runs once per env step) and writes as little
-    as it can per step: the next observation, action, log-prob, reward and cost. The flags are
-    preset to False and set at an episode's last step only; each observation row but an
-    episode's first is the previous row's next observation, copied over once at the end
-    (:meth:`_RolloutRecord.batch`). What happens once per rollout or per episode is in
-    :class:`_RolloutRecord`.
+    ``noise`` is the standard-normal draw in ``noise_dtype`` (the policy's; converted a block at a
+    time), with its ``float(np.dot(noise, noise))`` (:func:`row_dots` of the block). The step loop
+    keeps its state in local names and writes as little as it can per step (what
+    :class:`_RolloutRecord` says); what happens once per rollout or per episode is there.
     """
     if num_steps <= 0:
         raise ValueError(f"num_steps must be positive, got {num_steps}")
@@ -530,29 +525,15 @@ def _rollout_steps(
     next_a, act_a, lp_a, term_a, trunc_a, cut_a = record.arrays()
     rew_l, cost_l = record.rewards, record.costs
     stop = num_steps if max_episodes is None else 0  # the step count that cuts the batch (0: never)
-    # Noise in blocks: Generator.standard_normal fills row after row, so block row k equals the
-    # k-th per-step draw of act_dim numbers (the generator is this rollout's own); converting a
-    # block to noise_dtype converts each row as the policy would.
-    block = 0 if deterministic else min(len(next_a), 4096)
-    noise_block = noise_rng.standard_normal((block, act_dim)).astype(noise_dtype) if block else None
-    noise_sq = row_dots(noise_block) if block else []
-    k_noise = 0
+    noises = (itertools.repeat((None, None)) if deterministic else
+              _noise_stream(noise_rng, block=min(len(next_a), 4096), act_dim=act_dim, dtype=noise_dtype))
     steps = 0
     while True:
         obs = record.start_episode(env, rng, row=steps)
         ret = cst = 0.0
         length = 0
         while True:
-            if noise_block is None:
-                noise = sq = None
-            else:
-                if k_noise == block:
-                    noise_block = noise_rng.standard_normal((block, act_dim)).astype(noise_dtype)
-                    noise_sq = row_dots(noise_block)
-                    k_noise = 0
-                noise = noise_block[k_noise]
-                sq = noise_sq[k_noise]
-                k_noise += 1
+            noise, sq = next(noises)
             action, lp = yield obs, noise, sq
             obs, r, c, term, trunc, _ = env.step(clip(action, low, high))
             if steps == len(next_a):
@@ -583,10 +564,25 @@ def _rollout_steps(
     return record.batch(steps, task=task, seconds=time.perf_counter() - t0)
 
 
+def _noise_stream(noise_rng: np.random.Generator, *, block: int, act_dim: int,
+                  dtype: np.dtype | type) -> Iterator[tuple[np.ndarray, float]]:
+    """``(noise, float(np.dot(noise, noise)))`` per step, drawn ``block`` steps at a time:
+    ``Generator.standard_normal`` fills row after row, so block row k equals the k-th per-step draw
+    of ``act_dim`` numbers (the generator is the rollout's own); converting a block to ``dtype``
+    converts each row as the policy would."""
+    while True:
+        noise = noise_rng.standard_normal((block, act_dim)).astype(dtype)
+        yield from zip(noise, row_dots(noise))
+
+
 class _RolloutRecord:
     """What one rollout writes down: the transitions (preallocated arrays, doubled when full, and
     two per-step lists), each episode's first observation and reset seed and, once it ends by
-    termination or time limit, its return, cost and length."""
+    termination or time limit, its return, cost and length.
+
+    Per step the loop writes the next observation, action, log-prob, reward and cost only: the
+    flags are preset to False and set at an episode's last step, and each observation row but an
+    episode's first is the previous row's next observation, filled in once by :meth:`batch`."""
 
     def __init__(self, *, capacity: int, obs_shape: tuple[int, ...], act_dim: int) -> None:
         self.next_obs = np.empty((capacity, *obs_shape))
