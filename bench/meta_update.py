@@ -27,8 +27,11 @@ Measured (part 2, 2 cores, load 3.7-4.7, ``--skip-synthetic --iters 3 --envs-per
 ~3.0 s per meta-iteration, sampling 2.5 s, critic fit + normaliser 0.3 s, update 0.2 s, the same
 with envs_per_worker=3 (docs/results.md "Speed figures").
 
+``--planned`` runs part 2 also with ``sampler.spread_episodes=false`` (the jobs as planned, one
+worker with two thirds of the steps; the same batches), right after the default.
+
 Usage: python bench/meta_update.py [--skip-env] [--skip-synthetic] [--probe 200] [--iters 3]
-       [--envs-per-worker 1 2]
+       [--envs-per-worker 1 2] [--planned]
 """
 
 from __future__ import annotations
@@ -123,7 +126,7 @@ def synthetic(probe: int) -> None:
     print("(per-param column: measured per-pass time x parameters x tasks -- an extrapolation)")
 
 
-def env_split(iters: int, envs_per_worker: int = 1) -> None:
+def env_split(iters: int, envs_per_worker: int = 1, spread: bool = True) -> None:
     from metacpo.algorithms.meta_cpo import build_meta_cpo
     from metacpo.config.schema import TrainConfig
     from metacpo.samplers import env_info
@@ -132,7 +135,8 @@ def env_split(iters: int, envs_per_worker: int = 1) -> None:
     cfg = TrainConfig.from_dict({
         "algo": "meta-cpo", "env": {"env_id": "SafetyPointStcircle1-v0"},
         "policy": {"hidden": [24, 12]}, "sampler": {"kind": "process", "steps_per_iter": 3000,
-                                                              "envs_per_worker": envs_per_worker},
+                                                              "envs_per_worker": envs_per_worker,
+                                                              "spread_episodes": spread},
         "meta": {"meta_batch_size": 3, "inner_steps": 3},
     })
     info = env_info(cfg.env.env_id)
@@ -142,7 +146,8 @@ def env_split(iters: int, envs_per_worker: int = 1) -> None:
         algo = build_meta_cpo(cfg, sampler=sampler, obs_dim=obs_dim, act_dim=act_dim)
         P = num_params(params_of(algo.agent.policy))
         print(f"\nPart 2: default meta-iteration on {cfg.env.env_id}: 3 tasks x (3 inner + 1 post) x 3000 steps, "
-              f"{P}-parameter policy, {sampler.num_workers} sampler workers, sampler.envs_per_worker={envs_per_worker}")
+              f"{P}-parameter policy, {sampler.num_workers} sampler workers, sampler.envs_per_worker={envs_per_worker}, "
+              f"sampler.spread_episodes={spread}")
         for it in range(iters):
             t = time.perf_counter()
             st = algo.iterate(it)
@@ -166,6 +171,8 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=2, help="meta-iterations in part 2")
     ap.add_argument("--envs-per-worker", type=int, nargs="+", default=[1],
                     help="part 2 once per value of sampler.envs_per_worker (e.g. 1 2: default and balanced)")
+    ap.add_argument("--planned", action="store_true",
+                    help="also run part 2 with sampler.spread_episodes=false (the same batches, unbalanced)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (timings scale with it)")
@@ -173,8 +180,9 @@ def main() -> None:
         synthetic(args.probe)
     if not args.skip_env:
         for k in args.envs_per_worker:
-            env_split(args.iters, k)
-            print(f"load average {os.getloadavg()[0]:.1f}")
+            for spread in (True, False) if args.planned else (True,):
+                env_split(args.iters, k, spread)
+                print(f"load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

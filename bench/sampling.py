@@ -19,8 +19,11 @@ The old path is a ``git worktree`` of ``--old`` (default: the commit before the 
 work) made under /tmp and removed afterwards. Timings are noisy on a shared machine; compare
 the ratios printed for the two paths in the same run.
 
-``--envs-per-worker 2`` (default) also runs this tree with ``sampler.envs_per_worker = 2`` (3 tasks
-balanced over 2 workers; different batches from the same distribution, see docs/scaling.md).
+``new`` is this tree's default: ``sampler.spread_episodes`` deals each call's episodes out evenly
+to the workers (the batches of the plan, bit for bit). ``--planned`` also runs this tree with it
+off (``planned``: every share's jobs on its own worker, one worker with two thirds of the steps).
+``--envs-per-worker 2`` (default) also runs this tree with ``sampler.envs_per_worker = 2`` (more
+shares, envs stepped in lockstep; different batches from the same distribution, see docs/scaling.md).
 
 Measured on an idle machine (da69330, ``--rounds 2 --envs-per-worker 3``): sampling old 2.03 s,
 new 1.29 s (1.59x faster), k=3 1.01 s (2.05x faster; 1.96x raw physics per step per core).
@@ -56,7 +59,7 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-def child(workers: int, reps: int, envs_per_worker: int) -> None:
+def child(workers: int, reps: int, envs_per_worker: int, spread: bool = True) -> None:
     import mujoco
     import numpy as np
     import torch
@@ -77,7 +80,9 @@ def child(workers: int, reps: int, envs_per_worker: int) -> None:
     norm = NormalizerState(mean=rng.normal(size=od) * 0.1, var=rng.uniform(0.5, 2.0, size=od), clip=10.0)
     snap = PolicySnapshot.from_policy(policy, norm)
     tasks = get_distribution(env_id).sample_n(np.random.default_rng(1), 3)
-    kwargs = {"envs_per_worker": envs_per_worker} if envs_per_worker > 1 else {}  # old trees lack it
+    kwargs: dict = {"envs_per_worker": envs_per_worker} if envs_per_worker > 1 else {}  # old trees lack it
+    if not spread:
+        kwargs["spread_episodes"] = False
     sampler = ProcessSampler(env_id, seed=0, num_workers=workers, **kwargs)
     try:
         sampler.sample(snapshot=snap, num_steps=3000, tasks=tasks)  # warm-up (worker start, first builds)
@@ -105,10 +110,11 @@ def child(workers: int, reps: int, envs_per_worker: int) -> None:
                       "physics_cpu": physics_cpu, "workers": workers}))
 
 
-def measure(tree: Path, workers: int, reps: int, envs_per_worker: int = 1) -> dict:
+def measure(tree: Path, workers: int, reps: int, envs_per_worker: int = 1, spread: bool = True) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", "--workers", str(workers),
-                          "--reps", str(reps), "--envs-per-worker", str(envs_per_worker)],
+                          "--reps", str(reps), "--envs-per-worker", str(envs_per_worker)]
+                         + ([] if spread else ["--no-spread"]),
                          cwd=tree, env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -121,14 +127,19 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--envs-per-worker", type=int, nargs="*", default=[2],
                     help="also measure this tree with sampler.envs_per_worker = each of these (batches change)")
+    ap.add_argument("--planned", action="store_true",
+                    help="also measure this tree with sampler.spread_episodes = false (the same batches)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--no-spread", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.workers, args.reps, args.envs_per_worker[0] if args.envs_per_worker else 1)
+        child(args.workers, args.reps, args.envs_per_worker[0] if args.envs_per_worker else 1, not args.no_spread)
         return
     here = Path(__file__).resolve().parent.parent
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; {args.workers} workers; old = {args.old}")
-    paths = {"old": (None, 1), "new": (here, 1), **{f"new k={k}": (here, k) for k in args.envs_per_worker if k > 1}}
+    paths = {"old": (None, 1, True), "new": (here, 1, True),
+             **({"planned": (here, 1, False)} if args.planned else {}),
+             **{f"new k={k}": (here, k, True) for k in args.envs_per_worker if k > 1}}
     with tempfile.TemporaryDirectory() as tmp:
         old = Path(tmp) / "old"
         subprocess.run(["git", "-C", str(here), "worktree", "add", "--detach", str(old), args.old], check=True,
@@ -136,8 +147,8 @@ def main() -> None:
         try:
             rows: dict[str, list[dict]] = {name: [] for name in paths}
             for _ in range(args.rounds):
-                for name, (tree, k) in paths.items():
-                    rows[name].append(measure(tree or old, args.workers, args.reps, k))
+                for name, (tree, k, spread) in paths.items():
+                    rows[name].append(measure(tree or old, args.workers, args.reps, k, spread))
         finally:
             subprocess.run(["git", "-C", str(here), "worktree", "remove", "--force", str(old)], check=False)
     print(f"load average {os.getloadavg()[0]:.1f} at the end")

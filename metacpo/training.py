@@ -88,7 +88,8 @@ def build_sampler(config: TrainConfig) -> Sampler:
     workers = s.num_workers if s.kind == "process" or s.workers else None  # ray: None = the cluster's CPUs
     return make_sampler(s.kind, config.env.env_id, seed=config.run.seed, num_workers=workers,
                         ray_address=s.ray_address or None, task_setup=config.env.task_setup,
-                        ray_connect_timeout=s.ray_connect_timeout, envs_per_worker=s.envs_per_worker)
+                        ray_connect_timeout=s.ray_connect_timeout, envs_per_worker=s.envs_per_worker,
+                        spread_episodes=s.spread_episodes)
 
 
 class TrainingInterrupted(KeyboardInterrupt):

@@ -108,15 +108,17 @@ class Agent:
             normalize_adv_r=adv.normalize_adv_r, center_adv_c=adv.center_adv_c,
         )
 
-    def fit_critics(self, processed: Sequence[ProcessedBatch], *, iters: int) -> tuple[CriticFitStats, CriticFitStats]:
-        """Regress ``V_R`` and ``V_C`` on the targets of all of ``processed`` together."""
+    def fit_critics(self, processed: Sequence[ProcessedBatch], *, iters: int,
+                    losses: bool = True) -> tuple[CriticFitStats, CriticFitStats]:
+        """Regress ``V_R`` and ``V_C`` on the targets of all of ``processed`` together (``losses=False``:
+        their losses before and after are not evaluated, NaN in the stats)."""
         c = self.critic
         obs_r, obs_c = torch.cat([p.obs for p in processed]), torch.cat([p.obs_c for p in processed])
         target_r, target_c = torch.cat([p.target_r for p in processed]), torch.cat([p.target_c for p in processed])
         cr, cc = fit_critics(
             [(self.critic_r, obs_r, target_r), (self.critic_c, obs_c, target_c)],
             optimizer=c.optimizer, lr=c.lr, iters=iters,  # type: ignore[arg-type]
-            minibatch_size=c.minibatch_size, generator=self.generator, l2=c.l2, fused=c.fused,
+            minibatch_size=c.minibatch_size, generator=self.generator, l2=c.l2, fused=c.fused, losses=losses,
         )
         return cr, cc
 

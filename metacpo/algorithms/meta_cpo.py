@@ -505,7 +505,8 @@ class MetaLearner:
     def _fit_critics(self, processed: list[ProcessedBatch]) -> None:
         if processed:
             lbfgs = self.agent.critic.optimizer == "lbfgs"
-            self.agent.fit_critics(processed, iters=self.meta.critic_epochs * (5 if lbfgs else 1))
+            # the losses are not logged: not evaluated (two forwards over 36,000 samples by default)
+            self.agent.fit_critics(processed, iters=self.meta.critic_epochs * (5 if lbfgs else 1), losses=False)
 
     def state_dict(self) -> dict[str, Any]:
         """Modules, normaliser, generators, counters, sampler and (if any) the fixed task set."""

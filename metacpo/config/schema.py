@@ -285,6 +285,12 @@ class SamplerConfig:
     whole-episode parts, which balances e.g. 3 tasks over 2 workers (4,500 steps each, not 6,000 and 3,000).
     Batches equal those of workers x envs_per_worker workers, so a value > 1 changes them (same
     distribution: whole episodes, own reset seeds). 1 = off (the batches of earlier versions)."""
+    spread_episodes: bool = True
+    """Process sampler: deal a call's episodes out to the workers in equal numbers of steps, each
+    with the reset seed and action noise its planned share gives it: the batches of false bit for
+    bit, without a worker waiting for one that got more (3 tasks on 2 workers: 4,500 steps each,
+    not 6,000 and 3,000). Off by itself, with a warning, once an episode ends before the env's
+    time limit. The local and ray samplers run every share's work as planned."""
     ray_address: str = ""
     """Ray cluster to join with the ray sampler ('' = start Ray on this machine; 'auto' = the running cluster)."""
     ray_connect_timeout: float = 30.0
@@ -369,6 +375,7 @@ as if written with the new one."""
 
 ADDED_KEYS: dict[tuple[str, str], Any] = {
     ("sampler", "envs_per_worker"): 1,
+    ("sampler", "spread_episodes"): True,  # the same batches either way
     ("run", "init_from"): "",
 }
 """Config keys added after configs were written, with the value that reproduces such a config's

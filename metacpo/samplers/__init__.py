@@ -57,6 +57,7 @@ def make_sampler(
     task_setup: "TaskSetup | None" = None,
     ray_connect_timeout: float = 30.0,
     envs_per_worker: int = 1,
+    spread_episodes: bool = True,
 ) -> Sampler:
     """The ``kind`` backend (local, process or ray) for ``env_id``.
 
@@ -67,7 +68,8 @@ def make_sampler(
     overrides every worker process applies before building its env (the local sampler runs in
     this process, which must have applied it already). ``envs_per_worker``: shares per worker
     (see :class:`~metacpo.samplers.process.ProcessSampler`; local: ``num_virtual_workers``; not
-    supported by ray).
+    supported by ray). ``spread_episodes``: process sampler only (the others run every share's
+    work as planned; the batches are the same either way).
     """
     if ray_address and kind != "ray":
         raise ValueError(f"--ray-address {ray_address} needs --sampler ray (got sampler {kind!r}); "
@@ -78,7 +80,7 @@ def make_sampler(
         from metacpo.samplers.process import ProcessSampler
 
         return ProcessSampler(env_id, seed=seed, num_workers=num_workers, task_setup=task_setup,
-                              envs_per_worker=envs_per_worker)
+                              envs_per_worker=envs_per_worker, spread_episodes=spread_episodes)
     if envs_per_worker != 1:
         raise ValueError(f"envs_per_worker={envs_per_worker} is not supported by the {kind!r} sampler")
     if kind == "ray":

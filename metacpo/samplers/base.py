@@ -383,6 +383,39 @@ def run_jobs_lockstep(
     return policy, [item for v in shares for item in results[v]]
 
 
+def run_pieces(
+    envs: Mapping[int, Any],
+    policy: GaussianMLPPolicy | None,
+    snapshots: Sequence["PolicySnapshot"],
+    queues: Mapping[int, list[tuple["Piece", Task]]],
+    last_resets: dict[int, tuple[Task, int]],
+) -> tuple[GaussianMLPPolicy | None, list[tuple["Piece", Batch]]]:
+    """Run the pieces queued for each env (a key of ``envs``), the envs stepped in lockstep as in
+    :func:`run_jobs_lockstep`; each piece is its one episode with its own seeds (no generator of
+    the worker is used). ``last_resets[v]``: ``(task, seed)`` of env ``v``'s last reset, kept up to
+    date; a piece whose ``prev`` is not that reset gets it repeated first. Returns the worker
+    policy and ``(piece, batch)`` in no particular order."""
+    out: list[tuple[Piece, Batch]] = []
+    specs = list(dict.fromkeys(snapshots[p.task_index].spec for q in queues.values() for p, _ in q))
+    for spec in specs:  # one architecture per pass (one in training)
+        if policy is None or policy.spec != spec:
+            policy = GaussianMLPPolicy(spec)
+        sub = {v: [(p, t) for p, t in q if snapshots[p.task_index].spec == spec] for v, q in queues.items()}
+        results = _step_shares_in_lockstep(envs=envs, rngs={}, queues=sub, snapshots=snapshots, policy=policy,
+                                           last_resets=last_resets)
+        out.extend(item for items in results.values() for item in items)
+    return policy, out
+
+
+def note_last_resets(last_resets: dict[int, tuple[Task, int]], work: Sequence[tuple["Job", Task]],
+                     outputs: Sequence[tuple["Job", Batch]], *, envs_of: Callable[["Job"], int]) -> None:
+    """After jobs ran as planned: record each env's last reset ``(task, seed)`` (for :func:`run_pieces`)."""
+    tasks = {job: task for job, task in work}
+    for job, b in outputs:  # a share's jobs come out in its order
+        if b.info["episode_seeds"]:
+            last_resets[envs_of(job)] = (tasks[job], b.info["episode_seeds"][-1])
+
+
 class _RunningJob:
     """A job in progress in :func:`run_jobs_lockstep`: its :func:`_rollout_steps` generator, the
     ``(raw obs, noise, noise_sq)`` it waits on, and the actor and normaliser that answer it."""
@@ -410,10 +443,11 @@ def _step_shares_in_lockstep(
     *,
     envs: Mapping[int, Any],
     rngs: Mapping[int, np.random.Generator],
-    queues: Mapping[int, list[tuple["Job", Task]]],
+    queues: Mapping[int, list[tuple["Job | Piece", Task]]],
     snapshots: Sequence["PolicySnapshot"],
     policy: GaussianMLPPolicy,
-) -> dict[int, list[tuple["Job", Batch]]]:
+    last_resets: dict[int, tuple[Task, int]] | None = None,
+) -> dict[int, list[tuple[Any, Batch]]]:
     """The loop of :func:`run_jobs_lockstep` (snapshots of ``policy``'s architecture): every share
     runs its queue, a job starting as the previous one ends; the ``(job, batch)`` parts by share."""
     actors: dict[int, NumpyActor] = {}  # by snapshot identity
@@ -423,13 +457,23 @@ def _step_shares_in_lockstep(
         snap = snapshots[job.task_index]
         if id(snap) not in actors:
             actors[id(snap)] = NumpyActor(snap.load_into(policy))
+        piece = job if isinstance(job, Piece) else None
+        if piece is not None and last_resets is not None:
+            if last_resets.get(v) != piece.prev:  # the reset before it, as planned (see Piece.prev)
+                prev_task, prev_seed = piece.prev
+                if prev_task is not None:
+                    set_task(envs[v], prev_task)
+                envs[v].reset(seed=prev_seed)
+            last_resets[v] = (task, piece.reset_seed)
         if task is not None:
             set_task(envs[v], task)
-        steps = _rollout_steps(envs[v], policy.spec.act_dim, job.num_steps, rngs[v], deterministic=snap.deterministic,
-                               task=task, max_episodes=None, noise_dtype=actors[id(snap)].dtype)
+        steps = _rollout_steps(envs[v], policy.spec.act_dim, job.num_steps, rngs.get(v) if piece else rngs[v],
+                               deterministic=snap.deterministic, task=task, max_episodes=None,
+                               noise_dtype=actors[id(snap)].dtype, piece=piece)
         return _RunningJob(share=v, job=job, steps=steps, actor=actors[id(snap)], obs_norm=snap.obs_norm)
 
-    results: dict[int, list[tuple[Job, Batch]]] = {v: [] for v in queues}
+    queues = {v: list(q) for v, q in queues.items()}  # popped as they start
+    results: dict[int, list[tuple[Any, Batch]]] = {v: [] for v in queues}
     running = [start(v) for v in queues if queues[v]]
     stacked: StackedActors | None = None  # rebuilt when the running jobs change
     while running:
@@ -503,6 +547,7 @@ def _rollout_steps(
     task: Task,
     max_episodes: int | None,
     noise_dtype: np.dtype | type = np.float64,
+    piece: "Piece | None" = None,
 ) -> RolloutSteps:
     """The body of :func:`rollout` with the policy left out: yields ``(raw obs, noise, noise_sq)`` at every
     step and is sent ``(action, log pi)`` back; returns the batch. :func:`rollout` answers with one
@@ -512,11 +557,18 @@ def _rollout_steps(
     time), with its ``float(np.dot(noise, noise))`` (:func:`row_dots` of the block). The step loop
     keeps its state in local names and writes as little as it can per step (what
     :class:`_RolloutRecord` says); what happens once per rollout or per episode is there.
+
+    ``piece`` (``rng`` unused): run only that one episode of a planned job with its given seeds
+    and noise rows (:mod:`metacpo.samplers.episodes`); ``info['early_end']`` says whether it ended
+    before ``num_steps`` (then the piece is not what the job would have run).
     """
     if num_steps <= 0:
         raise ValueError(f"num_steps must be positive, got {num_steps}")
     t0 = time.perf_counter()
-    noise_rng = np.random.default_rng(int(rng.integers(2**62)))
+    if piece is None:
+        noise_rng, skip, block, seeds = np.random.default_rng(draw_noise_seed(rng)), 0, min(num_steps, 4096), None
+    else:  # one episode of a planned job, its seeds given (metacpo.samplers.episodes)
+        noise_rng, skip, block, seeds = np.random.default_rng(piece.noise_seed), piece.row, piece.noise_block, [piece.reset_seed]
     low, high = env.action_space.low, env.action_space.high
     clip = np.core.umath.clip
     # Growable storage: exactly num_steps rows when the step budget bounds the batch.
@@ -526,10 +578,11 @@ def _rollout_steps(
     rew_l, cost_l = record.rewards, record.costs
     stop = num_steps if max_episodes is None else 0  # the step count that cuts the batch (0: never)
     noises = (itertools.repeat((None, None)) if deterministic else
-              _noise_stream(noise_rng, block=min(len(next_a), 4096), act_dim=act_dim, dtype=noise_dtype))
+              _noise_stream(noise_rng, block=min(len(next_a), 4096) if piece is None else block, act_dim=act_dim,
+                            dtype=noise_dtype, skip=skip))
     steps = 0
     while True:
-        obs = record.start_episode(env, rng, row=steps)
+        obs = record.start_episode(env, draw_reset_seed(rng) if seeds is None else seeds.pop(), row=steps)
         ret = cst = 0.0
         length = 0
         while True:
@@ -559,20 +612,40 @@ def _rollout_steps(
                 record.was_cut = True
                 break
         enough = steps >= num_steps if max_episodes is None else len(record.episode_returns) >= max_episodes
-        if enough:
+        if enough or seeds is not None:  # a piece is one episode
             break
-    return record.batch(steps, task=task, seconds=time.perf_counter() - t0)
+    batch = record.batch(steps, task=task, seconds=time.perf_counter() - t0)
+    if piece is not None:
+        batch.info["early_end"] = steps < num_steps
+    return batch
+
+
+def draw_noise_seed(rng: np.random.Generator) -> int:
+    """The seed of a rollout's action-noise generator: the first draw of every rollout."""
+    return int(rng.integers(2**62))
+
+
+def draw_reset_seed(rng: np.random.Generator) -> int:
+    """An episode's reset seed: one draw per episode, after the noise seed."""
+    return int(rng.integers(2**31 - 1))
 
 
 def _noise_stream(noise_rng: np.random.Generator, *, block: int, act_dim: int,
-                  dtype: np.dtype | type) -> Iterator[tuple[np.ndarray, float]]:
+                  dtype: np.dtype | type, skip: int = 0) -> Iterator[tuple[np.ndarray, float]]:
     """``(noise, float(np.dot(noise, noise)))`` per step, drawn ``block`` steps at a time:
     ``Generator.standard_normal`` fills row after row, so block row k equals the k-th per-step draw
     of ``act_dim`` numbers (the generator is the rollout's own); converting a block to ``dtype``
-    converts each row as the policy would."""
+    converts each row as the policy would. ``skip``: start at row ``skip`` of the stream (the
+    blocks before it are drawn as the whole rollout draws them, then dropped)."""
     while True:
         noise = noise_rng.standard_normal((block, act_dim)).astype(dtype)
-        yield from zip(noise, row_dots(noise))
+        if skip >= block:
+            skip -= block
+            continue
+        rows = zip(noise, row_dots(noise))
+        if skip:
+            rows, skip = itertools.islice(rows, skip, None), 0
+        yield from rows
 
 
 class _RolloutRecord:
@@ -613,10 +686,9 @@ class _RolloutRecord:
             np.concatenate([x, np.zeros_like(x)]) for x in self.arrays())
         return self.arrays()
 
-    def start_episode(self, env: Any, rng: np.random.Generator, *, row: int) -> np.ndarray:
-        """Reset ``env`` with a seed drawn from ``rng`` (recorded); the first observation (the
-        observation of transition ``row``)."""
-        seed = int(rng.integers(2**31 - 1))
+    def start_episode(self, env: Any, seed: int, *, row: int) -> np.ndarray:
+        """Reset ``env`` with ``seed`` (recorded); the first observation (the observation of
+        transition ``row``)."""
         self.episode_seeds.append(seed)
         obs, _ = env.reset(seed=seed)
         self.first_obs.append((row, np.array(obs, dtype=np.float64)))
@@ -670,6 +742,31 @@ class Job:
     part: int
     num_steps: int
     worker: int
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Episode ``episode`` of ``job``, with what the job's generator would give it: the reset seed,
+    the seed of the job's noise generator and the first noise row (``row``, in blocks of
+    ``noise_block`` rows); ``num_steps`` steps (the time limit, or fewer for a job's cut last
+    episode). Made by :func:`metacpo.samplers.episodes.plan_pieces`."""
+
+    job: Job
+    episode: int
+    num_steps: int
+    reset_seed: int
+    noise_seed: int
+    noise_block: int
+    row: int
+    prev: tuple[Task, int]
+    """``(task, reset seed)`` of the reset before this episode's on its share's env, as planned: a
+    reused MuJoCo model is not bit-identical to a rebuilt one (Car: ~1e-16), and the fast reset
+    reuses the model when the previous layout had the same structure, so the worker repeats
+    that reset first unless its env's last reset was this one (:func:`run_pieces`)."""
+
+    @property
+    def task_index(self) -> int:
+        return self.job.task_index
 
 
 def episode_limit(env_id: str) -> int:

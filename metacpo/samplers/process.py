@@ -6,6 +6,9 @@ Protocol (parent -> worker over a ``multiprocessing.Pipe``; worker code is
 * ``("sample", snapshots, [(job, task), ...])`` (one snapshot per task, see :func:`run_jobs`) -> ``("ok", ([(job, Batch), ...], rng_states))``
   (``{share: generator state}`` of the worker's shares after the jobs, so the parent always knows
   every generator's state; a worker runs one share unless ``envs_per_worker > 1``)
+* ``("pieces", snapshots, {share: [(piece, task), ...]})`` -> ``("ok", [(piece, Batch), ...])``: single
+  episodes of planned jobs with their seeds given (:mod:`metacpo.samplers.episodes`), run on the
+  envs of the named shares; the worker's generators are not used (the parent keeps their states)
 * ``("get_state",)`` -> ``("ok", rng_states)``; ``("set_state", rng_states)`` -> ``("ok", None)``
 * ``("close",)`` -> the worker exits.
 * Any exception in a worker -> ``("error", WorkerError)`` (whether it is a ``ValueError``, its
@@ -32,6 +35,7 @@ which reaches the whole process group, never prints worker tracebacks); the driv
 from __future__ import annotations
 
 import copy
+import logging
 import multiprocessing as mp
 import pickle
 import signal
@@ -47,6 +51,7 @@ from typing import Any
 from metacpo.data.batch import Batch
 from metacpo.samplers.base import (
     Job,
+    Piece,
     PolicySnapshot,
     Sampler,
     Task,
@@ -57,10 +62,15 @@ from metacpo.samplers.base import (
     plan_call,
     run_jobs,
     run_jobs_lockstep,
+    note_last_resets,
+    run_pieces,
     worker_rng,
 )
+from metacpo.samplers.episodes import join_pieces, plan_pieces, spread_pieces
 from metacpo.samplers.faults import FaultEvent, record_fault
 from metacpo.tasks.setup import TaskSetup
+
+logger = logging.getLogger("metacpo.samplers")
 
 # Every way reading a reply from a worker that died can fail: EOFError (nothing of the reply was
 # written), OSError "got end of file during message" (killed while writing it), ConnectionResetError
@@ -125,6 +135,7 @@ def worker_main(conn: Connection, env_id: str, seed: int, index: int, setup: Tas
         conn.send(("error", WorkerError.current()))
         return
     rngs = {v: worker_rng(seed, v) for v in shares}
+    last_resets: dict[int, tuple[Task, int]] = {}  # (task, seed) of each env's last reset (run_pieces)
     policy: GaussianMLPPolicy | None = None
     conn.send(("ok", None))  # ready
     while True:
@@ -145,7 +156,11 @@ def worker_main(conn: Connection, env_id: str, seed: int, index: int, setup: Tas
                     policy, out = run_jobs(envs[index], policy, snapshots, work, rngs[index], worker=index)
                 else:  # the shares' envs stepped together, one batched policy pass per step
                     policy, out = run_jobs_lockstep(envs, policy, snapshots, work, rngs)
+                note_last_resets(last_resets, work, out, envs_of=lambda job: job.worker)
                 conn.send(("ok", (out, {v: r.bit_generator.state for v, r in rngs.items()})))
+            elif cmd == "pieces":  # episodes of planned jobs, seeds given (metacpo.samplers.episodes)
+                policy, out = run_pieces(envs, policy, msg[1], msg[2], last_resets)
+                conn.send(("ok", out))
             elif cmd == "get_state":
                 conn.send(("ok", {v: r.bit_generator.state for v, r in rngs.items()}))
             elif cmd == "set_state":
@@ -181,13 +196,21 @@ class ProcessSampler(Sampler):
     generators draw the seeds and noise of some episodes); they are drawn from the same
     distribution (every episode complete, reset from its own seed; see docs/scaling.md).
 
+    ``spread_episodes`` (default True): the planned jobs are cut into their episodes, each with the
+    seeds and noise rows its share would have given it, and the episodes are dealt out to the
+    processes in equal numbers of steps (:mod:`metacpo.samplers.episodes`) -- the batches of the
+    plan bit for bit, without a process waiting for another that got more steps (3 tasks on 2
+    processes: 4,500 steps each instead of 6,000 and 3,000). The first episode that ends before
+    the env's time limit (never in Safety-Gymnasium's navigation tasks) turns it off for the
+    sampler's life: that call is run again as planned, with a warning.
+
     Faults: a worker found dead during :meth:`sample` is replaced (see the module docstring); at
     most ``max_faults_per_call`` replacements per call, then ``RuntimeError``.
     """
 
     def __init__(self, env_id: str, *, seed: int, num_workers: int | None = None, start_method: str = "spawn",
                  max_faults_per_call: int = 3, task_setup: TaskSetup | None = None,
-                 envs_per_worker: int = 1) -> None:
+                 envs_per_worker: int = 1, spread_episodes: bool = True) -> None:
         import os
 
         n = num_workers if num_workers is not None else (os.cpu_count() or 1)
@@ -205,6 +228,10 @@ class ProcessSampler(Sampler):
         self._shares = n * envs_per_worker
         self._seed = seed
         self._busy = False  # a sample call is in progress (workers may be mid-rollout)
+        self.spread_episodes = spread_episodes
+        self._episodes_run_out = True  # no episode has ended before the time limit yet
+        self._last_resets: list[tuple[Task, int] | None] = [None] * (n * envs_per_worker)  # per share, as planned
+        self._workers_stale = False  # the workers' generators lag the parent's copies (pieces ran)
         self._ctx = mp.get_context(start_method)
         self.max_faults_per_call = max_faults_per_call
         self.fault_events: list[FaultEvent] = []
@@ -310,40 +337,84 @@ class ProcessSampler(Sampler):
     ) -> list[Batch]:
         task_list, snapshots, jobs = plan_call(snapshot, tasks=tasks, num_steps=num_steps, num_workers=self._shares,
                                                episode_steps=self.episode_steps)
+        self._calls += 1
+        if (self.spread_episodes and self._episodes_run_out
+                and all(self._last_resets[j.worker] is not None for j in jobs)):  # a share's first call: as planned
+            outputs = self._sample_pieces(task_list, snapshots, jobs)
+            if outputs is not None:
+                return assemble(task_list, outputs)
+            self._episodes_run_out = False  # an episode ended early: jobs as planned from now on
+            logger.warning("sampler: an episode of %s ended before its time limit, so a call's episodes "
+                           "cannot be run apart; running every job on its own share from now on "
+                           "(the same batches, without the balancing)", self.env_id)
+        return assemble(task_list, self._sample_jobs(task_list, snapshots, jobs))
+
+    def _sample_jobs(self, task_list: list[Task], snapshots: list[PolicySnapshot],
+                     jobs: list[Job]) -> list[tuple[Job, Batch]]:
+        """Run ``jobs`` as planned: share ``v``'s jobs on its process, with its generator."""
+        if self._workers_stale:  # pieces ran since the workers' generators last moved
+            for i in range(self._n):
+                self._exchange({i: ("set_state", self._hosted_states(i))}, {i: []})
+            self._workers_stale = False
         per_worker: dict[int, list[Job]] = {}
         for j in jobs:  # j.worker is the share; process j.worker mod n runs it
             per_worker.setdefault(j.worker % self._n, []).append(j)
-        self._calls += 1
-        self._busy = True
-        faults = [0]
         # a snapshot shared by several tasks is pickled once per message (pickle memoises objects)
         msgs = {w: ("sample", snapshots, [(j, task_list[j.task_index]) for j in js]) for w, js in per_worker.items()}
-        for w, js in per_worker.items():
-            self._send_work(w, msgs[w], js, faults)
         outputs: list[tuple[Job, Batch]] = []
+        for out, state in self._exchange(msgs, per_worker).values():
+            for v, st in state.items():
+                self._states[v] = st
+            outputs.extend(out)
+        by_job = dict(outputs)
+        for j in jobs:  # plan order: a share's last job last
+            if by_job[j].info["episode_seeds"]:
+                self._last_resets[j.worker] = (task_list[j.task_index], by_job[j].info["episode_seeds"][-1])
+        return outputs
+
+    def _sample_pieces(self, task_list: list[Task], snapshots: list[PolicySnapshot],
+                       jobs: list[Job]) -> list[tuple[Job, Batch]] | None:
+        """Run ``jobs`` as episodes dealt out evenly over the processes (:mod:`metacpo.samplers.episodes`);
+        None (nothing changed) when an episode did not run as its job would have run it."""
+        pieces, after, last = plan_pieces(jobs, self._states, tasks=task_list, last_resets=self._last_resets,
+                                          episode_steps=self.episode_steps)
+        k = self.envs_per_worker
+        per_worker: dict[int, dict[int, list[tuple[Piece, Task]]]] = {}
+        for slot, ps in enumerate(spread_pieces(pieces, self._shares)):
+            if ps:  # process slot // k runs it on its (slot mod k)-th env
+                w = slot // k
+                per_worker.setdefault(w, {})[self._hosted(w)[slot % k]] = [(p, task_list[p.task_index]) for p in ps]
+        msgs = {w: ("pieces", snapshots, q) for w, q in per_worker.items()}
+        joined = join_pieces([item for out in self._exchange(msgs, {w: jobs for w in msgs}).values() for item in out])
+        if joined is not None:
+            self._states, self._last_resets, self._workers_stale = after, last, True
+        return joined
+
+    def _exchange(self, msgs: Mapping[int, tuple[Any, ...]], jobs: Mapping[int, Sequence[Any]]) -> dict[int, Any]:
+        """Send ``msgs[w]`` to each process ``w``, return its replies by process. A process that
+        dies is replaced (its generators restored) and sent its message again; a worker's own error
+        is raised after every reply has been read (so no stale reply is left in a pipe)."""
+        self._busy = True
+        faults = [0]
+        for w, msg in msgs.items():
+            self._send_work(w, msg, jobs[w], faults)
+        replies: dict[int, Any] = {}
         error: Exception | None = None
-        for w, js in per_worker.items():
+        for w, msg in msgs.items():
             while True:
                 try:
-                    out, state = self._recv(w, js)
+                    replies[w] = self._recv(w, jobs[w])
                     break
-                except WorkerDied:  # replace it, restore its generator, re-run its jobs
-                    self._fault(w, js, faults, "pipe closed (process exited) during the call")
-                    self._send_work(w, msgs[w], js, faults)
+                except WorkerDied:  # replace it, restore its generator, re-run its work
+                    self._fault(w, jobs[w], faults, "pipe closed (process exited) during the call")
+                    self._send_work(w, msg, jobs[w], faults)
                 except (ValueError, RuntimeError) as exc:
-                    # The worker's own code failed. Keep reading the other workers' replies so no
-                    # stale reply is left in a pipe for the next call, then raise the first error.
                     error = error or exc
-                    out, state = [], None
                     break
-            if state is not None:
-                for v, st in state.items():
-                    self._states[v] = st
-            outputs.extend(out)
         self._busy = False
         if error is not None:
             raise error
-        return assemble(task_list, outputs)
+        return replies
 
     def state_dict(self) -> dict[str, Any]:
         # The parent's copies equal the workers' states (every reply carries the state).
@@ -352,6 +423,8 @@ class ProcessSampler(Sampler):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         rngs = check_rng_states(state, self._shares)
         self._states = copy.deepcopy(list(rngs))
+        self._last_resets = [None] * self._shares  # unknown: the next call runs as planned
+        self._workers_stale = False  # sent to the workers just below
         for i in range(self._n):
             try:
                 self._conns[i].send(("set_state", self._hosted_states(i)))

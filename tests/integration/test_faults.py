@@ -167,8 +167,9 @@ def test_worker_killed_at_any_moment_gives_the_no_fault_batches(kill_when_busy, 
 
     snap = _snapshot()
     steps = 3000
-    points = ["none (measures worker 0's CPU per call)", "idle, both workers", "rollout, worker 0 early", "rollout, worker 0 in its 2nd job",
-              "rollout, both workers", "mid-send, worker 1"]
+    points = ["none (a share's first call runs its jobs as planned)", "none (measures worker 0's CPU per call)",
+              "idle, both workers", "rollout, worker 0 early", "rollout, worker 0 late", "rollout, both workers",
+              "mid-send, worker 1"]  # from the second call on, each call's episodes are spread over the workers
     with LocalSampler(ENV, seed=5, num_virtual_workers=2) as loc:
         expected = [loc.sample(snapshot=snap, num_steps=steps, tasks=TASKS3) for _ in points]
         final_state = loc.state_dict()
@@ -190,12 +191,12 @@ def test_worker_killed_at_any_moment_gives_the_no_fault_batches(kill_when_busy, 
                 died = 2
             elif point == "rollout, worker 0 early":
                 killers, died = [kill_when_busy(pids[0], cpu=0.02)], 1
-            elif point == "rollout, worker 0 in its 2nd job":
-                # its first job is half of its work in a call: 75% of a call's CPU is in the second
+            elif point == "rollout, worker 0 late":  # after 75% of its CPU in a call
                 killers, died = [kill_when_busy(pids[0], cpu=0.75 * call_cpu)], 1
             elif point == "rollout, both workers":
                 killers, died = [kill_when_busy(pids[0], cpu=0.05), kill_when_busy(pids[1], cpu=0.05)], 2
-            else:
+            else:  # needs worker 1 done long before worker 0: this call runs its jobs as planned
+                proc.spread_episodes = False
                 killers, died = [MidSendKiller(proc, 1)], 1
             got = proc.sample(snapshot=snap, num_steps=steps, tasks=TASKS3)
             if point.startswith("none"):

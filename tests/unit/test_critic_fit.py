@@ -111,3 +111,19 @@ def test_configs_written_before_fused_fitting_load_with_it_off(tmp_path):
     assert TrainConfig().critic.fused is True
     old = config_from_saved({"algo": "cpo", "critic": {"hidden": [64, 64]}}, source=tmp_path / "config.yaml")
     assert old.critic.fused is False
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_fit_without_losses_fits_the_same_weights(fused):
+    """losses=False only skips evaluating the losses: the same weights bit for bit, NaN stats."""
+    obs, obs_c, tr, tc = _data()
+    with_l, without = _critics(), _critics()
+    kw = dict(optimizer="adam", lr=3e-3, iters=2, minibatch_size=64, fused=fused)
+    s1 = fit_critics([(with_l[0], obs, tr), (with_l[1], obs_c, tc)], generator=torch.Generator().manual_seed(5), **kw)
+    s2 = fit_critics([(without[0], obs, tr), (without[1], obs_c, tc)], generator=torch.Generator().manual_seed(5),
+                     losses=False, **kw)
+    for a, b in zip(with_l, without, strict=True):
+        for p, q in zip(a.parameters(), b.parameters(), strict=True):
+            assert torch.equal(p, q)
+    assert all(s.loss_after < s.loss_before for s in s1)
+    assert all(s.loss_before != s.loss_before and s.loss_after != s.loss_after for s in s2)  # NaN
