@@ -7,10 +7,10 @@ But every random number a job uses is known before it runs, whenever its episode
 env's time limit (no early termination: every Safety-Gymnasium navigation task): the job draws
 its noise seed, then one reset seed per episode, from its share's generator
 (:func:`~metacpo.samplers.base.draw_noise_seed`, :func:`~metacpo.samplers.base.draw_reset_seed`),
-and episode ``e`` uses rows ``e T ...`` of its noise stream. The env's state after a reset
-depends on the reset before it (whether the fast reset reuses the compiled model: Car models
-differ by ~1e-16 reused and rebuilt), so each piece carries that reset and the worker repeats it
-when its env's last reset was another. :func:`plan_pieces` replays those
+and episode ``e`` uses rows ``e T ...`` of its noise stream. The env's state after a reset is
+not always a function of task and seed alone (a fresh env's first reset differs, for Car by
+~1e-16), so each piece carries the reset before it as planned and the worker repeats that
+reset when its env's last reset was another (:attr:`~metacpo.samplers.base.Piece.prev`). :func:`plan_pieces` replays those
 draws on copies of the share generators and cuts every job into its episodes
 (:class:`~metacpo.samplers.base.Piece`); :func:`spread_pieces` deals the pieces out to workers
 in equal numbers of steps; the rollouts run each piece as that one episode of its job, and

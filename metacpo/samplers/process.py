@@ -9,7 +9,9 @@ Protocol (parent -> worker over a ``multiprocessing.Pipe``; worker code is
 * ``("pieces", snapshots, {share: [(piece, task), ...]})`` -> ``("ok", [(piece, Batch), ...])``: single
   episodes of planned jobs with their seeds given (:mod:`metacpo.samplers.episodes`), run on the
   envs of the named shares; the worker's generators are not used (the parent keeps their states)
-* ``("get_state",)`` -> ``("ok", rng_states)``; ``("set_state", rng_states)`` -> ``("ok", None)``
+* ``("get_state",)`` -> ``("ok", rng_states)``; ``("set_state", rng_states[, last_resets])`` -> ``("ok", None)``
+  (``last_resets``: ``{share: (task, seed)}``, the reset each share's env last made as planned;
+  an env whose last reset was another repeats it, see :class:`~metacpo.samplers.base.Piece`)
 * ``("close",)`` -> the worker exits.
 * Any exception in a worker -> ``("error", WorkerError)`` (whether it is a ``ValueError``, its
   message and traceback); the parent raises ``ValueError`` (bad input, e.g. a task the env
@@ -64,6 +66,7 @@ from metacpo.samplers.base import (
     run_jobs_lockstep,
     note_last_resets,
     run_pieces,
+    set_task,
     worker_rng,
 )
 from metacpo.samplers.episodes import join_pieces, plan_pieces, spread_pieces
@@ -166,6 +169,12 @@ def worker_main(conn: Connection, env_id: str, seed: int, index: int, setup: Tas
             elif cmd == "set_state":
                 for v, state in msg[1].items():
                     rngs[v].bit_generator.state = state
+                for v, (task, seed) in (msg[2] if len(msg) > 2 else {}).items():  # envs back where the plan has them
+                    if last_resets.get(v) != (task, seed):
+                        if task is not None:
+                            set_task(envs[v], task)
+                        envs[v].reset(seed=seed)
+                        last_resets[v] = (task, seed)
                 conn.send(("ok", None))
             else:
                 conn.send(("error", WorkerError(is_value_error=False, message=f"unknown command {cmd!r}", traceback="")))
@@ -290,11 +299,16 @@ class ProcessSampler(Sampler):
         old.join(timeout=5)
         self._conns[i], self._procs[i] = self._spawn(i)
         self._recv(i, [])  # ready (a replacement that cannot start is a hard error)
-        self._conns[i].send(("set_state", self._hosted_states(i)))
+        self._conns[i].send(("set_state", self._hosted_states(i), self._hosted_last_resets(i)))
         self._recv(i, [])
 
     def _hosted(self, i: int) -> list[int]:
         return hosted_shares(i, num_workers=self._n, envs_per_worker=self.envs_per_worker)
+
+    def _hosted_last_resets(self, i: int) -> dict[int, tuple[Task, int]]:
+        """The last reset ``(task, seed)`` of worker ``i``'s shares' envs as planned, where known:
+        a replacement (fresh envs) repeats them, so its next episodes start as the dead one's would."""
+        return {v: self._last_resets[v] for v in self._hosted(i) if self._last_resets[v] is not None}
 
     def _hosted_states(self, i: int) -> dict[int, dict[str, Any]]:
         """The parent's copies of the generator states of worker ``i``'s shares."""
@@ -354,7 +368,7 @@ class ProcessSampler(Sampler):
         """Run ``jobs`` as planned: share ``v``'s jobs on its process, with its generator."""
         if self._workers_stale:  # pieces ran since the workers' generators last moved
             for i in range(self._n):
-                self._exchange({i: ("set_state", self._hosted_states(i))}, {i: []})
+                self._exchange({i: ("set_state", self._hosted_states(i), self._hosted_last_resets(i))}, {i: []})
             self._workers_stale = False
         per_worker: dict[int, list[Job]] = {}
         for j in jobs:  # j.worker is the share; process j.worker mod n runs it

@@ -113,28 +113,30 @@ def test_an_early_episode_end_is_detected():
 
 def test_process_sampler_spread_equals_as_planned(same_batch, caplog):
     """ProcessSampler with and without spread_episodes: the same batches and generator states over
-    calls that switch between the two (the workers' generators are brought up to date first),
-    and a call whose episodes end early is run again as planned, with a warning."""
+    calls that switch between the two (the workers' generators and envs are brought back to the
+    plan first), and a call whose episodes end early is run again as planned, with a warning. On
+    Car Button, whose reset depends on the reset before it (see Piece.prev)."""
     from metacpo.samplers.process import ProcessSampler
 
-    env_id = "SafetyPointStcircle1-v0"
+    env_id = "SafetyCarStbutton1-v0"
     tasks = get_distribution(env_id).sample_n(np.random.default_rng(2), 3)
     snaps = _snapshots(env_id, 3)
     with ProcessSampler(env_id, seed=5, num_workers=2) as spread, \
             ProcessSampler(env_id, seed=5, num_workers=2, spread_episodes=False) as planned:
-        for call in range(3):
+        for call in range(4):
             if call == 2:
                 spread.spread_episodes = False  # a planned call after spread ones
-            got = spread.sample(snapshot=snaps, num_steps=1500, tasks=tasks)
-            want = planned.sample(snapshot=snaps, num_steps=1500, tasks=tasks)
+            if call == 3:
+                spread.spread_episodes = True
+            got = spread.sample(snapshot=snaps, num_steps=1000, tasks=tasks)
+            want = planned.sample(snapshot=snaps, num_steps=1000, tasks=tasks)
             for b, e in zip(got, want, strict=True):
                 same_batch(b, e)
             assert spread.state_dict() == planned.state_dict()
-        spread.spread_episodes = True
-        spread.episode_steps = planned.episode_steps = 700  # longer than the env's 500: episodes end early
+        spread.episode_steps = planned.episode_steps = 1500  # longer than the env's 1000: episodes end early
         with caplog.at_level(logging.WARNING, logger="metacpo.samplers"):
-            got = spread.sample(snapshot=snaps[0], num_steps=1400, tasks=tasks[:1])
-        want = planned.sample(snapshot=snaps[0], num_steps=1400, tasks=tasks[:1])
+            got = spread.sample(snapshot=snaps[0], num_steps=1500, tasks=tasks[1:2])
+        want = planned.sample(snapshot=snaps[0], num_steps=1500, tasks=tasks[1:2])
         same_batch(got[0], want[0])
         assert spread.state_dict() == planned.state_dict()
         assert "ended before its time limit" in caplog.text and not spread._episodes_run_out
