@@ -565,21 +565,16 @@ def _rollout_steps(
     if num_steps <= 0:
         raise ValueError(f"num_steps must be positive, got {num_steps}")
     t0 = time.perf_counter()
-    if piece is None:
-        noise_rng, skip, block, seeds = np.random.default_rng(draw_noise_seed(rng)), 0, min(num_steps, 4096), None
-    else:  # one episode of a planned job, its seeds given (metacpo.samplers.episodes)
-        noise_rng, skip, block, seeds = np.random.default_rng(piece.noise_seed), piece.row, piece.noise_block, [piece.reset_seed]
+    capacity = num_steps if max_episodes is None else 1024  # exactly num_steps rows when the budget bounds the batch
+    noise_rng, skip, block, seeds = _rollout_draws(rng, piece, capacity)
     low, high = env.action_space.low, env.action_space.high
     clip = np.core.umath.clip
-    # Growable storage: exactly num_steps rows when the step budget bounds the batch.
-    record = _RolloutRecord(capacity=num_steps if max_episodes is None else 1024,
-                            obs_shape=tuple(env.observation_space.shape), act_dim=act_dim)
+    record = _RolloutRecord(capacity=capacity, obs_shape=tuple(env.observation_space.shape), act_dim=act_dim)
     next_a, act_a, lp_a, term_a, trunc_a, cut_a = record.arrays()
     rew_l, cost_l = record.rewards, record.costs
     stop = num_steps if max_episodes is None else 0  # the step count that cuts the batch (0: never)
     noises = (itertools.repeat((None, None)) if deterministic else
-              _noise_stream(noise_rng, block=min(len(next_a), 4096) if piece is None else block, act_dim=act_dim,
-                            dtype=noise_dtype, skip=skip))
+              _noise_stream(noise_rng, block=block, act_dim=act_dim, dtype=noise_dtype, skip=skip))
     steps = 0
     while True:
         obs = record.start_episode(env, draw_reset_seed(rng) if seeds is None else seeds.pop(), row=steps)
@@ -618,6 +613,18 @@ def _rollout_steps(
     if piece is not None:
         batch.info["early_end"] = steps < num_steps
     return batch
+
+
+def _rollout_draws(rng: np.random.Generator | None, piece: "Piece | None",
+                   capacity: int) -> tuple[np.random.Generator, int, int, list[int] | None]:
+    """A rollout's noise generator, first noise row, noise block size and reset seeds: from ``rng``
+    (its first draw seeds the noise; reset seeds None = one draw per episode, later), or given by
+    ``piece`` (one episode of a planned job, :mod:`metacpo.samplers.episodes`)."""
+    if piece is None:
+        if rng is None:
+            raise ValueError("a rollout needs a generator (rng) or a piece with its seeds")
+        return np.random.default_rng(draw_noise_seed(rng)), 0, min(capacity, 4096), None
+    return np.random.default_rng(piece.noise_seed), piece.row, piece.noise_block, [piece.reset_seed]
 
 
 def draw_noise_seed(rng: np.random.Generator) -> int:
