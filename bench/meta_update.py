@@ -23,9 +23,10 @@ step vs critic fitting).
 (3 tasks balanced over 2 workers, envs stepped in lockstep; other batches from the same
 distribution), one after the other in the same run.
 
-Measured (part 2, 2 cores, load 3.7-4.7, ``--skip-synthetic --iters 3 --envs-per-worker 1 3 1 3``):
-~3.0 s per meta-iteration, sampling 2.5 s, critic fit + normaliser 0.3 s, update 0.2 s, the same
-with envs_per_worker=3 (docs/results.md "Speed figures").
+Measured on an idle machine (part 2, 8d661f3, ``--skip-synthetic --iters 3 --planned
+--envs-per-worker 1 3``): 1.42-1.43 s per default meta-iteration (sampling 1.03 s, critic fit +
+normaliser 0.18 s, update 0.21 s); 1.67-1.89 s with ``spread_episodes=false``; 1.36-1.42 s with
+envs_per_worker=3 (docs/results.md "Speed figures").
 
 ``--planned`` runs part 2 also with ``sampler.spread_episodes=false`` (the jobs as planned, one
 worker with two thirds of the steps; the same batches), right after the default.

@@ -25,8 +25,9 @@ off (``planned``: every share's jobs on its own worker, one worker with two thir
 ``--envs-per-worker 2`` (default) also runs this tree with ``sampler.envs_per_worker = 2`` (more
 shares, envs stepped in lockstep; different batches from the same distribution, see docs/scaling.md).
 
-Measured on an idle machine (da69330, ``--rounds 2 --envs-per-worker 3``): sampling old 2.03 s,
-new 1.29 s (1.59x faster), k=3 1.01 s (2.05x faster; 1.96x raw physics per step per core).
+Measured on an idle machine (8d661f3, ``--rounds 2 --planned --envs-per-worker 3``): sampling old
+2.04-2.16 s, new 1.00-1.01 s (2.04x faster; 1.96x raw physics per step per core), planned
+1.30-1.31 s (1.59x), k=3 0.99-1.09 s. Earlier (da69330, before spreading): new 1.29 s, k=3 1.01 s.
 Measured (2 cores, load 3.3-3.9, ``--rounds 2 --envs-per-worker 2 3``, one run; x raw physics per
 step per core): wall old 5.46x / new 3.45x / k=2 3.69x / k=3 3.74x; workers' CPU 2.87x / 1.89x /
 1.98x / 1.94x; busiest worker 3.82x / 2.51x / 2.00x / 1.95x, i.e. 1.52x / 1.91x / 1.95x faster
