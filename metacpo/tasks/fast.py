@@ -368,14 +368,24 @@ class FastTaskMixin(FastBuildMixin):
                 raise RuntimeError(f"expected one weld between {name} and its object, found {len(weld)}")
             self._f_gremlins[name] = (body, model.geom(name).id, obj,
                                       int(model.jnt_qposadr[model.body_jntadr[obj]]), weld[0])
+        # other free bodies (vases, the push box): the body and its free joint's qpos address
+        paired = {n.replace("mocap", "obj") for n in config["mocaps"]}
+        self._f_free = {}
+        for name in config["free_geoms"]:
+            if name not in paired:
+                body = model.body(name).id
+                jnt = model.body_jntadr[body]
+                if jnt < 0 or model.jnt_type[jnt] != mujoco.mjtJoint.mjJNT_FREE or model.body_jntnum[body] != 1:
+                    raise RuntimeError(f"expected free body {name} to have one free joint")
+                self._f_free[name] = (body, int(model.jnt_qposadr[jnt]))
 
     @staticmethod
     def _movable(config: dict) -> bool:
-        """Whether every free body and mocap of ``config`` is a gremlin pair that :meth:`_reuse_model`
-        can move (other free bodies -- vases, the push box -- still rebuild)."""
+        """Whether :meth:`_reuse_model` can move every mocap of ``config``: gremlin pairs only (a
+        mocap body welded to its free body). Free bodies on their own (vases, the push box) move."""
         mocaps, free = config["mocaps"], config["free_geoms"]
         return (all(n.startswith("gremlin") and n.endswith("mocap") for n in mocaps)
-                and set(free) == {n.replace("mocap", "obj") for n in mocaps})
+                and {n.replace("mocap", "obj") for n in mocaps} <= set(free))
 
     def _reuse_model(self, config: dict) -> bool:
         if (config["free_geoms"] or config["mocaps"]) and not self._movable(config):
@@ -414,6 +424,15 @@ class FastTaskMixin(FastBuildMixin):
             quat = _compiled_quat(free["rot"])
             model.body_pos[obj] = pos
             model.body_quat[obj] = quat
+            for arr in (model.qpos0, model.qpos_spring):
+                arr[adr: adr + 3] = pos
+                arr[adr + 3: adr + 7] = quat
+        for name, (body, adr) in self._f_free.items():  # a free joint starts at its body's pose
+            free = config["free_geoms"][name]
+            pos = [_xml_float(v) for v in np.asarray(free["pos"])]
+            quat = _compiled_quat(free["rot"])
+            model.body_pos[body] = pos
+            model.body_quat[body] = quat
             for arr in (model.qpos0, model.qpos_spring):
                 arr[adr: adr + 3] = pos
                 arr[adr + 3: adr + 7] = quat

@@ -205,6 +205,27 @@ def test_gremlin_layouts_move_the_compiled_model(env_id):
     _assert_same_model(reuse.task, fresh.task)
 
 
+@pytest.mark.parametrize("env_id", ["SafetyPointGoal1-v0", "SafetyCarGoal2-v0", "SafetyPointPush1-v0",
+                                    "SafetyCarPush2-v0"])
+def test_free_body_layouts_move_the_compiled_model(env_id):
+    """Goal and Push (vases, the push box: free bodies on their own): a reset with a new layout
+    moves the compiled model -- bodies and their free joints' qpos0 -- and the result equals a
+    fresh compile of that layout, every model array and the state after reset."""
+    _MODEL_CACHE.clear()
+    reuse = make_env(env_id).unwrapped
+    reuse.reset(seed=1)
+    reuse.reset(seed=2)
+    assert reuse.task.reused_builds == 1 and reuse.task._f_free
+    _MODEL_CACHE.clear()
+    fresh = make_env(env_id).unwrapped
+    fresh.reset(seed=1)
+    _MODEL_CACHE.clear()
+    fresh.task._f_struct = None  # force an XML rebuild
+    fresh.reset(seed=2)
+    assert fresh.task.reused_builds == 0
+    _assert_same_model(reuse.task, fresh.task)
+
+
 @pytest.mark.parametrize("env_id", ["SafetyPointStcircle1-v0", "SafetyCarButton2-v0", "SafetyDoggoGoal1-v0"])
 def test_steps_without_sensors_keep_the_trajectory(monkeypatch, env_id):
     """fast_forward switches sensors off for its physics steps: state, solver warm start and
