@@ -240,7 +240,7 @@ class ProcessSampler(Sampler):
         self.spread_episodes = spread_episodes
         self._episodes_run_out = True  # no episode has ended before the time limit yet
         self._last_resets: list[tuple[Task, int] | None] = [None] * (n * envs_per_worker)  # per share, as planned
-        self._workers_stale = False  # the workers' generators lag the parent's copies (pieces ran)
+        self._workers_stale = False  # pieces ran: the workers' generators and envs are not where the plan has them
         self._ctx = mp.get_context(start_method)
         self.max_faults_per_call = max_faults_per_call
         self.fault_events: list[FaultEvent] = []
@@ -367,8 +367,8 @@ class ProcessSampler(Sampler):
                      jobs: list[Job]) -> list[tuple[Job, Batch]]:
         """Run ``jobs`` as planned: share ``v``'s jobs on its process, with its generator."""
         if self._workers_stale:  # pieces ran since the workers' generators last moved
-            for i in range(self._n):
-                self._exchange({i: ("set_state", self._hosted_states(i), self._hosted_last_resets(i))}, {i: []})
+            self._exchange({i: ("set_state", self._hosted_states(i), self._hosted_last_resets(i)) for i in range(self._n)},
+                           {i: [] for i in range(self._n)})
             self._workers_stale = False
         per_worker: dict[int, list[Job]] = {}
         for j in jobs:  # j.worker is the share; process j.worker mod n runs it
@@ -399,9 +399,11 @@ class ProcessSampler(Sampler):
                 w = slot // k
                 per_worker.setdefault(w, {})[self._hosted(w)[slot % k]] = [(p, task_list[p.task_index]) for p in ps]
         msgs = {w: ("pieces", snapshots, q) for w, q in per_worker.items()}
-        joined = join_pieces([item for out in self._exchange(msgs, {w: jobs for w in msgs}).values() for item in out])
+        replies = self._exchange(msgs, {w: jobs for w in msgs})
+        self._workers_stale = True  # their envs ran other shares' episodes; their generators did not move
+        joined = join_pieces([item for out in replies.values() for item in out])
         if joined is not None:
-            self._states, self._last_resets, self._workers_stale = after, last, True
+            self._states, self._last_resets = after, last
         return joined
 
     def _exchange(self, msgs: Mapping[int, tuple[Any, ...]], jobs: Mapping[int, Sequence[Any]]) -> dict[int, Any]:
