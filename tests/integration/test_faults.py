@@ -169,7 +169,7 @@ def test_worker_killed_at_any_moment_gives_the_no_fault_batches(kill_when_busy, 
     steps = 3000
     points = ["none (a share's first call runs its jobs as planned)", "none (measures worker 0's CPU per call)",
               "idle, both workers", "rollout, worker 0 early", "rollout, worker 0 late", "rollout, both workers",
-              "mid-send, worker 1"]  # from the second call on, each call's episodes are spread over the workers
+              "none, as planned from here", "mid-send, worker 1"]  # calls 2-6: episodes spread over the workers
     with LocalSampler(ENV, seed=5, num_virtual_workers=2) as loc:
         expected = [loc.sample(snapshot=snap, num_steps=steps, tasks=TASKS3) for _ in points]
         final_state = loc.state_dict()
@@ -182,8 +182,8 @@ def test_worker_killed_at_any_moment_gives_the_no_fault_batches(kill_when_busy, 
             killers: list = []
             cpu0 = cpu_seconds(pids[0])
             died = 0
-            if point.startswith("none"):
-                pass
+            if point.startswith("none"):  # the first planned call after spread ones also syncs the workers
+                proc.spread_episodes = not point.endswith("as planned from here")
             elif point.startswith("idle"):
                 for i, pid in enumerate(pids):
                     os.kill(pid, signal.SIGKILL)
@@ -195,17 +195,16 @@ def test_worker_killed_at_any_moment_gives_the_no_fault_batches(kill_when_busy, 
                 killers, died = [kill_when_busy(pids[0], cpu=0.75 * call_cpu)], 1
             elif point == "rollout, both workers":
                 killers, died = [kill_when_busy(pids[0], cpu=0.05), kill_when_busy(pids[1], cpu=0.05)], 2
-            else:  # needs worker 1 done long before worker 0: this call runs its jobs as planned
-                proc.spread_episodes = False
+            else:  # needs worker 1 done long before worker 0: as planned (and no sync reply to mistake for it)
                 killers, died = [MidSendKiller(proc, 1)], 1
             got = proc.sample(snapshot=snap, num_steps=steps, tasks=TASKS3)
-            if point.startswith("none"):
+            if point.startswith("none (measures"):
                 call_cpu = cpu_seconds(pids[0]) - cpu0
             for kl in killers:
                 kl.stop()
                 assert kl.killed, f"{point}: the work finished before the kill"
             if point.startswith("mid-send"):
-                assert 0 < killers[0].pending < reply_bytes, "the worker was not killed part-way through its reply"
+                assert 0 < killers[0].pending < reply_bytes, ("the worker was not killed part-way through its reply", killers[0].pending, reply_bytes)
             faults += died
             assert proc.fault_count == faults, point
             assert [b.task for b in got] == TASKS3
