@@ -255,6 +255,17 @@ def with_fast_build(task_class: type) -> type:
     return cls
 
 
+def _place_body(model: Any, body: int, qpos_adr: int | None, pos: list[float], quat: np.ndarray) -> None:
+    """Put ``body`` at ``pos``/``quat`` as the compiler would; a free joint (its qpos at ``qpos_adr``)
+    starts at that pose (``qpos0``, ``qpos_spring``)."""
+    model.body_pos[body] = pos
+    model.body_quat[body] = quat
+    if qpos_adr is not None:
+        for arr in (model.qpos0, model.qpos_spring):
+            arr[qpos_adr: qpos_adr + 3] = pos
+            arr[qpos_adr + 3: qpos_adr + 7] = quat
+
+
 def _structure_key(config: dict, resizable: frozenset[str] = frozenset()) -> tuple:
     """Everything of a world config that shapes the compiled model except positions/rotations
     (and the sizes of the ``resizable`` geoms)."""
@@ -420,32 +431,13 @@ class FastTaskMixin(FastBuildMixin):
             model.body_iquat[body] = quat
             model.eq_data[weld, 3:6] = pos
             model.eq_data[weld, 6:10] = quat
-            pos = [_xml_float(v) for v in np.asarray(free["pos"])]
-            quat = _compiled_quat(free["rot"])
-            model.body_pos[obj] = pos
-            model.body_quat[obj] = quat
-            for arr in (model.qpos0, model.qpos_spring):
-                arr[adr: adr + 3] = pos
-                arr[adr + 3: adr + 7] = quat
-        for name, (body, adr) in self._f_free.items():  # a free joint starts at its body's pose
+            _place_body(model, obj, adr, [_xml_float(v) for v in np.asarray(free["pos"])], _compiled_quat(free["rot"]))
+        for name, (body, adr) in self._f_free.items():  # vases, the push box
             free = config["free_geoms"][name]
-            pos = [_xml_float(v) for v in np.asarray(free["pos"])]
-            quat = _compiled_quat(free["rot"])
-            model.body_pos[body] = pos
-            model.body_quat[body] = quat
-            for arr in (model.qpos0, model.qpos_spring):
-                arr[adr: adr + 3] = pos
-                arr[adr + 3: adr + 7] = quat
-        agent = self._f_agent_body_id
-        pos = [_xml_float(v) for v in np.r_[config["agent_xy"], self.agent.z_height]]
-        quat = _compiled_quat(config["agent_rot"])
-        model.body_pos[agent] = pos
-        model.body_quat[agent] = quat
-        adr = self._f_agent_free_qpos
-        if adr is not None:  # a free joint starts at the body's pose; hinge/slide joints at 0
-            for arr in (model.qpos0, model.qpos_spring):
-                arr[adr: adr + 3] = pos
-                arr[adr + 3: adr + 7] = quat
+            _place_body(model, body, adr, [_xml_float(v) for v in np.asarray(free["pos"])], _compiled_quat(free["rot"]))
+        _place_body(model, self._f_agent_body_id, self._f_agent_free_qpos,  # hinge/slide joints start at 0
+                    [_xml_float(v) for v in np.r_[config["agent_xy"], self.agent.z_height]],
+                    _compiled_quat(config["agent_rot"]))
         mujoco.mj_setConst(model, mujoco.MjData(model))
         data = mujoco.MjData(model)
         mujoco.mj_forward(model, data)  # World.build
