@@ -407,13 +407,25 @@ def run_pieces(
     return policy, out
 
 
-def note_last_resets(last_resets: dict[int, tuple[Task, int]], work: Sequence[tuple["Job", Task]],
-                     outputs: Sequence[tuple["Job", Batch]], *, envs_of: Callable[["Job"], int]) -> None:
-    """After jobs ran as planned: record each env's last reset ``(task, seed)`` (for :func:`run_pieces`)."""
+def note_last_resets(last_resets: "dict[int, tuple[Task, int]] | list[tuple[Task, int] | None]",
+                     work: Sequence[tuple["Job", Task]], outputs: Sequence[tuple["Job", Batch]]) -> None:
+    """After jobs ran as planned (``outputs`` in each share's order): record each share's last
+    reset ``(task, seed)`` at ``last_resets[share]`` (for :func:`run_pieces`)."""
     tasks = {job: task for job, task in work}
-    for job, b in outputs:  # a share's jobs come out in its order
+    for job, b in outputs:
         if b.info["episode_seeds"]:
-            last_resets[envs_of(job)] = (tasks[job], b.info["episode_seeds"][-1])
+            last_resets[job.worker] = (tasks[job], b.info["episode_seeds"][-1])
+
+
+def repeat_reset(env: Any, key: int, last_resets: dict[int, tuple[Task, int]], reset: tuple[Task, int]) -> None:
+    """Make ``reset`` (``(task, seed)``) the last reset of ``env`` (``last_resets[key]``), repeating
+    it unless it already is (see :attr:`Piece.prev`)."""
+    if last_resets.get(key) != reset:
+        task, seed = reset
+        if task is not None:
+            set_task(env, task)
+        env.reset(seed=seed)
+        last_resets[key] = reset
 
 
 class _RunningJob:
@@ -459,11 +471,7 @@ def _step_shares_in_lockstep(
             actors[id(snap)] = NumpyActor(snap.load_into(policy))
         piece = job if isinstance(job, Piece) else None
         if piece is not None and last_resets is not None:
-            if last_resets.get(v) != piece.prev:  # the reset before it, as planned (see Piece.prev)
-                prev_task, prev_seed = piece.prev
-                if prev_task is not None:
-                    set_task(envs[v], prev_task)
-                envs[v].reset(seed=prev_seed)
+            repeat_reset(envs[v], v, last_resets, piece.prev)  # the reset before it, as planned
             last_resets[v] = (task, piece.reset_seed)
         if task is not None:
             set_task(envs[v], task)

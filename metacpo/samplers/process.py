@@ -61,12 +61,12 @@ from metacpo.samplers.base import (
     check_rng_states,
     make_env_for,
     episode_limit,
+    note_last_resets,
     plan_call,
+    repeat_reset,
     run_jobs,
     run_jobs_lockstep,
-    note_last_resets,
     run_pieces,
-    set_task,
     worker_rng,
 )
 from metacpo.samplers.episodes import join_pieces, plan_pieces, spread_pieces
@@ -159,7 +159,7 @@ def worker_main(conn: Connection, env_id: str, seed: int, index: int, setup: Tas
                     policy, out = run_jobs(envs[index], policy, snapshots, work, rngs[index], worker=index)
                 else:  # the shares' envs stepped together, one batched policy pass per step
                     policy, out = run_jobs_lockstep(envs, policy, snapshots, work, rngs)
-                note_last_resets(last_resets, work, out, envs_of=lambda job: job.worker)
+                note_last_resets(last_resets, work, out)
                 conn.send(("ok", (out, {v: r.bit_generator.state for v, r in rngs.items()})))
             elif cmd == "pieces":  # episodes of planned jobs, seeds given (metacpo.samplers.episodes)
                 policy, out = run_pieces(envs, policy, msg[1], msg[2], last_resets)
@@ -169,12 +169,8 @@ def worker_main(conn: Connection, env_id: str, seed: int, index: int, setup: Tas
             elif cmd == "set_state":
                 for v, state in msg[1].items():
                     rngs[v].bit_generator.state = state
-                for v, (task, seed) in (msg[2] if len(msg) > 2 else {}).items():  # envs back where the plan has them
-                    if last_resets.get(v) != (task, seed):
-                        if task is not None:
-                            set_task(envs[v], task)
-                        envs[v].reset(seed=seed)
-                        last_resets[v] = (task, seed)
+                for v, reset in (msg[2] if len(msg) > 2 else {}).items():  # envs back where the plan has them
+                    repeat_reset(envs[v], v, last_resets, reset)
                 conn.send(("ok", None))
             else:
                 conn.send(("error", WorkerError(is_value_error=False, message=f"unknown command {cmd!r}", traceback="")))
@@ -380,10 +376,8 @@ class ProcessSampler(Sampler):
             for v, st in state.items():
                 self._states[v] = st
             outputs.extend(out)
-        by_job = dict(outputs)
-        for j in jobs:  # plan order: a share's last job last
-            if by_job[j].info["episode_seeds"]:
-                self._last_resets[j.worker] = (task_list[j.task_index], by_job[j].info["episode_seeds"][-1])
+        by_job = dict(outputs)  # in plan order below: a share's last job last
+        note_last_resets(self._last_resets, [(j, task_list[j.task_index]) for j in jobs], [(j, by_job[j]) for j in jobs])
         return outputs
 
     def _sample_pieces(self, task_list: list[Task], snapshots: list[PolicySnapshot],
