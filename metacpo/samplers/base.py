@@ -936,3 +936,38 @@ def check_rng_states(state: Mapping[str, Any], num_workers: int) -> list[dict[st
         got = len(rngs) if isinstance(rngs, list) else type(rngs).__name__
         raise ValueError(f"sampler state holds {got} worker generator states; this sampler has {num_workers} workers")
     return rngs
+
+
+def resets_to_state(last_resets: Sequence[tuple[Task, int] | None]) -> list[dict[str, Any] | None]:
+    """Each share's last reset ``(task, seed)`` as plain data for a checkpoint (``None``: unknown):
+    ``{"task": task.as_dict() or None, "seed": int}``, numbers as Python numbers."""
+    def plain(x: Any) -> Any:
+        return x.item() if isinstance(x, np.generic) else x
+
+    return [None if r is None else
+            {"task": None if r[0] is None else {k: plain(v) for k, v in r[0].as_dict().items()}, "seed": int(r[1])}
+            for r in last_resets]
+
+
+def resets_from_state(env_id: str, state: Mapping[str, Any], num_shares: int) -> list[tuple[Task, int] | None]:
+    """The inverse of :func:`resets_to_state` for a sampler of ``env_id`` (tasks rebuilt as the
+    env's family's task type). A state without ``last_resets`` (older checkpoints) gives all
+    ``None``: the next call then runs as planned and the envs' first resets are fresh ones."""
+    saved = state.get("last_resets")
+    if saved is None:
+        return [None] * num_shares
+    if not isinstance(saved, list) or len(saved) != num_shares:
+        got = len(saved) if isinstance(saved, list) else type(saved).__name__
+        raise ValueError(f"sampler state holds {got} last resets; this sampler has {num_shares} env shares")
+    out: list[tuple[Task, int] | None] = []
+    for r in saved:
+        if r is None:
+            out.append(None)
+            continue
+        task = r["task"]
+        if task is not None:
+            from metacpo.tasks.spec import get_family, parse_env_id
+
+            task = get_family(parse_env_id(env_id)[1]).task_type(**task)
+        out.append((task, int(r["seed"])))
+    return out

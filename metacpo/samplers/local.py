@@ -16,7 +16,11 @@ from metacpo.samplers.base import (
     check_rng_states,
     make_env_for,
     episode_limit,
+    note_last_resets,
     plan_call,
+    repeat_reset,
+    resets_from_state,
+    resets_to_state,
     run_jobs,
     worker_rng,
 )
@@ -39,6 +43,7 @@ class LocalSampler(Sampler):
         self._env = make_env_for(env_id, seed=seed)  # our stochastic ids: the default task follows the seed
         self._rngs = [worker_rng(seed, i) for i in range(num_virtual_workers)]
         self._policy: GaussianMLPPolicy | None = None
+        self._last_resets: list[tuple[Task, int] | None] = [None] * num_virtual_workers  # each share's last reset
 
     @property
     def num_workers(self) -> int:
@@ -62,15 +67,24 @@ class LocalSampler(Sampler):
         for w in range(self._n):
             work = [(j, task_list[j.task_index]) for j in jobs if j.worker == w]
             self._policy, out = run_jobs(self._env, self._policy, snapshots, work, self._rngs[w], worker=w)
+            note_last_resets(self._last_resets, work, out)
             outputs.extend(out)
         return assemble(task_list, outputs)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"worker_rngs": [r.bit_generator.state for r in self._rngs]}
+        # The same format as ProcessSampler's (the states are interchangeable).
+        return {"worker_rngs": [r.bit_generator.state for r in self._rngs],
+                "last_resets": resets_to_state(self._last_resets)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        for r, s in zip(self._rngs, check_rng_states(state, self._n), strict=True):
+        rngs = check_rng_states(state, self._n)
+        last = resets_from_state(self.env_id, state, self._n)
+        for r, s in zip(self._rngs, rngs, strict=True):
             r.bit_generator.state = s
+        self._last_resets = last
+        known = [x for x in last if x is not None]
+        if known:  # the one env's last reset was the last share's: a fresh env repeats it (Piece.prev)
+            repeat_reset(self._env, 0, {}, known[-1])
 
     def close(self) -> None:
         if self._env is not None:

@@ -62,6 +62,8 @@ from metacpo.samplers.base import (
     make_env_for,
     episode_limit,
     note_last_resets,
+    resets_from_state,
+    resets_to_state,
     plan_call,
     repeat_reset,
     run_jobs,
@@ -427,17 +429,21 @@ class ProcessSampler(Sampler):
         return replies
 
     def state_dict(self) -> dict[str, Any]:
-        # The parent's copies equal the workers' states (every reply carries the state).
-        return {"worker_rngs": copy.deepcopy(self._states)}
+        # The parent's copies equal the workers' states (every reply carries the state). The shares'
+        # last resets as planned let a resumed sampler's fresh envs repeat them: a fresh env's first
+        # reset differs from later ones on Car (Piece.prev), so without them a resume is exact on
+        # Point only.
+        return {"worker_rngs": copy.deepcopy(self._states), "last_resets": resets_to_state(self._last_resets)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         rngs = check_rng_states(state, self._shares)
+        last = resets_from_state(self.env_id, state, self._shares)  # all None from older checkpoints
         self._states = copy.deepcopy(list(rngs))
-        self._last_resets = [None] * self._shares  # unknown: the next call runs as planned
+        self._last_resets = last
         self._workers_stale = False  # sent to the workers just below
         for i in range(self._n):
             try:
-                self._conns[i].send(("set_state", self._hosted_states(i)))
+                self._conns[i].send(("set_state", self._hosted_states(i), self._hosted_last_resets(i)))
                 self._recv(i, [])
             except (OSError, WorkerDied):  # dead while idle: the replacement starts at the new state
                 self._replace(i)

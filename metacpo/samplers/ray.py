@@ -45,7 +45,11 @@ from metacpo.samplers.base import (
     check_rng_states,
     make_env_for,
     episode_limit,
+    note_last_resets,
     plan_call,
+    repeat_reset,
+    resets_from_state,
+    resets_to_state,
     run_jobs,
     worker_rng,
 )
@@ -123,6 +127,7 @@ class SamplerActor:
         self.env = make_env_for(env_id, seed=seed)  # our ids: the default task is a function of the seed
         self.rng = worker_rng(seed, index)
         self.policy: Any = None
+        self.last_resets: dict[int, tuple[Task, int]] = {}  # {index: (task, seed)} of the env's last reset
 
     def pid(self) -> int:
         return os.getpid()
@@ -130,10 +135,15 @@ class SamplerActor:
     def sample(self, snapshots: Sequence[PolicySnapshot], work: Sequence[tuple[Job, Task]]) -> tuple[list[tuple[Job, Batch]], dict[str, Any]]:
         """Run ``work`` in order; returns the parts and the generator state afterwards."""
         self.policy, out = run_jobs(self.env, self.policy, snapshots, work, self.rng, worker=self.index)
+        note_last_resets(self.last_resets, work, out)
         return out, self.rng.bit_generator.state
 
-    def set_state(self, state: Mapping[str, Any]) -> None:
+    def set_state(self, state: Mapping[str, Any], last_reset: tuple[Task, int] | None = None) -> None:
+        """Restore the generator and, if given, make ``last_reset`` the env's last reset (repeated on a
+        fresh env: on Car a fresh env's first reset differs from later ones, see Piece.prev)."""
         self.rng.bit_generator.state = dict(state)
+        if last_reset is not None:
+            repeat_reset(self.env, self.index, self.last_resets, last_reset)
 
     def get_state(self) -> dict[str, Any]:
         return self.rng.bit_generator.state
@@ -216,6 +226,7 @@ class RaySampler(Sampler):
             self._n = n
             self._actor_cls = ray.remote(SamplerActor).options(num_cpus=num_cpus_per_worker, max_restarts=0)
             self._states: list[dict[str, Any]] = [worker_rng(seed, i).bit_generator.state for i in range(n)]
+            self._last_resets: list[tuple[Task, int] | None] = [None] * n  # each actor env's last reset
             self._actors = [self._actor_cls.remote(env_id, seed, i, task_setup) for i in range(n)]
             self._pids = self._get_all([a.pid.remote() for a in self._actors], "start")
         except BaseException:
@@ -254,7 +265,7 @@ class RaySampler(Sampler):
         actor = self._actor_cls.remote(self.env_id, self._seed, i, self.task_setup)
         self._actors[i] = actor
         self._pids[i] = self._get_all([actor.pid.remote()], "restart")[0]
-        self._get_all([actor.set_state.remote(self._states[i])], "restore its generator")
+        self._get_all([actor.set_state.remote(self._states[i], self._last_resets[i])], "restore its generator")
 
     def _fault(self, w: int, jobs: int, faults: list[int], exc: BaseException) -> None:
         faults[0] += 1
@@ -292,16 +303,20 @@ class RaySampler(Sampler):
                     self._fault(w, len(work), faults, exc)
                     refs[w] = self._actors[w].sample.remote(snap_ref, work)
             self._states[w] = state
+            note_last_resets(self._last_resets, work, out)
             outputs.extend(out)
         return assemble(task_list, outputs)
 
     def state_dict(self) -> dict[str, Any]:
-        # The driver's copies equal the actors' states (every reply carries the state).
-        return {"worker_rngs": copy.deepcopy(self._states)}
+        # The driver's copies equal the actors' states (every reply carries the state); the envs'
+        # last resets let resumed actors' fresh envs repeat them (exact resume on Car, see Piece.prev).
+        return {"worker_rngs": copy.deepcopy(self._states), "last_resets": resets_to_state(self._last_resets)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self._states = copy.deepcopy(list(check_rng_states(state, self._n)))
-        refs = [a.set_state.remote(s) for a, s in zip(self._actors, self._states, strict=True)]
+        states = copy.deepcopy(list(check_rng_states(state, self._n)))
+        self._last_resets = resets_from_state(self.env_id, state, self._n)  # all None from older checkpoints
+        self._states = states
+        refs = [a.set_state.remote(s, r) for a, s, r in zip(self._actors, self._states, self._last_resets, strict=True)]
         for i, ref in enumerate(refs):
             try:
                 self._ray.get(ref)

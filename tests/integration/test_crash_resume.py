@@ -85,3 +85,20 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_rows(tmp_path):
     assert _rows(write_dir) == expected
     for d in (ref_dir, mid_dir, write_dir):
         assert load_checkpoint(d / "checkpoint.pt")["iteration"] == ITERS
+
+
+def test_resume_on_car_with_worker_processes_reproduces_the_rows(tmp_path):
+    """On Car a fresh env's first reset differs (~1e-16) from later ones, and a resumed run's workers
+    start with fresh envs: the checkpoint keeps every share's last reset and the new workers repeat it,
+    so a run stopped after 2 iterations and resumed to 5 writes the rows of an uninterrupted 5-iteration
+    run (process sampler, 2 workers, episodes spread over them)."""
+    args = ["--algo", "cpo", "--env-id", "SafetyCarStcircle1-v0", "--sampler", "process", "--workers", "2",
+            "--steps-per-iter", "1000", "--seed", "2", "--no-progress", "--set", "run.tensorboard=false",
+            "--set", "policy.hidden=[8]", "--set", "critic.hidden=[8]"]
+    ref_dir, part_dir = tmp_path / "ref", tmp_path / "part"
+    _finish(_train(*args, "--iters", "5", "--run-dir", str(ref_dir)))
+    _finish(_train(*args, "--iters", "2", "--run-dir", str(part_dir)))
+    _finish(_train("--resume", str(part_dir), "--iters", "5", "--no-progress"))
+    expected = _rows(ref_dir)
+    assert [r["iteration"] for r in expected] == [str(i) for i in range(5)]
+    assert _rows(part_dir) == expected

@@ -140,3 +140,52 @@ def test_process_sampler_spread_equals_as_planned(same_batch, caplog):
         same_batch(got[0], want[0])
         assert spread.state_dict() == planned.state_dict()
         assert "ended before its time limit" in caplog.text and not spread._episodes_run_out
+
+
+
+def check_resume_on_car(make_sampler, same_batch, tmp_path, *, check_old: bool = False) -> None:
+    """A fresh sampler (``make_sampler(seed)``, a context manager) loaded from a checkpointed state
+    returns the batches the running one returns next, on Car Button, where a fresh env's first reset
+    differs from later ones: the state keeps every share's last reset (through torch.save and
+    torch.load(weights_only=True)) and the fresh envs repeat it. ``check_old``: without it (an older
+    checkpoint) the next call starts from fresh envs and its episodes differ (measured on the process
+    backend in this case; with the one env of LocalSampler it happens not to show here)."""
+    import torch
+
+    env_id = "SafetyCarStbutton1-v0"
+    tasks = get_distribution(env_id).sample_n(np.random.default_rng(4), 3)
+    snaps = _snapshots(env_id, 3)
+    with make_sampler(env_id, 6) as running:
+        for _ in range(2):  # a share's first call runs as planned, the second spread (ProcessSampler)
+            running.sample(snapshot=snaps, num_steps=1000, tasks=tasks)
+        torch.save(running.state_dict(), tmp_path / "state.pt")
+        want = running.sample(snapshot=snaps, num_steps=1000, tasks=tasks)
+        after = running.state_dict()
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    assert len(state["last_resets"]) == 2
+    assert all(isinstance(r["task"], dict) and isinstance(r["seed"], int) for r in state["last_resets"])
+    with make_sampler(env_id, 0) as resumed:
+        resumed.load_state_dict(state)
+        got = resumed.sample(snapshot=snaps, num_steps=1000, tasks=tasks)
+        assert resumed.state_dict() == after
+    for b, e in zip(got, want, strict=True):
+        same_batch(b, e)
+    if not check_old:
+        return
+    with make_sampler(env_id, 0) as resumed_old:
+        resumed_old.load_state_dict({"worker_rngs": state["worker_rngs"]})
+        got_old = resumed_old.sample(snapshot=snaps, num_steps=1000, tasks=tasks)
+    assert any(not np.array_equal(b.obs, e.obs) for b, e in zip(got_old, want, strict=True))
+
+
+@pytest.mark.parametrize("backend", ["process", "local"])
+def test_a_resumed_sampler_continues_bit_for_bit_on_car(same_batch, tmp_path, backend):
+    from metacpo.samplers import LocalSampler
+    from metacpo.samplers.process import ProcessSampler
+
+    if backend == "process":
+        check_resume_on_car(lambda env_id, seed: ProcessSampler(env_id, seed=seed, num_workers=2), same_batch, tmp_path,
+                            check_old=True)
+    else:
+        check_resume_on_car(lambda env_id, seed: LocalSampler(env_id, seed=seed, num_virtual_workers=2), same_batch,
+                            tmp_path)

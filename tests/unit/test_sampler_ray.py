@@ -26,7 +26,7 @@ TASKS = get_distribution(ENV).sample_n(np.random.default_rng(1), 3)
 def ray_sampler():
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+    ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
              object_store_memory=100 * 1024**2, logging_level=logging.WARNING)
     try:
         with RaySampler(ENV, seed=7, num_workers=2) as s:
@@ -82,9 +82,9 @@ def test_ray_equals_local_spreads_tasks_over_actors_and_round_trips_state(ray_sa
 def test_factory_and_bad_sizes_fail_loudly(ray_sampler):
     with pytest.raises(ValueError, match="unknown sampler kind 'dask'"):
         make_sampler("dask", ENV, seed=0)
-    # The module's sampler holds both CPUs: a second one fails at once instead of waiting forever.
-    with pytest.raises(ValueError, match=r"need 1 CPUs but the Ray cluster has 0 free \(of 2\)"):
-        RaySampler(ENV, seed=0, num_workers=1)
+    # The module's sampler holds 2 of the 3 CPUs: a second one too large fails at once instead of waiting forever.
+    with pytest.raises(ValueError, match=r"need 2 CPUs but the Ray cluster has 1 free \(of 3\)"):
+        RaySampler(ENV, seed=0, num_workers=2)
     with pytest.raises(ValueError, match="num_workers must be positive"):
         RaySampler(ENV, seed=0, num_workers=0)
     import ray
@@ -121,3 +121,12 @@ def test_actor_killed_mid_sample_is_replaced_and_batch_is_unchanged(ray_sampler,
         same_batch(g, e)
     nxt = s.sample(snapshot=snap, num_steps=200, tasks=TASKS[:1])  # the replacement keeps its stream
     same_batch(nxt[0], expected_next[0])
+
+
+def test_resumed_actors_continue_bit_for_bit_on_car(ray_sampler, same_batch, tmp_path):
+    """As tests/unit/test_episodes.py::check_resume_on_car: fresh actors repeat the checkpointed last
+    resets (two quarter-CPU actors beside the module's sampler)."""
+    from tests.unit.test_episodes import check_resume_on_car
+
+    check_resume_on_car(lambda env_id, seed: RaySampler(env_id, seed=seed, num_workers=2, num_cpus_per_worker=0.25),
+                        same_batch, tmp_path)
