@@ -191,8 +191,9 @@ def test_worker_killed_at_any_moment_gives_the_no_fault_batches(kill_when_busy, 
                 died = 2
             elif point == "rollout, worker 0 early":
                 killers, died = [kill_when_busy(pids[0], cpu=0.02)], 1
-            elif point == "rollout, worker 0 late":  # after 75% of its CPU in a call
-                killers, died = [kill_when_busy(pids[0], cpu=0.75 * call_cpu)], 1
+            elif point == "rollout, worker 0 late":  # after half its CPU in a call (at 75% the killer's
+                # thread, polling every 2 ms, missed the last quarter once on a loaded 2-core machine)
+                killers, died = [kill_when_busy(pids[0], cpu=0.5 * call_cpu)], 1
             elif point == "rollout, both workers":
                 killers, died = [kill_when_busy(pids[0], cpu=0.05), kill_when_busy(pids[1], cpu=0.05)], 2
             else:  # needs worker 1 done long before worker 0: as planned (and no sync reply to mistake for it)
