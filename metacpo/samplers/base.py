@@ -959,15 +959,9 @@ def resets_from_state(env_id: str, state: Mapping[str, Any], num_shares: int) ->
     if not isinstance(saved, list) or len(saved) != num_shares:
         got = len(saved) if isinstance(saved, list) else type(saved).__name__
         raise ValueError(f"sampler state holds {got} last resets; this sampler has {num_shares} env shares")
-    out: list[tuple[Task, int] | None] = []
-    for r in saved:
-        if r is None:
-            out.append(None)
-            continue
-        task = r["task"]
-        if task is not None:
-            from metacpo.tasks.spec import get_family, parse_env_id
+    if any(r is not None and r["task"] is not None for r in saved):
+        from metacpo.tasks.spec import get_family, parse_env_id
 
-            task = get_family(parse_env_id(env_id)[1]).task_type(**task)
-        out.append((task, int(r["seed"])))
-    return out
+        task_type = get_family(parse_env_id(env_id)[1]).task_type
+    return [None if r is None else (None if r["task"] is None else task_type(**r["task"]), int(r["seed"]))
+            for r in saved]

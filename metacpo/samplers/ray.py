@@ -127,7 +127,6 @@ class SamplerActor:
         self.env = make_env_for(env_id, seed=seed)  # our ids: the default task is a function of the seed
         self.rng = worker_rng(seed, index)
         self.policy: Any = None
-        self.last_resets: dict[int, tuple[Task, int]] = {}  # {index: (task, seed)} of the env's last reset
 
     def pid(self) -> int:
         return os.getpid()
@@ -135,15 +134,14 @@ class SamplerActor:
     def sample(self, snapshots: Sequence[PolicySnapshot], work: Sequence[tuple[Job, Task]]) -> tuple[list[tuple[Job, Batch]], dict[str, Any]]:
         """Run ``work`` in order; returns the parts and the generator state afterwards."""
         self.policy, out = run_jobs(self.env, self.policy, snapshots, work, self.rng, worker=self.index)
-        note_last_resets(self.last_resets, work, out)
         return out, self.rng.bit_generator.state
 
     def set_state(self, state: Mapping[str, Any], last_reset: tuple[Task, int] | None = None) -> None:
-        """Restore the generator and, if given, make ``last_reset`` the env's last reset (repeated on a
-        fresh env: on Car a fresh env's first reset differs from later ones, see Piece.prev)."""
+        """Restore the generator and, if given, repeat ``last_reset`` (the driver's record of this env's
+        last reset): a fresh env's first reset differs from later ones on Car (see Piece.prev)."""
         self.rng.bit_generator.state = dict(state)
         if last_reset is not None:
-            repeat_reset(self.env, self.index, self.last_resets, last_reset)
+            repeat_reset(self.env, self.index, {}, last_reset)
 
     def get_state(self) -> dict[str, Any]:
         return self.rng.bit_generator.state
@@ -313,9 +311,9 @@ class RaySampler(Sampler):
         return {"worker_rngs": copy.deepcopy(self._states), "last_resets": resets_to_state(self._last_resets)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        states = copy.deepcopy(list(check_rng_states(state, self._n)))
+        rngs = check_rng_states(state, self._n)
         self._last_resets = resets_from_state(self.env_id, state, self._n)  # all None from older checkpoints
-        self._states = states
+        self._states = copy.deepcopy(list(rngs))
         refs = [a.set_state.remote(s, r) for a, s, r in zip(self._actors, self._states, self._last_resets, strict=True)]
         for i, ref in enumerate(refs):
             try:

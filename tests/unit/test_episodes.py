@@ -142,7 +142,6 @@ def test_process_sampler_spread_equals_as_planned(same_batch, caplog):
         assert "ended before its time limit" in caplog.text and not spread._episodes_run_out
 
 
-
 def check_resume_on_car(make_sampler, same_batch, tmp_path, *, check_old: bool = False) -> None:
     """A fresh sampler (``make_sampler(seed)``, a context manager) loaded from a checkpointed state
     returns the batches the running one returns next, on Car Button, where a fresh env's first reset
