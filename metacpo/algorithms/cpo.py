@@ -28,6 +28,7 @@ from metacpo.algorithms.common import (
     advantages_finite,
     surrogate_losses,
 )
+from metacpo.algorithms.lagrange import LagrangeMultiplier, penalised
 from metacpo.algorithms.margin import CostMargin
 from metacpo.algorithms.timing import Stopwatch
 from metacpo.algorithms.trust_region import (
@@ -107,6 +108,8 @@ class IterationStats:
     update_seconds: float
     margin: float = math.nan
     prediction_error: float = math.nan
+    multiplier: float = math.nan
+    """TRPO-Lagrangian's lambda for this iteration's step (nan for the other algorithms)."""
 
     def log_row(self) -> dict[str, float | int | str]:
         """Flat ``group/name`` -> value (one progress.csv row)."""
@@ -142,6 +145,8 @@ class IterationStats:
             "critic/loss_c": self.critic_c.loss_after,
             "time/sample_seconds": self.sample_seconds,
             "time/update_seconds": self.update_seconds,
+            # TRPO-Lagrangian only (the other algorithms' columns stay as they were)
+            **({"lagrange/lambda": self.multiplier} if math.isfinite(self.multiplier) else {}),
         }
 
     def summary(self) -> dict[str, str]:
@@ -155,6 +160,8 @@ class IterationStats:
         }
         if math.isfinite(self.margin):
             out["margin"] = f"{self.margin:.1f}"
+        if math.isfinite(self.multiplier):
+            out["lambda"] = f"{self.multiplier:.2f}"
         return out
 
     def events(self) -> list[str]:
@@ -172,6 +179,9 @@ class IterationStats:
 class TrustRegionAlgorithm:
     """Single-task CPO (``constrained=True``) or TRPO on the :class:`Agent` it owns.
 
+    TRPO with a ``lagrange`` config section is TRPO-Lagrangian (:mod:`metacpo.algorithms.lagrange`):
+    each step is a TRPO step on the penalised advantage, after one dual step on the multiplier.
+
     Follows :class:`metacpo.training.Algorithm`: ``iterate``, ``state_dict``,
     ``load_state_dict``, ``policy_snapshot``.
     """
@@ -188,6 +198,9 @@ class TrustRegionAlgorithm:
         # ``margin`` section (single-task CPO); TRPO and multi-task CPO have none.
         margin_cfg = config.extra.get("margin") if constrained else None
         self.margin: CostMargin | None = CostMargin(margin_cfg) if margin_cfg is not None else None
+        # TRPO-Lagrangian's multiplier (algorithms that register a ``lagrange`` section)
+        lagrange_cfg = None if constrained else config.extra.get("lagrange")
+        self.lagrange = LagrangeMultiplier(lagrange_cfg) if lagrange_cfg is not None else None
 
     # -- the Algorithm protocol ---------------------------------------------------------------
     def policy_snapshot(self, *, deterministic: bool = False) -> PolicySnapshot:
@@ -213,8 +226,12 @@ class TrustRegionAlgorithm:
         if self.margin is not None:
             self.margin.observe(processed.j_c, cost_limit=d)
             margin = self.margin.margin(d)
+        step_batch, multiplier = processed, math.nan
+        if self.lagrange is not None:
+            multiplier = self.lagrange.observe(processed.j_c, cost_limit=d)
+            step_batch = penalised(processed, multiplier)
         new_params, ustats = trust_region_update(
-            policy=agent.policy, params=params, processed=processed, settings=cfg.update, constrained=self.constrained,
+            policy=agent.policy, params=params, processed=step_batch, settings=cfg.update, constrained=self.constrained,
             cost_target=d if self.margin is None else d - margin,  # b = J_C - (d - m)
         )
         if self.margin is not None:
@@ -234,6 +251,7 @@ class TrustRegionAlgorithm:
             behaviour_logp_gap=processed.behaviour_logp_gap,
             sample_seconds=math.nan, update_seconds=math.nan,
             margin=margin, prediction_error=self.margin.last_error if self.margin is not None else math.nan,
+            multiplier=multiplier,
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -243,6 +261,7 @@ class TrustRegionAlgorithm:
                          "fallback_total": self.fallback_total},
             "sampler": self.sampler.state_dict(),
             **({"cost_margin": self.margin.state_dict()} if self.margin is not None else {}),
+            **({"lagrange": self.lagrange.state_dict()} if self.lagrange is not None else {}),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -259,6 +278,10 @@ class TrustRegionAlgorithm:
             if "cost_margin" not in state:
                 raise ValueError("algorithm state lacks ['cost_margin'] (CPO checkpoints keep the cost margin)")
             self.margin.load_state_dict(state["cost_margin"])
+        if self.lagrange is not None:
+            if "lagrange" not in state:
+                raise ValueError("algorithm state lacks ['lagrange'] (TRPO-Lagrangian checkpoints keep the multiplier)")
+            self.lagrange.load_state_dict(state["lagrange"])
 
 
 def build_cpo(config: TrainConfig, *, sampler: Sampler, obs_dim: int, act_dim: int) -> TrustRegionAlgorithm:

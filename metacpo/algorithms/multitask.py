@@ -1,5 +1,8 @@
 """Multi-task CPO: single-task CPO trained sequentially on tasks drawn from a level's distribution.
 
+Multi-task TRPO-Lagrangian (``multitask-trpo-lag``) is the same walk with TRPO-Lagrangian steps
+(:mod:`metacpo.algorithms.lagrange`): the Lagrangian baseline pre-trained multi-task.
+
 The baseline that sees the same task distribution as Meta-CPO but learns one policy for all
 of it, without an adaptation-aware objective. Each iteration is a plain CPO iteration
 (:class:`metacpo.algorithms.cpo.TrustRegionAlgorithm`) on the current task; every
@@ -39,11 +42,14 @@ class MultitaskConfig:
 
 
 class MultitaskCPO(TrustRegionAlgorithm):
-    """CPO whose iterations cycle through tasks drawn from one level of the task family."""
+    """CPO (or, ``constrained=False`` with a ``lagrange`` section, TRPO-Lagrangian) whose iterations
+    cycle through tasks drawn from one level of the task family."""
 
-    def __init__(self, config: TrainConfig, *, sampler: Sampler, obs_dim: int, act_dim: int) -> None:
+    def __init__(self, config: TrainConfig, *, sampler: Sampler, obs_dim: int, act_dim: int,
+                 constrained: bool = True) -> None:
         self.task_sampler = CurrentTaskSampler(sampler)
-        super().__init__(config, sampler=self.task_sampler, constrained=True, obs_dim=obs_dim, act_dim=act_dim)
+        super().__init__(config, sampler=self.task_sampler, constrained=constrained, obs_dim=obs_dim,
+                         act_dim=act_dim)
         self.settings: MultitaskConfig = config.section("multitask")
         self.distribution, _ = task_distributions(config.env.env_id, self.settings.task_level)
         self.task_rng = np.random.default_rng([config.run.seed, 31337])
@@ -72,3 +78,9 @@ class MultitaskCPO(TrustRegionAlgorithm):
 def build_multitask_cpo(config: TrainConfig, *, sampler: Sampler, obs_dim: int, act_dim: int) -> MultitaskCPO:
     return MultitaskCPO(config, sampler=sampler, obs_dim=obs_dim, act_dim=act_dim)
 
+
+
+def build_multitask_trpo_lag(config: TrainConfig, *, sampler: Sampler, obs_dim: int, act_dim: int) -> MultitaskCPO:
+    if config.extra.get("lagrange") is None:
+        raise ValueError("multitask-trpo-lag needs its 'lagrange' config section")
+    return MultitaskCPO(config, sampler=sampler, obs_dim=obs_dim, act_dim=act_dim, constrained=False)

@@ -12,8 +12,8 @@ Adding an algorithm: one new module with ``build(config, *, sampler, obs_dim, ac
 dataclasses, plus one :func:`register_algorithm` line here (or in a plugin, where ``build`` and
 the sections may also be the objects themselves)::
 
-    register_algorithm("ppo-lag", build="metacpo.algorithms.ppo_lag:build_ppo_lag",
-                       sections={"lagrange": "metacpo.algorithms.ppo_lag:LagrangeConfig"})
+    register_algorithm("ppo", build="metacpo.algorithms.ppo:build_ppo",
+                       sections={"ppo": "metacpo.algorithms.ppo:PPOConfig"})
 """
 
 from __future__ import annotations
@@ -118,4 +118,11 @@ register_algorithm("meta-trpo", build=f"{_A}.meta_cpo:build_meta_trpo",
 register_algorithm("multitask-cpo", build=f"{_A}.multitask:build_multitask_cpo",
                    sections={"multitask": f"{_A}.multitask:MultitaskConfig"},
                    description="CPO trained sequentially on tasks drawn from the level-1 distribution",
+                   default_env_id=META_TASK_FAMILY)
+register_algorithm("trpo-lag", build=f"{_A}.trpo:build_trpo_lag", sections={"lagrange": f"{_A}.lagrange:LagrangeConfig"},
+                   description="TRPO-Lagrangian (Ray et al. 2019): TRPO on the penalised advantage, lambda by dual ascent")
+register_algorithm("multitask-trpo-lag", build=f"{_A}.multitask:build_multitask_trpo_lag",
+                   sections={"multitask": f"{_A}.multitask:MultitaskConfig",
+                             "lagrange": f"{_A}.lagrange:LagrangeConfig"},
+                   description="TRPO-Lagrangian trained sequentially on tasks drawn from the level-1 distribution",
                    default_env_id=META_TASK_FAMILY)

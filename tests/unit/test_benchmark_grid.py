@@ -36,7 +36,7 @@ def _with(**changes) -> dict:
 
 @pytest.mark.parametrize("changes, message", [
     ({"bogus": 1}, "unknown key 'bogus'; allowed: ['name', 'description', 'train', 'algorithms', 'envs', 'seeds', 'adapt']"),
-    ({"algorithms": {"x": {"algo": "ppo"}}}, "unknown algo 'ppo' in algorithms.x; allowed: ['cpo', 'meta-cpo', 'meta-trpo', 'multitask-cpo', 'trpo']"),
+    ({"algorithms": {"x": {"algo": "ppo"}}}, "unknown algo 'ppo' in algorithms.x; allowed: ['cpo', 'meta-cpo', 'meta-trpo', 'multitask-cpo', 'multitask-trpo-lag', 'trpo', 'trpo-lag']"),
     ({"algorithms": {"x": {"algo": "cpo", "sett": {}}}}, "unknown key 'sett' in algorithms.x"),
     ({"algorithms": {"a/b": {"algo": "cpo"}}}, "algorithm label 'a/b' must be"),
     ({"envs": ["SafetyPointCircle9-v0"]}, "unknown env id 'SafetyPointCircle9-v0'"),
