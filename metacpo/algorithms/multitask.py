@@ -79,7 +79,6 @@ def build_multitask_cpo(config: TrainConfig, *, sampler: Sampler, obs_dim: int, 
     return MultitaskCPO(config, sampler=sampler, obs_dim=obs_dim, act_dim=act_dim)
 
 
-
 def build_multitask_trpo_lag(config: TrainConfig, *, sampler: Sampler, obs_dim: int, act_dim: int) -> MultitaskCPO:
     if config.extra.get("lagrange") is None:
         raise ValueError("multitask-trpo-lag needs its 'lagrange' config section")
