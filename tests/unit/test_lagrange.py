@@ -1,11 +1,10 @@
 """TRPO-Lagrangian: the dual step, the penalised advantage, the step it takes, and its config checks."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
-
-from dataclasses import replace
 
 from metacpo.algorithms.common import fisher_vector_product, surrogate_losses
 from metacpo.algorithms.cpo import trust_region_update
